@@ -1,0 +1,1 @@
+"""Routing classifiers (embeddings + heads): built in a later issue."""

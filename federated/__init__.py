@@ -1,0 +1,1 @@
+"""Federated learning of the router: built in a later issue."""

@@ -1,0 +1,127 @@
+"""The ``hybridgate`` command line."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="An on-device LLM gateway: local SLM, cloud LLM, or both.")
+
+
+def _fail(msg: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _load(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
+    from hybridgate.serving.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML configuration file (default: the embedded defaults).")
+
+
+@app.command()
+def serve(
+    config: Path | None = ConfigOpt,
+    host: str | None = typer.Option(None, help="Address to bind (default from the config: 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port to bind (default from the config: 8080)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without API keys."),
+    standin: bool = typer.Option(True, "--standin/--no-standin", help="Start the loopback cloud stand-in if the config asks for it."),
+) -> None:
+    """Run the gateway."""
+    server: dict[str, Any] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    cfg = _load(config, {"server": server} if server else None)
+    logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not _is_loopback(cfg.server.host) and not cfg.server.api_keys and not insecure:
+        _fail(f"refusing to listen on {cfg.server.host} without API keys; set server.api_keys or pass --insecure")
+
+    import uvicorn
+
+    from hybridgate.serving.app import create_app
+    from hybridgate.serving.build import build_gateway
+    from hybridgate.serving.standin import STANDIN_NAME, Standin
+
+    helper = None
+    if standin and cfg.standin.enabled and cfg.cloud is not None and not cfg.cloud.api_base:
+        helper = Standin(cfg.standin)
+        typer.echo(f"starting the cloud stand-in on 127.0.0.1:{helper.port} (no cloud credentials configured)", err=True)
+        try:
+            api_base = helper.start()
+        except RuntimeError as exc:
+            _fail(str(exc))
+        cfg.cloud.api_base = api_base
+        cfg.cloud.model = f"openai/{STANDIN_NAME}"
+    try:
+        try:
+            gateway = build_gateway(cfg)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        web = create_app(cfg, lambda: gateway)
+        uvicorn.run(web, host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level, access_log=False)
+    finally:
+        if helper is not None:
+            helper.stop()
+
+
+@app.command()
+def models(config: Path | None = ConfigOpt) -> None:
+    """List the backends a configuration defines, without loading any model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridgate.serving.backends.local_llama import default_model_path
+
+    cfg = _load(config)
+    table = Table("model name", "route", "kind", "model")
+    try:
+        local_path = cfg.local.model_path or str(default_model_path())
+    except FileNotFoundError as exc:
+        local_path = f"(missing: {exc})"
+    table.add_row(cfg.local.name, "local", "llama_cpp (in process)", local_path)
+    for node in cfg.edge_nodes:
+        table.add_row(node.name, node.route, node.transport, f"{node.model} @ {node.api_base}")
+    if cfg.cloud is not None:
+        where = cfg.cloud.api_base or ("loopback stand-in" if cfg.standin.enabled else "provider default")
+        table.add_row(cfg.cloud.name, "cloud", cfg.cloud.transport, f"{cfg.cloud.model} @ {where}")
+    for alias in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud"):
+        table.add_row(alias, "router" if alias.endswith("auto") else alias.split("/")[1], "alias", "")
+    Console().print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from hybridgate import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:  # pragma: no cover - the console script calls app()
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,22 @@
+"""The routing policy: pure decisions, no network and no disk.
+
+The gateway (``hybridgate.serving``) hands the router a description of the
+query and of the backends it has; the router answers with a :class:`Decision`.
+Keeping it pure means every decision can be replayed in a test or a benchmark.
+"""
+
+from hybridgate.router.decision import Decision, Route, RouteContext, RouteQuery, Scorer
+from hybridgate.router.policy import BudgetExhausted, RoutingPolicy, UnroutableError
+from hybridgate.router.rule_scorer import RuleScorer
+
+__all__ = [
+    "BudgetExhausted",
+    "Decision",
+    "Route",
+    "RouteContext",
+    "RouteQuery",
+    "RoutingPolicy",
+    "RuleScorer",
+    "Scorer",
+    "UnroutableError",
+]

@@ -1,0 +1,1 @@
+"""The HTTP gateway: backends, state, metrics and the OpenAI-compatible API."""

@@ -1,0 +1,162 @@
+"""The OpenAI-compatible HTTP surface of the gateway."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from hybridgate.router import BudgetExhausted, UnroutableError
+from hybridgate.serving.auth import KeyCheck
+from hybridgate.serving.backends.base import (
+    BackendError,
+    BackendTimeout,
+    ChatParams,
+    PromptTooLong,
+    QueueFull,
+    UpstreamRejected,
+    Usage,
+)
+from hybridgate.serving.body_limit import BodyLimit
+from hybridgate.serving.config import GatewayConfig
+from hybridgate.serving.errors import ApiError, install_error_handlers
+from hybridgate.serving.gateway import Gateway
+from hybridgate.serving.responses import completion_body, sse_events
+from hybridgate.serving.schemas import ChatCompletionRequest, UnsupportedField
+
+log = logging.getLogger(__name__)
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """Backend and routing failures as the status a client can act on."""
+    if isinstance(exc, QueueFull):
+        return ApiError(
+            503, str(exc), type="server_busy", code="queue_full", headers={"Retry-After": str(exc.retry_after_s)}
+        )
+    if isinstance(exc, PromptTooLong):
+        return ApiError(413, str(exc), code="context_length_exceeded", param="messages")
+    if isinstance(exc, BudgetExhausted):
+        return ApiError(429, str(exc), type="insufficient_quota", code="budget_exhausted", headers={"Retry-After": "3600"})
+    if isinstance(exc, UnroutableError):
+        return ApiError(503, str(exc), type="server_busy", code="no_healthy_backend", headers={"Retry-After": "5"})
+    if isinstance(exc, UpstreamRejected):
+        return ApiError(400, str(exc), code=exc.code)
+    if isinstance(exc, BackendTimeout):
+        return ApiError(504, str(exc), type="api_error", code=exc.code)
+    if isinstance(exc, BackendError):
+        return ApiError(502, str(exc), type="api_error", code=exc.code)
+    raise exc
+
+
+def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> FastAPI:
+    """``gateway_factory`` runs at start-up, so the model loads once the server is about to listen."""
+    keys = KeyCheck(cfg.server.api_keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gateway = gateway_factory()
+        try:
+            yield
+        finally:
+            await app.state.gateway.aclose()
+
+    app = FastAPI(title="hybridgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=cfg.server.max_body_bytes)
+    install_error_handlers(app)
+
+    def gw(request: Request) -> Gateway:
+        return request.app.state.gateway  # type: ignore[no-any-return]
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        body: ChatCompletionRequest, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
+    ) -> Response:
+        try:
+            body.check_supported()
+        except UnsupportedField as exc:
+            raise ApiError(400, str(exc), code="unsupported_parameter", param=exc.field) from None
+        if not gateway.known_model(body.model):
+            raise ApiError(404, f"the model '{body.model}' does not exist on this gateway", type="not_found_error", code="model_not_found", param="model")
+        messages = body.plain_messages()
+        params = ChatParams(
+            messages=messages,
+            max_tokens=body.answer_limit,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list(),
+            seed=body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            user=body.user,
+        )
+        try:
+            decision, ms = await gateway.decide(body, messages, api_key)
+            if not body.stream:
+                answer = await gateway.chat(body, params, decision, ms, api_key)
+                return JSONResponse(completion_body(answer.completion, answer.routing), headers=answer.routing.headers())
+            stream = await gateway.stream(params, decision, ms)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise to_api_error(exc) from None
+
+        async def finish(usage: Usage, status: str) -> None:
+            await gateway.finish_stream(stream, usage, api_key, status)
+
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        events = sse_events(
+            stream,
+            model=gateway.backends[stream.routing.backend].model_id,
+            include_usage=include_usage,
+            prompt_tokens_estimate=gateway.local.count_prompt_tokens(messages),
+            finish=finish,
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers={**stream.routing.headers(), "Cache-Control": "no-cache"})
+
+    @app.get("/v1/models")
+    async def models(gateway: Gateway = Depends(gw), _: str | None = Depends(keys)) -> dict[str, Any]:
+        data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridgate"} for alias in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud")]
+        for name, b in gateway.backends.items():
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": "hybridgate", "route": b.route.value, "model": b.model_id})
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/hybridgate/decisions")
+    async def decisions(limit: int = 100, gateway: Gateway = Depends(gw), _: str | None = Depends(keys)) -> dict[str, Any]:
+        if not 1 <= limit <= 10_000:
+            raise ApiError(400, "limit must be between 1 and 10000", param="limit")
+        return {"object": "list", "data": await gateway.state.recent_decisions(limit)}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(gateway: Gateway = Depends(gw)) -> JSONResponse:
+        try:
+            await gateway.state.ping()
+        except Exception as exc:  # a store that cannot even fall back is a real outage
+            log.warning("state ping failed: %s", exc)
+        state = gateway.state.describe()
+        backends = gateway.describe()
+        ready = bool(backends[gateway.local.name]["loaded"])
+        body = {
+            "status": "ready" if ready else "loading",
+            "degraded": bool(state.get("degraded")),
+            "router": gateway.policy.scorer.name,
+            "backends": backends,
+            "state": state,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(gateway: Gateway = Depends(gw)) -> Response:
+        m = gateway.metrics
+        m.queue_depth.labels(gateway.local.name).set(gateway.local.queue_depth)
+        m.state_degraded.set(1 if gateway.state.describe().get("degraded") else 0)
+        return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app

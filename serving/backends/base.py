@@ -1,0 +1,148 @@
+"""What every backend speaks: one request shape in, text and token counts out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hybridgate.router import Route
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    usage: Usage
+    model: str
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One streamed piece; the last event of a stream carries ``usage`` and a finish reason."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class BackendError(Exception):
+    """The backend failed; the gateway may fall back, else it answers 502."""
+
+    status = 502
+    code = "backend_error"
+
+    def __init__(self, message: str, *, backend: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    code = "backend_timeout"
+
+
+class BackendUnavailable(BackendError):
+    """Could not reach the backend at all (connection refused, DNS, circuit open)."""
+
+    code = "backend_unavailable"
+
+
+class UpstreamRejected(BackendError):
+    """The backend judged the request itself bad (a 4xx): falling back would not help."""
+
+    status = 400
+    code = "upstream_rejected"
+
+
+class QueueFull(Exception):
+    """The local model is busy and its waiting line is full."""
+
+    def __init__(self, backend: str, retry_after_s: int) -> None:
+        super().__init__(f"backend {backend!r} is busy: its queue is full")
+        self.backend = backend
+        self.retry_after_s = retry_after_s
+
+
+class PromptTooLong(Exception):
+    def __init__(self, backend: str, prompt_tokens: int, limit: int) -> None:
+        super().__init__(
+            f"the prompt has {prompt_tokens} tokens; backend {backend!r} holds at most {limit} with room to answer"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+@dataclass
+class Health:
+    """A small circuit breaker: after ``trip_after`` failures in a row the backend rests for ``cooldown_s``."""
+
+    trip_after: int = 3
+    cooldown_s: float = 15.0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_ok_at: float | None = None
+    open_until: float = 0.0
+    ok_count: int = field(default=0)
+
+    def ok(self) -> None:
+        self.consecutive_failures = 0
+        self.last_ok_at = time.time()
+        self.open_until = 0.0
+        self.ok_count += 1
+
+    def failed(self, error: str) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+        if self.consecutive_failures >= self.trip_after:
+            self.open_until = time.monotonic() + self.cooldown_s
+
+    @property
+    def healthy(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+        }
+
+
+class Backend(Protocol):
+    name: str
+    route: Route
+    model_id: str
+    health: Health
+
+    async def complete(self, params: ChatParams) -> Completion: ...
+
+    def stream(self, params: ChatParams) -> AsyncIterator[Delta]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...

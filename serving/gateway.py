@@ -1,0 +1,287 @@
+"""One request's path: describe it, let the router decide, call one backend, fall back, account.
+
+This module knows nothing of HTTP; :mod:`hybridgate.serving.app` turns what it
+returns into responses. Backends, state and metrics are handed in, so tests and
+benchmarks can assemble a gateway from real parts of their choosing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hybridgate.router import Decision, Route, RouteContext, RouteQuery, RoutingPolicy
+from hybridgate.serving.backends.base import Backend, BackendError, ChatParams, Completion, Delta, UpstreamRejected, Usage
+from hybridgate.serving.backends.local_llama import LlamaBackend
+from hybridgate.serving.backends.pricing import cost_usd
+from hybridgate.serving.config import GatewayConfig, RemoteConfig
+from hybridgate.serving.metrics import Metrics
+from hybridgate.serving.schemas import ChatCompletionRequest
+from hybridgate.serving.state import StateStore
+from hybridgate.serving.state.base import key_id
+
+log = logging.getLogger(__name__)
+
+_SCORED_CHARS = 4000
+
+
+@dataclass
+class Routing:
+    """How one answer was produced; it travels in headers and under the ``hybridgate`` key."""
+
+    request_id: str
+    decision: Decision
+    decision_ms: float
+    backend: str
+    route: Route
+    fallback_from: str | None = None
+    fallback_reason: str | None = None
+    cache: str | None = None
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.request_id,
+            "route": self.route.value,
+            "backend": self.backend,
+            "decision_ms": round(self.decision_ms, 3),
+            "decided": self.decision.as_dict(),
+            "cost_usd": round(self.cost_usd, 8),
+        }
+        if self.fallback_from:
+            out["fallback"] = {"from": self.fallback_from, "reason": self.fallback_reason}
+        if self.cache:
+            out["cache"] = self.cache
+        return out
+
+    def headers(self) -> dict[str, str]:
+        score = self.decision.score
+        h = {
+            "x-hybridgate-route": self.route.value,
+            "x-hybridgate-backend": self.backend,
+            "x-hybridgate-score": "-" if score is None else f"{score:.4f}",
+            "x-hybridgate-decision-ms": f"{self.decision_ms:.3f}",
+            "x-hybridgate-request-id": self.request_id,
+        }
+        if self.fallback_from:
+            h["x-hybridgate-fallback"] = self.fallback_from
+        if self.cache:
+            h["x-hybridgate-cache"] = self.cache
+        return h
+
+
+@dataclass
+class Answer:
+    completion: Completion
+    routing: Routing
+
+
+@dataclass
+class StreamAnswer:
+    """A stream whose first piece has already arrived, so the route (and any fallback) is settled."""
+
+    routing: Routing
+    first: Delta
+    rest: AsyncGenerator[Delta, None]
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _query_text(messages: list[dict[str, Any]]) -> str:
+    last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    rest = "\n".join(m["content"] for m in messages if m["content"] is not last_user)
+    return (last_user + "\n" + rest)[:_SCORED_CHARS]
+
+
+class Gateway:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        local: LlamaBackend,
+        remotes: list[Backend],
+        state: StateStore,
+        metrics: Metrics,
+        policy: RoutingPolicy,
+    ) -> None:
+        self.cfg = cfg
+        self.local = local
+        self.backends: dict[str, Backend] = {local.name: local, **{b.name: b for b in remotes}}
+        self._remote_cfg: dict[str, RemoteConfig] = {c.name: c for c in [*cfg.edge_nodes, *([cfg.cloud] if cfg.cloud else [])]}
+        self.state = state
+        self.metrics = metrics
+        self.policy = policy
+        self.fallback_to_local = bool(cfg.cloud and cfg.cloud.fallback_to_local)
+
+    # -- deciding -----------------------------------------------------------------------------------
+    def known_model(self, model: str) -> bool:
+        return model in self.backends or model in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud")
+
+    async def _budget_exhausted(self, api_key: str | None) -> bool:
+        limit = self.cfg.budgets.limit_for(api_key or "")
+        if limit is None:
+            return False
+        spent = (await self.state.usage_today(key_id(api_key))).cloud_cost_usd
+        return spent >= limit
+
+    async def decide(self, req: ChatCompletionRequest, messages: list[dict[str, Any]], api_key: str | None) -> tuple[Decision, float]:
+        budget_spent = await self._budget_exhausted(api_key)
+        t0 = time.perf_counter()
+        query = RouteQuery(
+            text=_query_text(messages),
+            prompt_tokens=self.local.count_prompt_tokens(messages),
+            n_messages=len(messages),
+            requested_model=req.model,
+        )
+        ctx = RouteContext(
+            backends={name: b.route for name, b in self.backends.items()},
+            healthy=frozenset(name for name, b in self.backends.items() if b.health.healthy),
+            local_context_tokens=self.local.n_ctx - (req.answer_limit or self.local.default_max_tokens),
+            overflow_to_cloud=self.cfg.local.context_overflow == "cloud",
+            cloud_budget_exhausted=budget_spent,
+        )
+        decision = self.policy.decide(query, ctx)
+        ms = (time.perf_counter() - t0) * 1000
+        self.metrics.decision.observe(ms / 1000)
+        return decision, ms
+
+    def _fallback_target(self, failed: Backend, exc: Exception) -> Backend | None:
+        if isinstance(exc, UpstreamRejected) or not isinstance(exc, BackendError):
+            return None
+        if failed.route is Route.CLOUD and self.fallback_to_local and self.local.health.healthy:
+            return self.local
+        return None
+
+    def _routing(self, decision: Decision, ms: float) -> Routing:
+        assert decision.backend is not None
+        backend = self.backends[decision.backend]
+        return Routing(
+            request_id=f"chatcmpl-hg-{uuid.uuid4().hex[:24]}",
+            decision=decision,
+            decision_ms=ms,
+            backend=backend.name,
+            route=backend.route,
+        )
+
+    def _fell_back(self, routing: Routing, to: Backend, exc: Exception) -> None:
+        log.warning("%s failed (%s); falling back to %s", routing.backend, exc, to.name)
+        self.metrics.fallbacks.labels(routing.backend, to.name).inc()
+        self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
+        routing.fallback_from, routing.fallback_reason = routing.backend, str(exc)[:200]
+        routing.backend, routing.route = to.name, to.route
+
+    # -- answering ----------------------------------------------------------------------------------
+    async def chat(self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None) -> Answer:
+        routing = self._routing(decision, ms)
+        cache_key = self._cache_key(req, params) if self.cfg.state.cache_enabled else None
+        if cache_key:
+            hit = await self.state.cache_get(cache_key)
+            if hit is not None:
+                self.metrics.cache_hits.inc()
+                routing.cache = "hit"
+                completion = Completion(hit["text"], hit["finish_reason"], Usage(*hit["usage"]), hit["model"])
+                routing.backend, routing.route = hit["backend"], Route(hit["route"])
+                await self._account(routing, Usage(0, 0), api_key, 0.0, status="ok")
+                return Answer(completion, routing)
+        started = time.perf_counter()
+        backend = self.backends[routing.backend]
+        try:
+            completion = await backend.complete(params)
+        except Exception as exc:
+            target = self._fallback_target(backend, exc)
+            if target is None:
+                self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
+                raise
+            self._fell_back(routing, target, exc)
+            completion = await target.complete(params)
+        elapsed = time.perf_counter() - started
+        await self._account(routing, completion.usage, api_key, elapsed, status="ok")
+        if cache_key:
+            routing.cache = "miss"
+            await self.state.cache_set(
+                cache_key,
+                {
+                    "text": completion.text,
+                    "finish_reason": completion.finish_reason,
+                    "usage": [completion.usage.prompt_tokens, completion.usage.completion_tokens],
+                    "model": completion.model,
+                    "backend": routing.backend,
+                    "route": routing.route.value,
+                },
+                self.cfg.state.cache_ttl_s,
+            )
+        return Answer(completion, routing)
+
+    async def stream(self, params: ChatParams, decision: Decision, ms: float) -> StreamAnswer:
+        routing = self._routing(decision, ms)
+        backend = self.backends[routing.backend]
+        started = time.perf_counter()
+        it: AsyncGenerator[Delta, None] = backend.stream(params)  # type: ignore[assignment]
+        try:
+            first = await it.__anext__()
+        except Exception as exc:
+            target = self._fallback_target(backend, exc)
+            if target is None:
+                self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
+                raise
+            self._fell_back(routing, target, exc)
+            it = target.stream(params)  # type: ignore[assignment]
+            first = await it.__anext__()
+        self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
+        return StreamAnswer(routing, first, it, started)
+
+    async def finish_stream(self, answer: StreamAnswer, usage: Usage, api_key: str | None, status: str) -> None:
+        answer.routing.usage = usage
+        await self._account(answer.routing, usage, api_key, time.perf_counter() - answer.started, status=status)
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+    def _cache_key(self, req: ChatCompletionRequest, params: ChatParams) -> str:
+        blob = json.dumps(
+            [req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop, params.seed],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    async def _account(self, routing: Routing, usage: Usage, api_key: str | None, elapsed: float, *, status: str) -> None:
+        routing.usage = usage
+        rcfg = self._remote_cfg.get(routing.backend)
+        cost = cost_usd(rcfg, usage) if rcfg is not None and routing.route is Route.CLOUD and not routing.cache else 0.0
+        routing.cost_usd = cost
+        m = self.metrics
+        m.requests.labels(routing.route.value, routing.backend, status).inc()
+        if not routing.cache:
+            m.latency.labels(routing.route.value, routing.backend).observe(elapsed)
+        m.tokens.labels(routing.backend, "prompt").inc(usage.prompt_tokens)
+        m.tokens.labels(routing.backend, "completion").inc(usage.completion_tokens)
+        if cost:
+            m.cloud_spend.labels(routing.backend).inc(cost)
+        kid = key_id(api_key)
+        await self.state.record_usage(
+            kid, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cloud_cost_usd=cost
+        )
+        await self.state.log_decision(
+            {
+                "id": routing.request_id,
+                "ts": round(time.time(), 3),
+                "key": kid,
+                "status": status,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "latency_ms": round(elapsed * 1000, 2),
+                **routing.as_dict(),
+            }
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {name: b.describe() for name, b in self.backends.items()}
+
+    async def aclose(self) -> None:
+        for b in self.backends.values():
+            await b.aclose()
+        await self.state.aclose()

@@ -1,0 +1,40 @@
+"""Prometheus metrics, each in a registry of the app's own so tests can start many gateways."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_DECISION_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hybridgate_requests", "Chat requests by route, backend and status", ["route", "backend", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "hybridgate_request_seconds", "Time to the whole answer", ["route", "backend"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.first_token = Histogram(
+            "hybridgate_first_token_seconds", "Time to the first streamed token", ["route", "backend"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.decision = Histogram(
+            "hybridgate_decision_seconds", "Time the router took to decide", buckets=_DECISION_BUCKETS, registry=r
+        )
+        self.tokens = Counter("hybridgate_tokens", "Tokens by backend and kind", ["backend", "kind"], registry=r)
+        self.cloud_spend = Counter("hybridgate_cloud_spend_usd", "Money spent on cloud answers", ["backend"], registry=r)
+        self.fallbacks = Counter(
+            "hybridgate_fallbacks", "Answers that came from another route than decided", ["from_backend", "to_backend"],
+            registry=r,
+        )
+        self.rejections = Counter("hybridgate_rejections", "Requests refused before generation", ["reason"], registry=r)
+        self.cache_hits = Counter("hybridgate_cache_hits", "Answers served from the response cache", registry=r)
+        self.queue_depth = Gauge("hybridgate_local_queue_depth", "Generations running or waiting", ["backend"], registry=r)
+        self.state_degraded = Gauge("hybridgate_state_degraded", "1 while Redis is unreachable", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

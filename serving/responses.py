@@ -1,0 +1,76 @@
+"""OpenAI's response shapes: a chat.completion object and chat.completion.chunk SSE events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from hybridgate.serving.backends.base import Completion, Delta, Usage
+from hybridgate.serving.gateway import Routing, StreamAnswer
+
+
+def _usage(u: Usage) -> dict[str, int]:
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def completion_body(c: Completion, routing: Routing) -> dict[str, Any]:
+    return {
+        "id": routing.request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": c.model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason, "logprobs": None}
+        ],
+        "usage": _usage(c.usage),
+        "hybridgate": routing.as_dict(),
+    }
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+async def sse_events(
+    answer: StreamAnswer,
+    *,
+    model: str,
+    include_usage: bool,
+    prompt_tokens_estimate: int,
+    finish: Callable[[Usage, str], Awaitable[None]],
+) -> AsyncIterator[bytes]:
+    """The stream as the OpenAI SDK expects it; a failure mid-way becomes an ``error`` event, then ``[DONE]``."""
+    routing = answer.routing
+    base = {"id": routing.request_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+    pieces = 0
+    last = Delta()
+    status = "cancelled"
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        delta: Delta | None = answer.first
+        while delta is not None:
+            if delta.text:
+                pieces += 1
+                yield chunk({"content": delta.text})
+            if delta.finish_reason:
+                last = delta
+            delta = await anext(answer.rest, None)
+        status = "ok"
+    except Exception as exc:
+        status = "error"
+        yield _event({"error": {"message": f"the backend failed mid-stream: {exc}", "type": "api_error", "code": "backend_error"}})
+    finally:
+        usage = last.usage or Usage(prompt_tokens_estimate, pieces)
+        await answer.rest.aclose()
+        await finish(usage, status)
+    if status == "ok":
+        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": last.finish_reason or "stop"}], "hybridgate": routing.as_dict()})
+        if include_usage:
+            yield _event({**base, "choices": [], "usage": _usage(usage)})
+    yield b"data: [DONE]\n\n"

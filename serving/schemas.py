@@ -1,0 +1,114 @@
+"""The OpenAI chat-completions request, as the gateway accepts it.
+
+Fields OpenAI defines but the gateway cannot honour (several choices, tools,
+log-probabilities) are refused with a 400 that names them, rather than silently
+ignored; fields OpenAI does not define are refused the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# OpenAI fields that are accepted but have no effect on the answer.
+_ACCEPTED_NOOPS = {"metadata", "store", "service_tier", "logit_bias", "parallel_tool_calls"}
+# OpenAI fields the gateway does not support: a request using them gets a 400.
+_UNSUPPORTED = {
+    "tools": "tool calling",
+    "tool_choice": "tool calling",
+    "functions": "function calling",
+    "function_call": "function calling",
+    "audio": "audio output",
+    "modalities": "non-text modalities",
+    "prediction": "predicted outputs",
+    "top_logprobs": "log-probabilities",
+    "web_search_options": "web search",
+}
+
+
+class UnsupportedField(ValueError):
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"'{field}' is not supported by this gateway ({why})")
+        self.field = field
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text":
+                raise UnsupportedField("messages[].content", f"content part of type {part.get('type')!r}")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1)
+    user: str | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logprobs: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    def check_supported(self) -> None:
+        """Raise :class:`UnsupportedField` for anything the gateway would otherwise have to ignore."""
+        for name in self.model_extra or {}:
+            if name in _UNSUPPORTED:
+                raise UnsupportedField(name, _UNSUPPORTED[name])
+            if name not in _ACCEPTED_NOOPS:
+                raise UnsupportedField(name, "not a chat-completions field")
+        if self.n not in (None, 1):
+            raise UnsupportedField("n", "only n=1")
+        if self.logprobs:
+            raise UnsupportedField("logprobs", "log-probabilities")
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            raise UnsupportedField("response_format", "only type 'text'")
+        for m in self.messages:
+            m.text()
+
+    def stop_list(self) -> list[str] | None:
+        if self.stop is None:
+            return None
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def plain_messages(self) -> list[dict[str, Any]]:
+        """Messages as role/content strings: what every backend and chat template understands."""
+        out = []
+        for m in self.messages:
+            role = "system" if m.role == "developer" else m.role
+            out.append({"role": role, "content": m.text()})
+        return out
+
+    @property
+    def answer_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens

@@ -1,0 +1,53 @@
+"""The one interface both stores implement."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """One API key's counters for one UTC day."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cloud_cost_usd: float = 0.0
+
+
+def today() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def key_id(api_key: str | None) -> str:
+    """Counters are kept under a digest of the key, so a state dump never shows a secret."""
+    if not api_key:
+        return "anonymous"
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
+
+
+class StateStore(Protocol):
+    kind: str
+
+    async def record_usage(
+        self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float
+    ) -> None: ...
+
+    async def usage_today(self, key: str) -> UsageTotals: ...
+
+    async def log_decision(self, record: dict[str, Any]) -> None: ...
+
+    async def recent_decisions(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def cache_set(self, key: str, value: dict[str, Any], ttl_s: int) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...

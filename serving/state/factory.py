@@ -1,0 +1,17 @@
+"""Pick the store the configuration asks for."""
+
+from __future__ import annotations
+
+from hybridgate.serving.config import StateConfig
+from hybridgate.serving.state.base import StateStore
+from hybridgate.serving.state.memory import MemoryStore
+
+
+def open_state(cfg: StateConfig) -> StateStore:
+    memory = MemoryStore(decision_log_size=cfg.decision_log_size)
+    if not cfg.redis_url:
+        return memory
+    from hybridgate.serving.state.redis_store import RedisStore
+    from hybridgate.serving.state.resilient import ResilientStore
+
+    return ResilientStore(RedisStore(cfg.redis_url, cfg.decision_log_size), memory, cfg.reconnect_interval_s)

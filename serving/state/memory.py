@@ -1,0 +1,64 @@
+"""State in the gateway's own memory: nothing to install, gone on restart."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+from hybridgate.serving.state.base import UsageTotals, today
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self, decision_log_size: int = 10_000, cache_entries: int = 1024) -> None:
+        self._usage: dict[tuple[str, str], UsageTotals] = {}
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=decision_log_size)
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._cache_entries = cache_entries
+
+    async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
+        slot = (today(), key)
+        u = self._usage.get(slot, UsageTotals())
+        self._usage[slot] = UsageTotals(
+            u.requests + 1,
+            u.prompt_tokens + prompt_tokens,
+            u.completion_tokens + completion_tokens,
+            u.cloud_cost_usd + cloud_cost_usd,
+        )
+
+    async def usage_today(self, key: str) -> UsageTotals:
+        return self._usage.get((today(), key), UsageTotals())
+
+    async def log_decision(self, record: dict[str, Any]) -> None:
+        self._decisions.append(record)
+
+    async def recent_decisions(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self._decisions)[-limit:][::-1]
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        expires, value = hit
+        if time.monotonic() >= expires:
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return value
+
+    async def cache_set(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        self._cache[key] = (time.monotonic() + ttl_s, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+    async def ping(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "decisions": len(self._decisions), "cache_entries": len(self._cache)}
+
+    async def aclose(self) -> None:
+        return None

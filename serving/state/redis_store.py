@@ -1,0 +1,79 @@
+"""State in Redis, shared by every gateway process that points at the same server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from hybridgate.serving.state.base import UsageTotals, today
+
+_PREFIX = "hybridgate:"
+_USAGE_TTL_S = 3 * 24 * 3600
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, url: str, decision_log_size: int = 10_000, timeout_s: float = 0.5) -> None:
+        self.url = url
+        self._size = decision_log_size
+        self._r = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+        )
+
+    def _usage_key(self, key: str) -> str:
+        return f"{_PREFIX}usage:{today()}:{key}"
+
+    async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
+        k = self._usage_key(key)
+        async with self._r.pipeline(transaction=True) as p:
+            p.hincrby(k, "requests", 1)
+            p.hincrby(k, "prompt_tokens", prompt_tokens)
+            p.hincrby(k, "completion_tokens", completion_tokens)
+            p.hincrbyfloat(k, "cloud_cost_usd", cloud_cost_usd)
+            p.expire(k, _USAGE_TTL_S)
+            await p.execute()
+
+    async def usage_today(self, key: str) -> UsageTotals:
+        h = await self._r.hgetall(self._usage_key(key))
+        return UsageTotals(
+            int(h.get("requests", 0)),
+            int(h.get("prompt_tokens", 0)),
+            int(h.get("completion_tokens", 0)),
+            float(h.get("cloud_cost_usd", 0.0)),
+        )
+
+    async def log_decision(self, record: dict[str, Any]) -> None:
+        async with self._r.pipeline(transaction=True) as p:
+            p.lpush(f"{_PREFIX}decisions", json.dumps(record, separators=(",", ":")))
+            p.ltrim(f"{_PREFIX}decisions", 0, self._size - 1)
+            await p.execute()
+
+    async def recent_decisions(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._r.lrange(f"{_PREFIX}decisions", 0, limit - 1)
+        return [json.loads(r) for r in rows]
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        raw = await self._r.get(f"{_PREFIX}cache:{key}")
+        return None if raw is None else json.loads(raw)
+
+    async def cache_set(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        await self._r.set(f"{_PREFIX}cache:{key}", json.dumps(value, separators=(",", ":")), ex=ttl_s)
+
+    async def ping(self) -> None:
+        await self._r.ping()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": _redact(self.url)}
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

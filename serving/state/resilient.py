@@ -1,0 +1,87 @@
+"""Redis when it answers, the process's own memory when it does not.
+
+A gateway on a laptop must keep answering when the shared Redis goes away:
+every call that fails on Redis is served by an in-process store instead, the
+store reports itself degraded (``/readyz`` shows it), and after
+``reconnect_interval_s`` the next call tries Redis again. Counters written while
+degraded stay in memory; they are not replayed into Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hybridgate.serving.state.base import UsageTotals
+from hybridgate.serving.state.memory import MemoryStore
+from hybridgate.serving.state.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class ResilientStore:
+    kind = "redis"
+
+    def __init__(self, primary: RedisStore, fallback: MemoryStore, reconnect_interval_s: float = 2.0) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.reconnect_interval_s = reconnect_interval_s
+        self.degraded = False
+        self.last_error: str | None = None
+        self._retry_at = 0.0
+
+    async def _call(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        if self.degraded and time.monotonic() < self._retry_at:
+            return await op(self.fallback)
+        try:
+            result = await op(self.primary)
+        except _DOWN as exc:
+            if not self.degraded:
+                log.warning("redis unreachable (%s); state continues in process memory", exc)
+            self.degraded = True
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._retry_at = time.monotonic() + self.reconnect_interval_s
+            return await op(self.fallback)
+        if self.degraded:
+            log.info("redis is back; state returns to redis")
+            self.degraded = False
+            self.last_error = None
+        return result
+
+    async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
+        await self._call(
+            lambda s: s.record_usage(
+                key, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cloud_cost_usd=cloud_cost_usd
+            )
+        )
+
+    async def usage_today(self, key: str) -> UsageTotals:
+        return await self._call(lambda s: s.usage_today(key))
+
+    async def log_decision(self, record: dict[str, Any]) -> None:
+        await self._call(lambda s: s.log_decision(record))
+
+    async def recent_decisions(self, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._call(lambda s: s.recent_decisions(limit))
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        return await self._call(lambda s: s.cache_get(key))
+
+    async def cache_set(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        await self._call(lambda s: s.cache_set(key, value, ttl_s))
+
+    async def ping(self) -> None:
+        await self._call(lambda s: s.ping())
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.primary.describe(), "degraded": self.degraded, "last_error": self.last_error}
+
+    async def aclose(self) -> None:
+        await self.primary.aclose()
