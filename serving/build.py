@@ -40,4 +40,6 @@ def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None) -> G
     if cfg.cloud is not None:
         remotes.append(build_remote(cfg.cloud))
     policy = RoutingPolicy(RuleScorer(cfg.router.long_prompt_tokens), cfg.router.threshold)
-    return Gateway(cfg, local or load_local(cfg), remotes, open_state(cfg.state), Metrics(), policy)
+    return Gateway(
+        cfg, local or load_local(cfg), remotes, open_state(cfg.state), Metrics(), policy, owns_local=local is None
+    )

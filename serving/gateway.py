@@ -108,8 +108,11 @@ class Gateway:
         state: StateStore,
         metrics: Metrics,
         policy: RoutingPolicy,
+        *,
+        owns_local: bool = True,
     ) -> None:
         self.cfg = cfg
+        self._owns_local = owns_local
         self.local = local
         self.backends: dict[str, Backend] = {local.name: local, **{b.name: b for b in remotes}}
         self._remote_cfg: dict[str, RemoteConfig] = {c.name: c for c in [*cfg.edge_nodes, *([cfg.cloud] if cfg.cloud else [])]}
@@ -283,5 +286,6 @@ class Gateway:
 
     async def aclose(self) -> None:
         for b in self.backends.values():
-            await b.aclose()
+            if b is not self.local or self._owns_local:
+                await b.aclose()
         await self.state.aclose()

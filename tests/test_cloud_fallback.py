@@ -1,0 +1,97 @@
+"""The cloud route over both transports, its failures, and the fallback to the local model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import ServerThread, free_port, post_chat
+
+HELLO = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 6}
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai"])
+def test_cloud_streaming_passes_through(make_gateway: Callable[..., ServerThread], stub, transport: str) -> None:
+    srv = make_gateway(cloud={"transport": transport})
+    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={"model": "cloud", "stream": True, **HELLO}, timeout=30) as r:
+        assert r.headers["x-hybridgate-route"] == "cloud"
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    text = "".join(
+        (c["delta"].get("content") or "") for e in events[:-1] for c in json.loads(e).get("choices", [])
+    )
+    assert text == stub[1].reply
+    assert stub[1].received[-1]["stream"] is True
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai"])
+@pytest.mark.parametrize("failure", ["error500", "refused", "timeout"])
+def test_cloud_failure_falls_back_to_local(make_gateway: Callable[..., ServerThread], stub, transport: str, failure: str) -> None:
+    cloud: dict[str, object] = {"transport": transport, "timeout_s": 1.0}
+    if failure == "refused":
+        cloud["api_base"] = f"http://127.0.0.1:{free_port()}/v1"
+    else:
+        stub[1].mode = "error500" if failure == "error500" else "slow"
+        stub[1].delay_s = 3.0 if failure == "timeout" else 0.0
+    srv = make_gateway(cloud=cloud)
+    r = post_chat(srv.url, {"model": "hybridgate/cloud", **HELLO})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-hybridgate-route"] == "local"
+    assert r.headers["x-hybridgate-fallback"] == "cloud"
+    assert r.json()["hybridgate"]["fallback"]["from"] == "cloud"
+    assert r.json()["choices"][0]["message"]["content"]
+    metrics = httpx.get(f"{srv.url}/metrics").text
+    assert 'hybridgate_fallbacks_total{from_backend="cloud",to_backend="local"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("failure,status", [("error500", 502), ("timeout", 504), ("refused", 502)])
+def test_cloud_failure_without_fallback_is_502_or_504(
+    make_gateway: Callable[..., ServerThread], stub, failure: str, status: int
+) -> None:
+    cloud: dict[str, object] = {"fallback_to_local": False, "timeout_s": 1.0, "transport": "litellm"}
+    if failure == "refused":
+        cloud["api_base"] = f"http://127.0.0.1:{free_port()}/v1"
+    else:
+        stub[1].mode = "error500" if failure == "error500" else "slow"
+        stub[1].delay_s = 3.0 if failure == "timeout" else 0.0
+    srv = make_gateway(cloud=cloud)
+    r = post_chat(srv.url, {"model": "hybridgate/cloud", **HELLO})
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "code"} and "Traceback" not in r.text
+
+
+def test_streaming_falls_back_before_the_first_token(make_gateway: Callable[..., ServerThread], stub) -> None:
+    stub[1].mode = "error500"
+    srv = make_gateway(cloud={"transport": "openai"})
+    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={"model": "hybridgate/cloud", "stream": True, **HELLO}, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["x-hybridgate-fallback"] == "cloud" and r.headers["x-hybridgate-route"] == "local"
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and len(lines) > 3
+
+
+def test_stream_cut_mid_way_ends_with_an_error_event(make_gateway: Callable[..., ServerThread], stub) -> None:
+    stub[1].mode = "cut"
+    stub[1].reply = "one two three four"
+    srv = make_gateway(cloud={"transport": "openai"})
+    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={"model": "cloud", "stream": True, **HELLO}, timeout=30) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert any('"error"' in line for line in lines)
+
+
+def test_circuit_opens_after_repeated_failures_and_auto_goes_local(make_gateway: Callable[..., ServerThread], stub) -> None:
+    stub[1].mode = "error500"
+    srv = make_gateway(cloud={"transport": "openai", "fallback_to_local": False})
+    for _ in range(3):
+        assert post_chat(srv.url, {"model": "cloud", **HELLO}).status_code == 502
+    ready = httpx.get(f"{srv.url}/readyz").json()
+    assert ready["backends"]["cloud"]["healthy"] is False
+    hard = {"model": "hybridgate/auto", "messages": [{"role": "user", "content": "Prove the theorem step by step. " * 80}], "max_tokens": 4}
+    r = post_chat(srv.url, hard)
+    assert r.status_code == 200 and r.headers["x-hybridgate-route"] == "local"
+    assert any("no healthy cloud backend" in x for x in r.json()["hybridgate"]["decided"]["reasons"])

@@ -1,0 +1,144 @@
+"""Every error status in OpenAI's shape, and API keys on and off."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import ServerThread, post_chat
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def assert_openai_error(r: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert isinstance(err["message"], str) and err["message"]
+    assert "type" in err and "code" in err
+    assert "Traceback" not in r.text
+    if code is not None:
+        assert err["code"] == code
+    return err
+
+
+@pytest.mark.parametrize(
+    "body,status,code",
+    [
+        ({"model": "hybridgate/auto", "messages": MSG, "n": 2}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": MSG, "tools": [{"type": "function"}]}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": MSG, "frobnicate": 1}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "unsupported_parameter"),
+        ({"model": "no-such-model", "messages": MSG}, 404, "model_not_found"),
+        ({"model": "hybridgate/auto"}, 422, "invalid_schema"),
+        ({"model": "hybridgate/auto", "messages": MSG, "temperature": 7}, 422, "invalid_schema"),
+        ({"model": "hybridgate/auto", "messages": [{"role": "wizard", "content": "x"}]}, 422, "invalid_schema"),
+    ],
+)
+def test_bad_requests(gateway: ServerThread, body: dict, status: int, code: str) -> None:
+    assert_openai_error(post_chat(gateway.url, body), status, code)
+
+
+def test_malformed_json_is_400(gateway: ServerThread) -> None:
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert_openai_error(r, 400, "invalid_json")
+
+
+def test_body_too_large_is_413(make_gateway: Callable[..., ServerThread]) -> None:
+    srv = make_gateway(server={"max_body_bytes": 2000})
+    r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": [{"role": "user", "content": "x" * 5000}]})
+    assert_openai_error(r, 413)
+
+    def chunks():
+        yield b'{"model": "hybridgate/auto", "messages": [{"role": "user", "content": "'
+        yield b"y" * 5000
+        yield b'"}]}'
+
+    r = httpx.post(f"{srv.url}/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert_openai_error(r, 413)
+
+
+def test_prompt_longer_than_local_context(make_gateway: Callable[..., ServerThread]) -> None:
+    long = [{"role": "user", "content": "word " * 1500}]
+    reject = make_gateway(local={"n_ctx": 1024, "context_overflow": "reject"}, router={"threshold": 1.0})
+    assert_openai_error(post_chat(reject.url, {"model": "hybridgate/local", "messages": long}), 413, "context_length_exceeded")
+    assert_openai_error(post_chat(reject.url, {"model": "hybridgate/auto", "messages": long, "max_tokens": 4}), 413)
+    to_cloud = make_gateway(local={"n_ctx": 1024, "context_overflow": "cloud"}, router={"threshold": 1.0})
+    r = post_chat(to_cloud.url, {"model": "hybridgate/auto", "messages": long, "max_tokens": 4})
+    assert r.status_code == 200 and r.headers["x-hybridgate-route"] == "cloud"
+    assert any("exceeds the local context" in x for x in r.json()["hybridgate"]["decided"]["reasons"])
+
+
+def test_full_queue_answers_503_with_retry_after(make_gateway: Callable[..., ServerThread], local_model) -> None:
+    srv = make_gateway()
+    old = local_model.max_queue
+    local_model.max_queue = 0
+    try:
+        t = threading.Thread(
+            target=post_chat,
+            args=(srv.url, {"model": "hybridgate/local", "messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 120}),
+        )
+        t.start()
+        deadline = time.monotonic() + 10
+        while local_model.queue_depth == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = post_chat(srv.url, {"model": "hybridgate/local", "messages": MSG, "max_tokens": 4})
+        s = httpx.post(
+            f"{srv.url}/v1/chat/completions",
+            json={"model": "hybridgate/local", "messages": MSG, "max_tokens": 4, "stream": True},
+        )
+        t.join()
+    finally:
+        local_model.max_queue = old
+    for resp in (r, s):
+        assert_openai_error(resp, 503, "queue_full")
+        assert int(resp.headers["retry-after"]) >= 1
+    assert post_chat(srv.url, {"model": "hybridgate/local", "messages": MSG, "max_tokens": 2}).status_code == 200
+
+
+def test_budget_spent_flips_auto_to_local_and_refuses_pinned_cloud(make_gateway: Callable[..., ServerThread]) -> None:
+    srv = make_gateway(
+        server={"api_keys": ["k1"]},
+        cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
+        budgets={"per_key_daily_usd": {"k1": 0.001}},
+    )
+    auth = {"Authorization": "Bearer k1"}
+    first = post_chat(srv.url, {"model": "hybridgate/cloud", "messages": MSG, "max_tokens": 5}, headers=auth)
+    assert first.status_code == 200 and first.json()["hybridgate"]["cost_usd"] > 0.001
+    assert_openai_error(post_chat(srv.url, {"model": "hybridgate/cloud", "messages": MSG}, headers=auth), 429, "budget_exhausted")
+    hard = [{"role": "user", "content": "Prove it step by step and explain why. " * 60}]
+    r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": hard, "max_tokens": 2}, headers=auth)
+    assert r.status_code == 200 and r.headers["x-hybridgate-route"] == "local"
+    assert any("budget" in x for x in r.json()["hybridgate"]["decided"]["reasons"])
+
+
+def test_auth_on(make_gateway: Callable[..., ServerThread]) -> None:
+    srv = make_gateway(server={"api_keys": ["secret-1", "secret-2"]})
+    body = {"model": "hybridgate/local", "messages": MSG, "max_tokens": 2}
+    assert_openai_error(post_chat(srv.url, body), 401, "missing_api_key")
+    assert_openai_error(post_chat(srv.url, body, headers={"Authorization": "Bearer wrong"}), 401, "invalid_api_key")
+    assert_openai_error(httpx.get(f"{srv.url}/v1/models"), 401)
+    assert post_chat(srv.url, body, headers={"Authorization": "Bearer secret-2"}).status_code == 200
+    assert httpx.get(f"{srv.url}/healthz").status_code == 200, "probes stay open for the orchestrator"
+
+
+def test_auth_off_accepts_any_or_no_key(gateway: ServerThread) -> None:
+    body = {"model": "hybridgate/local", "messages": MSG, "max_tokens": 2}
+    assert post_chat(gateway.url, body).status_code == 200
+    assert post_chat(gateway.url, body, headers={"Authorization": "Bearer whatever"}).status_code == 200
+
+
+def test_readyz_and_metrics(gateway: ServerThread) -> None:
+    post_chat(gateway.url, {"model": "hybridgate/local", "messages": MSG, "max_tokens": 3})
+    ready = httpx.get(f"{gateway.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["backends"]["local"]["loaded"] is True
+    assert set(ready["backends"]) == {"local", "cloud"}
+    m = httpx.get(f"{gateway.url}/metrics").text
+    assert 'hybridgate_requests_total{backend="local",route="local",status="ok"} 1.0' in m
+    assert "hybridgate_request_seconds_bucket" in m and "hybridgate_decision_seconds_count 1.0" in m
+    assert 'hybridgate_tokens_total{backend="local",kind="completion"}' in m
+    log = httpx.get(f"{gateway.url}/v1/hybridgate/decisions?limit=5").json()["data"]
+    assert log[0]["route"] == "local" and log[0]["completion_tokens"] > 0 and "hello" not in str(log)
