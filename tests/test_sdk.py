@@ -1,0 +1,66 @@
+"""hybridgate.Client and AsyncClient against a running gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import hybridgate
+from hybridgate.serving import sdk
+from tests.conftest import ServerThread, free_port
+
+
+def test_chat_and_routing_info(gateway: ServerThread) -> None:
+    with hybridgate.Client(gateway.url) as c:
+        out = c.chat("What is 2 + 2?", model="hybridgate/local", max_tokens=6, temperature=0)
+        assert out.text and out.usage["completion_tokens"] > 0
+        assert out.routing.route == "local" and out.routing.backend == "local"
+        assert out.routing.reasons and out.routing.request_id.startswith("chatcmpl-hg-")
+        auto = c.chat("Hi", max_tokens=3)
+        assert auto.routing.score is not None
+        assert "hybridgate/auto" in c.models()
+
+
+def test_stream(gateway: ServerThread) -> None:
+    c = hybridgate.Client(f"{gateway.url}/v1")
+    with c.stream([{"role": "user", "content": "Name a fruit."}], model="hybridgate/local", max_tokens=8) as s:
+        assert s.routing.route == "local", "routing is known before the first piece"
+        pieces = list(s)
+    assert len(pieces) >= 2 and s.text == "".join(pieces)
+    assert s.usage and s.usage["completion_tokens"] >= 1 and s.finish_reason in ("stop", "length")
+
+
+async def test_async_client(gateway: ServerThread, stub) -> None:
+    async with hybridgate.AsyncClient(gateway.url) as c:
+        out = await c.chat("hello", model="cloud", max_tokens=4)
+        assert out.text == stub[1].reply and out.routing.route == "cloud"
+        async with c.stream("hello", model="cloud") as s:
+            pieces = [p async for p in s]
+        assert "".join(pieces) == stub[1].reply
+        assert s.routing.route == "cloud" and s.usage is not None
+
+
+def test_typed_errors(make_gateway: Callable[..., ServerThread]) -> None:
+    srv = make_gateway(server={"api_keys": ["k"]})
+    with pytest.raises(sdk.AuthenticationError) as e:
+        hybridgate.Client(srv.url).chat("x")
+    assert e.value.status == 401 and e.value.code == "missing_api_key"
+    c = hybridgate.Client(srv.url, api_key="k")
+    with pytest.raises(sdk.NotFoundError):
+        c.chat("x", model="nope")
+    with pytest.raises(sdk.BadRequestError) as bad:
+        c.chat("x", n=2)
+    assert bad.value.code == "unsupported_parameter"
+    with pytest.raises(sdk.NotFoundError):
+        with c.stream("x", model="nope"):
+            pass
+    with pytest.raises(sdk.APIConnectionError):
+        hybridgate.Client(f"http://127.0.0.1:{free_port()}").chat("x")
+
+
+def test_rate_limit_error_carries_retry_after(make_gateway: Callable[..., ServerThread]) -> None:
+    srv = make_gateway(budgets={"default_daily_usd": 0.0})
+    with pytest.raises(sdk.RateLimitError) as e:
+        hybridgate.Client(srv.url).chat("x", model="hybridgate/cloud")
+    assert e.value.retry_after == 3600.0

@@ -1,0 +1,109 @@
+"""Counters, decision log and cache against a real Redis, and Redis going away mid-run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import redis
+
+from hybridgate.serving.state.base import key_id
+from tests.conftest import REDIS_URL, ServerThread, free_port, post_chat
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        r.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"the tests need a real Redis at {REDIS_URL} (.ci/run starts one)")
+    r.flushdb()
+    yield r
+    r.flushdb()
+
+
+def test_counters_log_and_cache_live_in_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:
+    srv = make_gateway(
+        server={"api_keys": ["key-a"]},
+        state={"redis_url": REDIS_URL, "cache_enabled": True, "cache_ttl_s": 60},
+        cloud={"cost_per_1k_prompt_usd": 0.5, "cost_per_1k_completion_usd": 1.0},
+    )
+    auth = {"Authorization": "Bearer key-a"}
+    body = {"model": "hybridgate/cloud", "messages": MSG, "max_tokens": 5, "temperature": 0}
+    first = post_chat(srv.url, body, headers=auth)
+    second = post_chat(srv.url, body, headers=auth)
+    assert first.headers["x-hybridgate-cache"] == "miss" and second.headers["x-hybridgate-cache"] == "hit"
+    assert second.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    usage_keys = [k.decode() for k in shared_redis.keys("hybridgate:usage:*")]
+    assert len(usage_keys) == 1 and usage_keys[0].endswith(key_id("key-a")), "counters are kept under a digest of the key"
+    h = {k.decode(): v.decode() for k, v in shared_redis.hgetall(usage_keys[0]).items()}
+    assert h["requests"] == "2" and int(h["prompt_tokens"]) == 10
+    assert float(h["cloud_cost_usd"]) == pytest.approx(10 / 1000 * 0.5 + 5 / 1000 * 1.0)
+    assert shared_redis.llen("hybridgate:decisions") == 2
+    assert len(shared_redis.keys("hybridgate:cache:*")) == 1
+    assert shared_redis.ttl(shared_redis.keys("hybridgate:cache:*")[0]) <= 60
+
+
+def test_two_gateways_share_one_budget_through_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:
+    sections = dict(
+        server={"api_keys": ["k"]},
+        state={"redis_url": REDIS_URL},
+        cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
+        budgets={"default_daily_usd": 0.01},
+    )
+    a, b = make_gateway(**sections), make_gateway(**sections)
+    auth = {"Authorization": "Bearer k"}
+    assert post_chat(a.url, {"model": "cloud", "messages": MSG}, headers=auth).status_code == 200
+    assert post_chat(b.url, {"model": "cloud", "messages": MSG}, headers=auth).status_code == 429
+
+
+def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> None:
+    server_bin = shutil.which("redis-server")
+    assert server_bin, "redis-server must be installed (.ci/run installs it)"
+    port = free_port()
+    cmd = [server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        srv = make_gateway(state={"redis_url": url, "reconnect_interval_s": 0.3})
+        body = {"model": "hybridgate/local", "messages": MSG, "max_tokens": 2}
+        assert post_chat(srv.url, body).status_code == 200
+        assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False
+        assert client.llen("hybridgate:decisions") == 1
+
+        proc.terminate()
+        proc.wait(timeout=10)
+        r = post_chat(srv.url, body)
+        assert r.status_code == 200, "requests must still succeed without Redis"
+        ready = httpx.get(f"{srv.url}/readyz").json()
+        assert ready["degraded"] is True and ready["state"]["last_error"]
+        assert "hybridgate_state_degraded 1.0" in httpx.get(f"{srv.url}/metrics").text
+
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        time.sleep(0.4)
+        assert post_chat(srv.url, body).status_code == 200
+        assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False
+        assert client.llen("hybridgate:decisions") >= 1, "writes go to Redis again once it is back"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
