@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROXY_VENV = ROOT / "bench" / ".venv-litellm-proxy"
 PROXY_PIN = "litellm[proxy]==1.106.2"
 BODY = {"messages": [{"role": "user", "content": "Say hello in one short sentence."}], "max_tokens": 16}
-console = Console()
+console = Console(width=150)
+KEY = "sk-bench-0123456789abcdef"  # both gateways check a bearer key, as deployed ones would
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def free_port() -> int:
@@ -154,7 +156,7 @@ def pct(xs: list[float], q: float) -> float:
 def gateway_config(tmp: Path, name: str, stub_port: int, transport: str) -> Path:
     path = tmp / f"{name}.yaml"
     doc = {
-        "server": {"port": free_port(), "log_level": "warning"},
+        "server": {"port": free_port(), "log_level": "warning", "api_keys": [KEY]},
         "local": {"n_threads": 1},
         "cloud": {"model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "transport": transport, "max_retries": 0},
         "standin": {"enabled": False},
@@ -174,7 +176,7 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
         cfg = gateway_config(tmp, transport, stub_port, transport)
         port = yaml.safe_load(cfg.read_text())["server"]["port"]
         procs[label] = start([py, "-m", "hybridgate.cli", "serve", "--config", str(cfg)], f"http://127.0.0.1:{port}/readyz")
-        urls[label] = (f"http://127.0.0.1:{port}", "cloud", {})
+        urls[label] = (f"http://127.0.0.1:{port}", "cloud", AUTH)
     proxy_port = free_port()
     proxy_cfg = tmp / "litellm.yaml"
     proxy_cfg.write_text(
@@ -187,6 +189,7 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
                     }
                 ],
                 "litellm_settings": {"telemetry": False, "drop_params": True},
+                "general_settings": {"master_key": KEY},
             }
         )
     )
@@ -196,7 +199,7 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
         f"http://127.0.0.1:{proxy_port}/health/liveliness",
         env=env,
     )
-    urls["litellm proxy"] = (f"http://127.0.0.1:{proxy_port}", "stub", {"Authorization": "Bearer none"})
+    urls["litellm proxy"] = (f"http://127.0.0.1:{proxy_port}", "stub", AUTH)
 
     rows: list[Row] = []
     for stream in (False, True):
@@ -230,7 +233,7 @@ def decode_rate_gateway(url: str, runs: int) -> list[float]:
         tokens = 0
         body = {"model": "local", "messages": STORY, "max_tokens": 128, "temperature": 0, "stream": True,
                 "stream_options": {"include_usage": True}}
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=120) as r:
             for line in r.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue

@@ -171,6 +171,15 @@ class Gateway:
             route=backend.route,
         )
 
+    def _fallback_or_raise(self, routing: Routing, failed: Backend, exc: Exception) -> Backend:
+        """The backend to try instead of ``failed`` (the routing notes the switch), or ``exc`` raised again."""
+        target = self._fallback_target(failed, exc)
+        if target is None:
+            self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
+            raise exc
+        self._fell_back(routing, target, exc)
+        return target
+
     def _fell_back(self, routing: Routing, to: Backend, exc: Exception) -> None:
         log.warning("%s failed (%s); falling back to %s", routing.backend, exc, to.name)
         self.metrics.fallbacks.labels(routing.backend, to.name).inc()
@@ -196,12 +205,7 @@ class Gateway:
         try:
             completion = await backend.complete(params)
         except Exception as exc:
-            target = self._fallback_target(backend, exc)
-            if target is None:
-                self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
-                raise
-            self._fell_back(routing, target, exc)
-            completion = await target.complete(params)
+            completion = await self._fallback_or_raise(routing, backend, exc).complete(params)
         elapsed = time.perf_counter() - started
         await self._account(routing, completion.usage, api_key, elapsed, status="ok")
         if cache_key:
@@ -228,12 +232,7 @@ class Gateway:
         try:
             first = await it.__anext__()
         except Exception as exc:
-            target = self._fallback_target(backend, exc)
-            if target is None:
-                self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
-                raise
-            self._fell_back(routing, target, exc)
-            it = target.stream(params)  # type: ignore[assignment]
+            it = self._fallback_or_raise(routing, backend, exc).stream(params)  # type: ignore[assignment]
             first = await it.__anext__()
         self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
         return StreamAnswer(routing, first, it, started)

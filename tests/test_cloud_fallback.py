@@ -13,6 +13,16 @@ from tests.conftest import ServerThread, free_port, post_chat
 HELLO = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 6}
 
 
+def break_cloud(stub, failure: str, cloud: dict[str, object]) -> dict[str, object]:
+    """Make the stand-in cloud fail one way: HTTP 500, an answer slower than the timeout, or nobody listening."""
+    if failure == "refused":
+        cloud["api_base"] = f"http://127.0.0.1:{free_port()}/v1"
+    else:
+        stub[1].mode = "error500" if failure == "error500" else "slow"
+        stub[1].delay_s = 3.0 if failure == "timeout" else 0.0
+    return cloud
+
+
 @pytest.mark.parametrize("transport", ["litellm", "openai"])
 def test_cloud_streaming_passes_through(make_gateway: Callable[..., ServerThread], stub, transport: str) -> None:
     srv = make_gateway(cloud={"transport": transport})
@@ -30,13 +40,7 @@ def test_cloud_streaming_passes_through(make_gateway: Callable[..., ServerThread
 @pytest.mark.parametrize("transport", ["litellm", "openai"])
 @pytest.mark.parametrize("failure", ["error500", "refused", "timeout"])
 def test_cloud_failure_falls_back_to_local(make_gateway: Callable[..., ServerThread], stub, transport: str, failure: str) -> None:
-    cloud: dict[str, object] = {"transport": transport, "timeout_s": 1.0}
-    if failure == "refused":
-        cloud["api_base"] = f"http://127.0.0.1:{free_port()}/v1"
-    else:
-        stub[1].mode = "error500" if failure == "error500" else "slow"
-        stub[1].delay_s = 3.0 if failure == "timeout" else 0.0
-    srv = make_gateway(cloud=cloud)
+    srv = make_gateway(cloud=break_cloud(stub, failure, {"transport": transport, "timeout_s": 1.0}))
     r = post_chat(srv.url, {"model": "hybridgate/cloud", **HELLO})
     assert r.status_code == 200, r.text
     assert r.headers["x-hybridgate-route"] == "local"
@@ -51,13 +55,7 @@ def test_cloud_failure_falls_back_to_local(make_gateway: Callable[..., ServerThr
 def test_cloud_failure_without_fallback_is_502_or_504(
     make_gateway: Callable[..., ServerThread], stub, failure: str, status: int
 ) -> None:
-    cloud: dict[str, object] = {"fallback_to_local": False, "timeout_s": 1.0, "transport": "litellm"}
-    if failure == "refused":
-        cloud["api_base"] = f"http://127.0.0.1:{free_port()}/v1"
-    else:
-        stub[1].mode = "error500" if failure == "error500" else "slow"
-        stub[1].delay_s = 3.0 if failure == "timeout" else 0.0
-    srv = make_gateway(cloud=cloud)
+    srv = make_gateway(cloud=break_cloud(stub, failure, {"fallback_to_local": False, "timeout_s": 1.0, "transport": "litellm"}))
     r = post_chat(srv.url, {"model": "hybridgate/cloud", **HELLO})
     assert r.status_code == status
     err = r.json()["error"]

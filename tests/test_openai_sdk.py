@@ -64,11 +64,24 @@ def test_auto_routes_short_question_locally_and_long_reasoning_to_cloud(gateway:
 def test_cloud_route_through_litellm(gateway: ServerThread, stub) -> None:
     _, behaviour = stub
     out = client(gateway).chat.completions.create(
-        model="hybridgate/cloud", messages=[{"role": "user", "content": "hello"}], max_tokens=5, user="u1"
+        model="hybridgate/cloud", messages=[{"role": "user", "content": "hello"}], max_tokens=5, user="u1",
+        stop=["END"], top_p=0.9, temperature=0.3,
     )
     assert out.choices[0].message.content == behaviour.reply
     sent = behaviour.received[-1]
     assert sent["model"] == "stub-large" and sent["max_tokens"] == 5 and sent["messages"][0]["content"] == "hello"
+    assert (sent["stop"], sent["top_p"], sent["temperature"], sent["user"]) == (["END"], 0.9, 0.3, "u1")
+
+
+def test_local_honours_stop_sequences(gateway: ServerThread) -> None:
+    c = client(gateway)
+    msgs = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    free = c.chat.completions.create(model="hybridgate/local", messages=msgs, max_tokens=30, temperature=0)
+    text = free.choices[0].message.content
+    assert "," in text, text
+    cut = c.chat.completions.create(model="hybridgate/local", messages=msgs, max_tokens=30, temperature=0, stop=[","])
+    assert cut.choices[0].message.content == text.split(",")[0]
+    assert cut.choices[0].finish_reason == "stop"
 
 
 def test_models_lists_aliases_and_backends(gateway: ServerThread) -> None:

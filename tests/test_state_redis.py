@@ -29,6 +29,16 @@ def shared_redis() -> Iterator[redis.Redis]:
     r.flushdb()
 
 
+def wait_for(client: redis.Redis) -> None:
+    for _ in range(100):
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    pytest.fail("the test's redis-server did not start")
+
+
 def test_counters_log_and_cache_live_in_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:
     srv = make_gateway(
         server={"api_keys": ["key-a"]},
@@ -73,12 +83,7 @@ def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> 
     try:
         url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        wait_for(client)
         srv = make_gateway(state={"redis_url": url, "reconnect_interval_s": 0.3})
         body = {"model": "hybridgate/local", "messages": MSG, "max_tokens": 2}
         assert post_chat(srv.url, body).status_code == 200
@@ -94,12 +99,7 @@ def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> 
         assert "hybridgate_state_degraded 1.0" in httpx.get(f"{srv.url}/metrics").text
 
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        wait_for(client)
         time.sleep(0.4)
         assert post_chat(srv.url, body).status_code == 200
         assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False

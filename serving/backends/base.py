@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hybridgate.router import Route
@@ -107,13 +107,11 @@ class Health:
     last_error: str | None = None
     last_ok_at: float | None = None
     open_until: float = 0.0
-    ok_count: int = field(default=0)
 
     def ok(self) -> None:
         self.consecutive_failures = 0
         self.last_ok_at = time.time()
         self.open_until = 0.0
-        self.ok_count += 1
 
     def failed(self, error: str) -> None:
         self.consecutive_failures += 1
