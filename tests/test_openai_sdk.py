@@ -70,7 +70,7 @@ def test_cloud_route_through_litellm(gateway: ServerThread, stub) -> None:
     assert out.choices[0].message.content == behaviour.reply
     sent = behaviour.received[-1]
     assert sent["model"] == "stub-large" and sent["max_tokens"] == 5 and sent["messages"][0]["content"] == "hello"
-    assert (sent["stop"], sent["top_p"], sent["temperature"], sent["user"]) == (["END"], 0.9, 0.3, "u1")
+    assert (sent["stop"], sent["top_p"], sent["temperature"]) == (["END"], 0.9, 0.3)
 
 
 def test_local_honours_stop_sequences(gateway: ServerThread) -> None:
