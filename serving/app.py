@@ -94,7 +94,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             user=body.user,
         )
         try:
-            decision, ms = await gateway.decide(body, messages, api_key)
+            decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key)
             if not body.stream:
                 answer = await gateway.chat(body, params, decision, ms, api_key)
                 return JSONResponse(completion_body(answer.completion, answer.routing), headers=answer.routing.headers())
@@ -112,7 +112,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             stream,
             model=gateway.backends[stream.routing.backend].model_id,
             include_usage=include_usage,
-            prompt_tokens_estimate=gateway.local.count_prompt_tokens(messages),
+            prompt_tokens_estimate=prompt_tokens,
             finish=finish,
         )
         return StreamingResponse(events, media_type="text/event-stream", headers={**stream.routing.headers(), "Cache-Control": "no-cache"})

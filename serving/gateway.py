@@ -132,7 +132,10 @@ class Gateway:
         spent = (await self.state.usage_today(key_id(api_key))).cloud_cost_usd
         return spent >= limit
 
-    async def decide(self, req: ChatCompletionRequest, messages: list[dict[str, Any]], api_key: str | None) -> tuple[Decision, float]:
+    async def decide(
+        self, req: ChatCompletionRequest, messages: list[dict[str, Any]], api_key: str | None
+    ) -> tuple[Decision, float, int]:
+        """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates)."""
         budget_spent = await self._budget_exhausted(api_key)
         t0 = time.perf_counter()
         query = RouteQuery(
@@ -151,7 +154,7 @@ class Gateway:
         decision = self.policy.decide(query, ctx)
         ms = (time.perf_counter() - t0) * 1000
         self.metrics.decision.observe(ms / 1000)
-        return decision, ms
+        return decision, ms, query.prompt_tokens
 
     def _fallback_target(self, failed: Backend, exc: Exception) -> Backend | None:
         if isinstance(exc, UpstreamRejected) or not isinstance(exc, BackendError):
