@@ -6,16 +6,15 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
+from hybridgate.cli_common import fail as _fail
+from hybridgate.cli_router import router_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="An on-device LLM gateway: local SLM, cloud LLM, or both.")
-
-
-def _fail(msg: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
+app.add_typer(router_app, name="router")
 
 
 def _is_loopback(host: str) -> bool:

@@ -50,6 +50,7 @@ class Decision:
     threshold: float | None
     router: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    router_version: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -58,6 +59,7 @@ class Decision:
             "score": None if self.score is None else round(self.score, 4),
             "threshold": self.threshold,
             "router": self.router,
+            "router_version": self.router_version,
             "reasons": list(self.reasons),
         }
 
@@ -65,6 +67,7 @@ class Decision:
 class Scorer(Protocol):
     """Anything that says how much a query needs the cloud, from 0 (local is enough) to 1."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def score(self, query: RouteQuery) -> float: ...

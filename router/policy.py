@@ -30,6 +30,10 @@ class RoutingPolicy:
     scorer: Scorer
     threshold: float = 0.5
 
+    @property
+    def version(self) -> str | None:
+        return getattr(self.scorer, "version", None)
+
     def decide(self, query: RouteQuery, ctx: RouteContext) -> Decision:
         model = query.requested_model
         if model in ctx.backends:
@@ -56,7 +60,7 @@ class RoutingPolicy:
             raise BudgetExhausted("the daily cloud budget of this key is spent")
         if name not in ctx.healthy:
             raise UnroutableError(f"backend {name!r} is not healthy")
-        return Decision(route, name, None, None, self.scorer.name, (f"model {name} pins backend {name}",))
+        return Decision(route, name, None, None, self.scorer.name, (f"model {name} pins backend {name}",), self.version)
 
     def _finish(
         self,
@@ -75,9 +79,9 @@ class RoutingPolicy:
             route = Route.LOCAL
             reasons = (*reasons, "daily cloud budget spent; answering locally")
         if ctx.available(route):
-            return Decision(route, backend or ctx.available(route)[0], score, threshold, self.scorer.name, reasons)
+            return Decision(route, backend or ctx.available(route)[0], score, threshold, self.scorer.name, reasons, self.version)
         other = Route.LOCAL if route is Route.CLOUD else Route.CLOUD
         if pinned or not ctx.available(other):
             raise UnroutableError(f"no healthy {route.value} backend")
         reasons = (*reasons, f"no healthy {route.value} backend; using {other.value}")
-        return Decision(other, ctx.available(other)[0], score, threshold, self.scorer.name, reasons)
+        return Decision(other, ctx.available(other)[0], score, threshold, self.scorer.name, reasons, self.version)

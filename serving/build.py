@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from hybridgate.router import RoutingPolicy, RuleScorer
+from pathlib import Path
+
+from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, load_embedder
+from hybridgate.router import RoutingPolicy, RuleScorer, Scorer
+from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import Backend
 from hybridgate.serving.backends.local_llama import LlamaBackend
-from hybridgate.serving.config import GatewayConfig, RemoteConfig
+from hybridgate.serving.config import GatewayConfig, RemoteConfig, RouterConfig
 from hybridgate.serving.gateway import Gateway
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.state import open_state
@@ -34,12 +38,41 @@ def load_local(cfg: GatewayConfig) -> LlamaBackend:
     )
 
 
-def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None) -> Gateway:
-    """``local`` lets a caller share one loaded model between several gateways (tests, benchmarks)."""
+def load_query_embedder(cfg: RouterConfig, model: str) -> Embedder:
+    return load_embedder(model, cfg.engine, threads=cfg.threads)
+
+
+def build_policy(cfg: RouterConfig, *, embedder: Embedder | None = None) -> RoutingPolicy:
+    """The scorer and its threshold. ``embedder`` lets a caller share one loaded model (tests, benchmarks).
+
+    Raises ``ValueError`` (an ``ArtifactError``) when the router folder is missing,
+    tampered with, or made for another embedder than the one given.
+    """
+    from hybridgate.classifiers.artifact import default_router_path, load_router, read_header
+
+    if cfg.scorer == "rules":
+        return RoutingPolicy(RuleScorer(cfg.long_prompt_tokens), 0.5 if cfg.threshold is None else cfg.threshold)
+    folder = Path(cfg.path).expanduser() if cfg.path else default_router_path()
+    header = read_header(folder)
+    if embedder is None:
+        embedder = load_query_embedder(cfg, str(header["embedder"]["name"]))
+    model = load_router(folder, embedder=embedder.name, dim=embedder.dim)
+    if cfg.threshold is not None:
+        threshold = cfg.threshold
+    elif cfg.cloud_share is not None:
+        threshold = model.threshold_for(cfg.cloud_share)
+    else:
+        threshold = model.default_threshold()
+    scorer: Scorer = ClassifierScorer(model, CachedEmbedder(embedder, cfg.cache_size))
+    return RoutingPolicy(scorer, round(threshold, 6))
+
+
+def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None, embedder: Embedder | None = None) -> Gateway:
+    """``local`` and ``embedder`` let a caller share loaded models between several gateways (tests, benchmarks)."""
     remotes = [build_remote(n) for n in cfg.edge_nodes]
     if cfg.cloud is not None:
         remotes.append(build_remote(cfg.cloud))
-    policy = RoutingPolicy(RuleScorer(cfg.router.long_prompt_tokens), cfg.router.threshold)
+    policy = build_policy(cfg.router, embedder=embedder)
     return Gateway(
         cfg, local or load_local(cfg), remotes, open_state(cfg.state), Metrics(), policy, owns_local=local is None
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "HYBRIDGATE_"
@@ -37,8 +37,22 @@ class ServerConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """How ``hybridgate/auto`` scores a query: the trained classifier (default) or the transparent rules."""
+
+    scorer: Literal["classifier", "rules"] = "classifier"
+    path: str | None = None  # a router folder from `hybridgate router train`; None: the one shipped in the package
+    engine: Literal["auto", "onnx", "torch"] = "auto"
+    threads: int = Field(1, ge=1)
+    cache_size: int = Field(1024, ge=0)  # recent query embeddings kept in memory
+    threshold: float | None = Field(None, ge=0.0, le=1.0)  # None: from cloud_share, else the router's own default
+    cloud_share: float | None = Field(None, ge=0.0, le=1.0)  # the share of queries to send to the cloud
     long_prompt_tokens: int = Field(300, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_to_set_the_threshold(self) -> RouterConfig:
+        if self.threshold is not None and self.cloud_share is not None:
+            raise ValueError("set threshold or cloud_share, not both")
+        return self
 
 
 class LocalConfig(_Strict):

@@ -7,6 +7,7 @@ benchmarks can assemble a gateway from real parts of their choosing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -67,9 +68,13 @@ class Routing:
             "x-hybridgate-route": self.route.value,
             "x-hybridgate-backend": self.backend,
             "x-hybridgate-score": "-" if score is None else f"{score:.4f}",
+            "x-hybridgate-router": self.decision.router
+            + (f"@{self.decision.router_version}" if self.decision.router_version else ""),
             "x-hybridgate-decision-ms": f"{self.decision_ms:.3f}",
             "x-hybridgate-request-id": self.request_id,
         }
+        if self.decision.threshold is not None:
+            h["x-hybridgate-threshold"] = f"{self.decision.threshold:.4f}"
         if self.fallback_from:
             h["x-hybridgate-fallback"] = self.fallback_from
         if self.cache:
@@ -151,7 +156,8 @@ class Gateway:
             overflow_to_cloud=self.cfg.local.context_overflow == "cloud",
             cloud_budget_exhausted=budget_spent,
         )
-        decision = self.policy.decide(query, ctx)
+        # A classifier embeds the query: run it off the event loop so other requests keep streaming.
+        decision = await asyncio.to_thread(self.policy.decide, query, ctx)
         ms = (time.perf_counter() - t0) * 1000
         self.metrics.decision.observe(ms / 1000)
         return decision, ms, query.prompt_tokens

@@ -89,10 +89,15 @@ class RoutingInfo:
     cache: str | None = None
     reasons: tuple[str, ...] = ()
     cost_usd: float | None = None
+    router: str | None = None
+    router_version: str | None = None
+    threshold: float | None = None
 
     @classmethod
     def from_headers(cls, h: httpx.Headers) -> RoutingInfo:
         score = h.get("x-hybridgate-score", "-")
+        router, _, version = (h.get("x-hybridgate-router") or "").partition("@")
+        threshold = h.get("x-hybridgate-threshold")
         return cls(
             route=h.get("x-hybridgate-route", ""),
             backend=h.get("x-hybridgate-backend", ""),
@@ -101,6 +106,9 @@ class RoutingInfo:
             request_id=h.get("x-hybridgate-request-id", ""),
             fallback_from=h.get("x-hybridgate-fallback"),
             cache=h.get("x-hybridgate-cache"),
+            router=router or None,
+            router_version=version or None,
+            threshold=None if threshold is None else float(threshold),
         )
 
     def with_body(self, info: dict[str, Any] | None) -> RoutingInfo:
@@ -117,6 +125,9 @@ class RoutingInfo:
             cache=info.get("cache", self.cache),
             reasons=tuple(decided.get("reasons", ())),
             cost_usd=info.get("cost_usd"),
+            router=decided.get("router", self.router),
+            router_version=decided.get("router_version", self.router_version),
+            threshold=decided.get("threshold", self.threshold),
         )
 
 

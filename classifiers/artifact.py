@@ -1,0 +1,148 @@
+"""A router on disk: ``router.json`` (the header) and ``arrays.npz`` (the numbers), nothing else.
+
+The header names the embedder and its dimension, the head and its settings,
+the training data's hash, the metrics, the library versions and the sha256 of
+the arrays file. Loading checks that hash before reading a byte of the arrays,
+reads them with ``allow_pickle=False``, and refuses a router made for another
+embedder: a saved router never runs code and never scores with the wrong vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridgate.classifiers.features import NAMES as FEATURE_NAMES
+from hybridgate.classifiers.heads import HeadError, make_head
+from hybridgate.classifiers.model import RouterModel
+
+FORMAT = "hybridgate-router"
+FORMAT_VERSION = 1
+HEADER = "router.json"
+ARRAYS = "arrays.npz"
+_LIBRARIES = ("numpy", "scikit-learn", "sentence-transformers", "onnxruntime", "hybridgate")
+
+
+class ArtifactError(ValueError):
+    """A router folder that cannot be trusted or used; the message says which file and why."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in _LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def save_router(model: RouterModel, folder: Path, *, name: str | None = None) -> dict[str, Any]:
+    """Write the folder (arrays first, header last, each atomically) and return the header."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"head.{k}": np.ascontiguousarray(v) for k, v in model.head.arrays().items()}
+    if model.features:
+        arrays["features.mean"] = model.feature_mean
+        arrays["features.scale"] = model.feature_scale
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    blob = buf.getvalue()
+    digest = _sha256(blob)
+    meta = {k: v for k, v in model.meta.items() if k not in ("format", "format_version", "arrays", "libraries", "version")}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name or model.name,
+        "version": digest[:12],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "embedder": {"name": model.embedder, "dim": model.dim},
+        "features": list(FEATURE_NAMES) if model.features else [],
+        "head": {"kind": model.head.kind, "params": model.head.params()},
+        **{k: v for k, v in meta.items() if k not in ("name", "created", "embedder", "features", "head")},
+        "arrays": {"file": ARRAYS, "sha256": digest, "bytes": len(blob)},
+        "libraries": _versions(),
+    }
+    _write_atomic(folder / ARRAYS, blob)
+    _write_atomic(folder / HEADER, (json.dumps(header, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    model.meta = header
+    return header
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_header(folder: Path) -> dict[str, Any]:
+    path = folder / HEADER
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: not a router folder (no {HEADER})")
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a {FORMAT} header")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format version {header.get('format_version')} is not {FORMAT_VERSION}; retrain or upgrade")
+    return header
+
+
+def load_router(folder: Path, *, embedder: str | None = None, dim: int | None = None) -> RouterModel:
+    """Load and verify; ``embedder``/``dim`` are what the caller will feed it, refused if they differ."""
+    folder = Path(folder)
+    header = read_header(folder)
+    emb = header.get("embedder") or {}
+    if embedder is not None and emb.get("name") != embedder:
+        raise ArtifactError(
+            f"{folder}: router trained on {emb.get('name')!r} embeddings, but the embedder loaded is {embedder!r}"
+        )
+    if dim is not None and emb.get("dim") != dim:
+        raise ArtifactError(f"{folder}: router expects {emb.get('dim')}-dimensional embeddings, the embedder gives {dim}")
+    spec = header.get("arrays") or {}
+    if spec.get("file") != ARRAYS or not isinstance(spec.get("sha256"), str):
+        raise ArtifactError(f"{folder / HEADER}: the arrays entry must name {ARRAYS} and its sha256")
+    path = folder / ARRAYS
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing")
+    blob = path.read_bytes()
+    if _sha256(blob) != spec["sha256"]:
+        raise ArtifactError(f"{path}: sha256 does not match the header; the file was changed or damaged, refusing to load it")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as e:  # object arrays need pickle, which is never allowed
+        raise ArtifactError(f"{path}: holds an array that would need pickle to load; refusing") from e
+    head_spec = header.get("head") or {}
+    try:
+        head = make_head(str(head_spec.get("kind")), head_spec.get("params") or {})
+        head.load_arrays({k.removeprefix("head."): v for k, v in arrays.items() if k.startswith("head.")})
+    except HeadError as e:
+        raise ArtifactError(f"{folder}: {e}") from e
+    features = bool(header.get("features"))
+    if features and list(header["features"]) != list(FEATURE_NAMES):
+        raise ArtifactError(f"{folder}: trained with features {header['features']}, this version computes {list(FEATURE_NAMES)}")
+    model = RouterModel(head, str(emb.get("name")), int(emb.get("dim") or 0), features=features, meta=header)
+    if features:
+        model.feature_mean = arrays["features.mean"].astype(np.float32)
+        model.feature_scale = arrays["features.scale"].astype(np.float32)
+    return model
+
+
+def default_router_path() -> Path:
+    """The router shipped inside the package, trained on the MMLU train split."""
+    return Path(__file__).resolve().parent / "default_router"

