@@ -1,9 +1,13 @@
 """How long does the classifier take to decide? Embed + score one query of about 200 tokens.
 
-Each engine (torch, ONNX with 1 and 2 threads) runs the shipped router on the
-same query ``--runs`` times after a warm-up, with the query-embedding cache off,
-so every run embeds for real; then the whole ``RoutingPolicy.decide`` once more
-with the cache on, the path a retried request takes. Prints a table and writes JSON.
+Each engine runs its shipped router on the same query ``--runs`` times after a
+warm-up, with the query-embedding cache off, so every run embeds for real:
+
+- ``static`` (the default router, ``mmlu-static``): word-piece vectors distilled from MiniLM;
+- ``torch`` and ``onnx`` with 1 and 2 threads (``mmlu-minilm``): the transformer itself.
+
+Then the whole ``RoutingPolicy.decide`` of the default router, uncached and on
+a cache hit (a retried request). Prints a table and writes JSON.
 
     python bench/routing_latency.py [--runs 500] [--out bench/results/routing_latency.json]
 """
@@ -24,8 +28,14 @@ from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hybridgate.classifiers.artifact import default_router_path, load_router  # noqa: E402
-from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, OnnxEmbedder, TorchEmbedder  # noqa: E402
+from hybridgate.classifiers.artifact import load_router, resolve_router  # noqa: E402
+from hybridgate.classifiers.embedder import (  # noqa: E402
+    CachedEmbedder,
+    Embedder,
+    OnnxEmbedder,
+    StaticEmbedder,
+    TorchEmbedder,
+)
 from hybridgate.router import RouteContext, RouteQuery, RoutingPolicy  # noqa: E402
 from hybridgate.router.classifier_scorer import ClassifierScorer  # noqa: E402
 from hybridgate.router.decision import Route  # noqa: E402
@@ -38,7 +48,8 @@ QUERY = (
     "if the spring were absent, and the maximum compression of the spring when the rough patch is only 1.5 m "
     "long. Explain each step, state which energy terms are conserved and which are dissipated, and say how the "
     "answer would change if the incline had a coefficient of friction of 0.1 as well. Give the final numbers to "
-    "two significant figures and check the units of every intermediate result before you combine them."
+    "two significant figures and check the units of every intermediate result before you combine them. Finally, "
+    "compare the result with a frictionless floor and discuss whether the block can return up the incline."
 )
 
 
@@ -69,48 +80,49 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "routing_latency.json")
     args = ap.parse_args()
 
-    model = load_router(default_router_path())
-    engines: list[tuple[str, Embedder]] = [
-        ("torch, 1 thread", TorchEmbedder(threads=1)),
-        ("onnx, 1 thread", OnnxEmbedder(threads=1)),
-        ("onnx, 2 threads", OnnxEmbedder(threads=2)),
+    static_router = load_router(resolve_router("mmlu-static"))
+    minilm_router = load_router(resolve_router("mmlu-minilm"))
+    engines: list[tuple[str, Embedder, object]] = [
+        ("static (default router)", StaticEmbedder(), static_router),
+        ("torch, 1 thread", TorchEmbedder(threads=1), minilm_router),
+        ("onnx, 1 thread", OnnxEmbedder(threads=1), minilm_router),
+        ("onnx, 2 threads", OnnxEmbedder(threads=2), minilm_router),
     ]
-    tokens = len(engines[1][1]._tok.encode(QUERY).ids)  # type: ignore[attr-defined]
+    tokens = len(engines[0][1]._tok.encode(QUERY, add_special_tokens=False).ids)  # type: ignore[attr-defined]
     rows = []
     reference: np.ndarray | None = None
-    for label, emb in engines:
-        scorer = ClassifierScorer(model, CachedEmbedder(emb, size=0))
+    for label, emb, model in engines:
+        scorer = ClassifierScorer(model, CachedEmbedder(emb, size=0))  # type: ignore[arg-type]
         samples = time_scorer(scorer, args.runs)
         score = scorer.score(RouteQuery(QUERY, 200, 1))
-        vec = emb.encode([QUERY])
-        reference = vec if reference is None else reference
-        rows.append(
-            {
-                "engine": label,
-                **percentiles(samples),
-                "score": round(score, 6),
-                "max_abs_diff_vs_torch": float(np.abs(vec - reference).max()),
-            }
-        )
-    # The whole decision with the cache on: what a repeated or retried query costs.
-    policy = RoutingPolicy(ClassifierScorer(model, CachedEmbedder(engines[1][1], size=1024)), model.default_threshold())
+        diff = None
+        if emb.engine != "static":
+            vec = emb.encode([QUERY])
+            reference = vec if reference is None else reference
+            diff = float(np.abs(vec - reference).max())
+        rows.append({"engine": label, "router": model.name, **percentiles(samples), "score": round(score, 6), "max_abs_diff_vs_torch": diff})  # type: ignore[attr-defined]
+    # The whole decision of the default router, uncached and on a cache hit.
     ctx = RouteContext({"local": Route.LOCAL, "cloud": Route.CLOUD}, frozenset({"local", "cloud"}))
     query = RouteQuery(QUERY, 200, 1)
-    policy.decide(query, ctx)
-    cached = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        policy.decide(query, ctx)
-        cached.append(time.perf_counter() - t0)
-    rows.append({"engine": "onnx, cache hit (whole decide)", **percentiles(cached), "score": None, "max_abs_diff_vs_torch": None})
+    for label, size in (("default router, whole decide", 0), ("default router, whole decide, cache hit", 1024)):
+        policy = RoutingPolicy(ClassifierScorer(static_router, CachedEmbedder(engines[0][1], size=size)), static_router.default_threshold())
+        for _ in range(20):
+            policy.decide(query, ctx)
+        samples = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            policy.decide(query, ctx)
+            samples.append(time.perf_counter() - t0)
+        rows.append({"engine": label, "router": static_router.name, **percentiles(samples), "score": None, "max_abs_diff_vs_torch": None})
 
     table = Table(title=f"embed + score one query of {tokens} word pieces, {args.runs} runs, {os.cpu_count()} cores")
-    for col in ("engine", "p50", "p99", "mean", "score", "max |diff| vs torch"):
+    for col in ("engine", "router", "p50", "p99", "mean", "score", "max |diff| vs torch"):
         table.add_column(col, justify="left" if col == "engine" else "right")
     for r in rows:
         diff = r["max_abs_diff_vs_torch"]
         table.add_row(
             r["engine"],
+            r["router"],
             f"{r['p50_ms']:.2f} ms",
             f"{r['p99_ms']:.2f} ms",
             f"{r['mean_ms']:.2f} ms",
@@ -122,7 +134,7 @@ def main() -> None:
     result = {
         "query_word_pieces": tokens,
         "runs": args.runs,
-        "router": {"name": model.name, "version": model.version},
+        "routers": {m.name: m.version for m in (static_router, minilm_router)},
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor()},
         "results": rows,
     }

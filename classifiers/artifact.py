@@ -143,6 +143,23 @@ def load_router(folder: Path, *, embedder: str | None = None, dim: int | None = 
     return model
 
 
+SHIPPED = Path(__file__).resolve().parent / "routers"
+DEFAULT_ROUTER = "mmlu-static"
+
+
+def shipped_routers() -> list[str]:
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / HEADER).is_file()) if SHIPPED.is_dir() else []
+
+
 def default_router_path() -> Path:
-    """The router shipped inside the package, trained on the MMLU train split."""
-    return Path(__file__).resolve().parent / "default_router"
+    """The default router shipped inside the package, trained on the MMLU train split."""
+    return SHIPPED / DEFAULT_ROUTER
+
+
+def resolve_router(where: str | Path | None) -> Path:
+    """A router folder, or the name of one shipped in the package (``mmlu-static``, ``mmlu-minilm``)."""
+    if where is None or str(where) == "":
+        return default_router_path()
+    if str(where) in shipped_routers():
+        return SHIPPED / str(where)
+    return Path(where).expanduser()

@@ -12,6 +12,7 @@ one never runs code from the file. The targets:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -105,10 +106,14 @@ class MLPHead:
     biases: list[np.ndarray] = field(default_factory=list)
 
     def fit(self, data: TrainingSet) -> None:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPRegressor
 
         m = MLPRegressor(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=300, random_state=self.seed)
-        m.fit(data.x, data.gain.astype(np.float64))
+        with warnings.catch_warnings():
+            # 300 epochs under a strong penalty is the setting, not a failure to converge.
+            warnings.simplefilter("ignore", category=ConvergenceWarning)
+            m.fit(data.x, data.gain.astype(np.float64))
         self.weights = [w.astype(np.float32) for w in m.coefs_]
         self.biases = [b.astype(np.float32) for b in m.intercepts_]
 

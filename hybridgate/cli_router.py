@@ -17,7 +17,7 @@ router_app = typer.Typer(no_args_is_help=True, help="Train, evaluate, compare an
 DataOpt = typer.Option(..., "--data", help="CSV file or folder in the RouteLLM format (a prompt column, one True/False column per model).")
 WeakOpt = typer.Option(..., "--weak", help="Column of the model that plays the local SLM.")
 StrongOpt = typer.Option(..., "--strong", help="Column of the model that plays the cloud LLM.")
-RouterOpt = typer.Option(None, "--router", help="Router folder (default: the router shipped in the package).")
+RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: mmlu-static, shipped in the package).")
 EngineOpt = typer.Option("auto", "--engine", help="Embedding engine: auto, onnx or torch.")
 ExcludeOpt = typer.Option([], "--exclude", help="JSONL of prompts to drop (field eval_prompt); contaminated_prompts.jsonl beside the data is read anyway.")
 CacheOpt = typer.Option(True, "--cache/--no-cache", help="Keep prompt vectors under ~/.cache/hybridgate/embeddings.")
@@ -97,7 +97,9 @@ def train(
     features: bool = typer.Option(False, "--features/--no-features", help="Append length, number, math, code and negation features."),
     split: str = typer.Option("train", "--split", help="Rows to train on: train (the benchmark split) or all."),
     name: str | None = typer.Option(None, "--name", help="Router name recorded in the header."),
-    embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="sentence-transformers model name or folder."),
+    embedder: str = typer.Option(
+        "all-MiniLM-L6-v2-static", "--embedder", help="sentence-transformers model name or folder; a -static suffix distils it."
+    ),
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
@@ -136,19 +138,19 @@ def evaluate_cmd(
     weak: str = WeakOpt,
     strong: str = StrongOpt,
     out: Path = typer.Option(..., "--out", help="Folder for scores.csv, report.json and pgr.png."),
-    router: Path | None = RouterOpt,
+    router: str | None = RouterOpt,
     split: str = typer.Option("test", "--split", help="test (the benchmark split) or all (every row, for a held-out set)."),
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
 ) -> None:
     """Score a router on logged outcomes: APGR, CPT(50 %), CPT(80 %), a PNG and per-question scores."""
-    from hybridgate.classifiers.artifact import default_router_path, load_router, read_header
+    from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
     from hybridgate.classifiers.evaluation import evaluate, write_report
 
     if split not in ("test", "all"):
         fail("--split must be test or all")
-    folder = router or default_router_path()
+    folder = resolve_router(router)
     with _Errors():
         header = read_header(folder)
         emb = _embedder(_embedder_model(header), engine)
@@ -176,12 +178,15 @@ def compare(
     weak: str = WeakOpt,
     strong: str = StrongOpt,
     out: Path | None = typer.Option(None, "--out", help="Folder for compare.json and compare.png."),
-    embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder"),
+    embedder: list[str] = typer.Option(
+        ["all-MiniLM-L6-v2-static", "all-MiniLM-L6-v2"], "--embedder", help="Embedders to compare, repeatable."
+    ),
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
 ) -> None:
-    """Every head (default settings, with and without text features) and every baseline, trained on train, scored on test."""
+    """Every head (default settings, with and without text features) on every embedder, and every baseline:
+    trained on the train split, scored on the test split, in one table."""
     from hybridgate.classifiers.baselines import group_prior_scores, length_scores, random_scores
     from hybridgate.classifiers.evaluation import evaluate, plot_curves
     from hybridgate.classifiers.heads import HEADS
@@ -192,25 +197,27 @@ def compare(
         tr, te = rows.subset("train"), rows.subset("test")
         if len(tr) < 10 or len(te) == 0:
             fail(f"the split gives {len(tr)} train and {len(te)} test rows; need at least 10 and 1")
-        emb = _embedder(embedder, engine)
-        vtr = _vectors(emb, tr.prompts, cache, f"embedding {len(tr)} training prompts")
-        vte = _vectors(emb, te.prompts, cache, f"embedding {len(te)} test prompts")
         evals = [evaluate("baseline: random", random_scores(te), te), evaluate("baseline: prompt length", length_scores(te), te)]
         prior = group_prior_scores(tr, te)
         if prior is not None:
             evals.append(evaluate("baseline: subject prior (knows the subject)", prior, te))
-        for kind in HEADS:
-            for feats in (False, True):
-                m = fit_router(tr, vtr, kind, embedder=emb.name, features=feats, calibrate=False)
-                label = f"{kind}{' + text features' if feats else ''}"
-                evals.append(evaluate(label, m.score(vte, te.prompts), te, m.head.params()))
-    rows_out = [e.row() for e in evals]
-    _print_table(rows_out, f"{len(tr)} train / {len(te)} test questions, {emb.name} ({emb.engine})")
+        embedders = []
+        for name in embedder:
+            emb = _embedder(name, engine)
+            embedders.append({"name": emb.name, "dim": emb.dim, "engine": emb.engine})
+            vtr = _vectors(emb, tr.prompts, cache, f"{emb.name}: {len(tr)} training prompts")
+            vte = _vectors(emb, te.prompts, cache, f"{emb.name}: {len(te)} test prompts")
+            for kind in HEADS:
+                for feats in (False, True):
+                    m = fit_router(tr, vtr, kind, embedder=emb.name, features=feats, calibrate=False)
+                    label = f"{emb.name} · {kind}{' + text features' if feats else ''}"
+                    evals.append(evaluate(label, m.score(vte, te.prompts), te, m.head.params()))
+    _print_table([e.row() for e in evals], f"{len(tr)} train / {len(te)} test questions")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         summary = {
             "data": {"source": rows.source, "weak": weak, "strong": strong, "n_train": len(tr), "n_test": len(te)},
-            "embedder": {"name": emb.name, "dim": emb.dim, "engine": emb.engine},
+            "embedders": embedders,
             "results": [{**e.row(), "settings": {k: v for k, v in e.settings.items() if k != "groups"}} for e in evals],
         }
         (out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -223,7 +230,7 @@ def compare(
 def calibrate(
     cloud_share: float = typer.Option(..., "--cloud-share", help="Target share of calls sent to the cloud, 0..1."),
     gray_share: float = typer.Option(0.0, "--gray-share", help="Share just below the cloud band that is neither clearly local nor cloud."),
-    router: Path | None = RouterOpt,
+    router: str | None = RouterOpt,
     data: list[Path] = typer.Option([], "--data", help="Your own prompts (CSV with a prompt column); default: the router's calibration set."),
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
@@ -231,13 +238,13 @@ def calibrate(
     """Thresholds that send a target share of queries to the cloud, printed as config to paste."""
     import numpy as np
 
-    from hybridgate.classifiers.artifact import default_router_path, load_router, read_header
+    from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
     from hybridgate.classifiers.data import load_prompts
     from hybridgate.classifiers.model import quantile_threshold, score_quantiles
 
     if not 0.0 <= cloud_share <= 1.0 or not 0.0 <= gray_share <= 1.0 or cloud_share + gray_share > 1.0:
         fail("--cloud-share and --gray-share are shares between 0 and 1 whose sum is at most 1")
-    folder = router or default_router_path()
+    folder = resolve_router(router)
     with _Errors():
         header = read_header(folder)
         if data:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, load_embedder
 from hybridgate.router import RoutingPolicy, RuleScorer, Scorer
 from hybridgate.router.classifier_scorer import ClassifierScorer
@@ -48,11 +46,11 @@ def build_policy(cfg: RouterConfig, *, embedder: Embedder | None = None) -> Rout
     Raises ``ValueError`` (an ``ArtifactError``) when the router folder is missing,
     tampered with, or made for another embedder than the one given.
     """
-    from hybridgate.classifiers.artifact import default_router_path, load_router, read_header
+    from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
 
     if cfg.scorer == "rules":
         return RoutingPolicy(RuleScorer(cfg.long_prompt_tokens), 0.5 if cfg.threshold is None else cfg.threshold)
-    folder = Path(cfg.path).expanduser() if cfg.path else default_router_path()
+    folder = resolve_router(cfg.path)
     header = read_header(folder)
     if embedder is None:
         embedder = load_query_embedder(cfg, str(header["embedder"]["name"]))

@@ -40,7 +40,7 @@ class RouterConfig(_Strict):
     """How ``hybridgate/auto`` scores a query: the trained classifier (default) or the transparent rules."""
 
     scorer: Literal["classifier", "rules"] = "classifier"
-    path: str | None = None  # a router folder from `hybridgate router train`; None: the one shipped in the package
+    path: str | None = None  # a folder from `hybridgate router train`, or a shipped router's name; None: mmlu-static
     engine: Literal["auto", "onnx", "torch"] = "auto"
     threads: int = Field(1, ge=1)
     cache_size: int = Field(1024, ge=0)  # recent query embeddings kept in memory

