@@ -5,13 +5,17 @@ query and of the backends it has; the router answers with a :class:`Decision`.
 Keeping it pure means every decision can be replayed in a test or a benchmark.
 """
 
-from hybridgate.router.decision import Decision, Route, RouteContext, RouteQuery, Scorer
-from hybridgate.router.policy import BudgetExhausted, RoutingPolicy, UnroutableError
+from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer
+from hybridgate.router.policy import BudgetExhausted, PrivacyViolation, RoutingPolicy, UnroutableError
+from hybridgate.router.privacy import PersonalDataDetector
 from hybridgate.router.rule_scorer import RuleScorer
 
 __all__ = [
     "BudgetExhausted",
     "Decision",
+    "Mode",
+    "PersonalDataDetector",
+    "PrivacyViolation",
     "Route",
     "RouteContext",
     "RouteQuery",

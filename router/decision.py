@@ -11,6 +11,21 @@ from typing import Protocol
 class Route(str, Enum):
     LOCAL = "local"
     CLOUD = "cloud"
+    COLLAB = "collaborative"  # the local model does the preliminary work, the cloud model the rest
+
+
+class Mode(str, Enum):
+    """How a collaborative answer splits the work (``serving/collab.py`` carries it out)."""
+
+    CASCADE = "cascade"  # local answers; escalate to the cloud when its confidence is low
+    CONDENSE = "condense"  # local picks what the question needs from a long prompt; cloud answers from that
+    REDACT = "redact"  # personal data replaced by placeholders before the cloud call, restored after
+    DRAFT_REFINE = "draft-refine"  # local drafts, cloud corrects and completes the draft
+
+    @property
+    def local_generates(self) -> bool:
+        """Whether the local model has to generate (and so hold the whole prompt) in this mode."""
+        return self in (Mode.CASCADE, Mode.DRAFT_REFINE)
 
 
 @dataclass(frozen=True)
@@ -26,6 +41,9 @@ class RouteQuery:
     prompt_tokens: int
     n_messages: int
     requested_model: str = "hybridgate/auto"
+    personal_data: tuple[str, ...] = ()  # kinds found in the messages (router.privacy)
+    privacy_strict: bool = False  # the client forbids the cloud for this request
+    deadline_ms: float | None = None  # the client's budget for the time to the first token
 
 
 @dataclass(frozen=True)
@@ -37,9 +55,21 @@ class RouteContext:
     local_context_tokens: int | None = None
     overflow_to_cloud: bool = True
     cloud_budget_exhausted: bool = False
+    latency_ms: Mapping[str, float] = field(default_factory=dict)  # expected time to first token per backend
+    overloaded: frozenset[str] = frozenset()  # backends whose queue is full
 
     def available(self, route: Route) -> list[str]:
-        return [name for name, r in self.backends.items() if r is route and name in self.healthy]
+        """Healthy, not overloaded backends of ``route``, the lowest expected latency first.
+
+        A backend never measured counts as fastest, so a new node gets tried
+        and measured; ties keep the configured order.
+        """
+        names = [n for n, r in self.backends.items() if r is route and n in self.healthy and n not in self.overloaded]
+        return sorted(names, key=lambda n: self.latency_ms.get(n, 0.0))
+
+    def expected_ms(self, route: Route) -> float | None:
+        best = self.available(route)
+        return None if not best else self.latency_ms.get(best[0], 0.0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +81,11 @@ class Decision:
     router: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
     router_version: str | None = None
+    t_local: float | None = None
+    mode: Mode | None = None  # set when route is COLLAB
+    cloud_backend: str | None = None  # the cloud side of a collaborative answer
+    fallbacks: tuple[str, ...] = ()  # other backends of the same route, in order, for failover before the first token
+    personal_data: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -58,6 +93,11 @@ class Decision:
             "backend": self.backend,
             "score": None if self.score is None else round(self.score, 4),
             "threshold": self.threshold,
+            "t_local": self.t_local,
+            "mode": None if self.mode is None else self.mode.value,
+            "cloud_backend": self.cloud_backend,
+            "fallbacks": list(self.fallbacks),
+            "personal_data": list(self.personal_data),
             "router": self.router,
             "router_version": self.router_version,
             "reasons": list(self.reasons),

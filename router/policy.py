@@ -1,13 +1,32 @@
-"""From a score and the world's state to a route, with the reasons written down."""
+"""From a score and the world's state to a route, with the reasons written down.
+
+The order is fixed and each step that changes the route says why:
+
+1. an explicit pin (a backend name, ``hybridgate/local|cloud``, or ``hybridgate/<mode>``);
+2. the score against two thresholds: below ``t_local`` local, at or above
+   ``t_cloud`` cloud, between them the collaborative ``mode``;
+3. privacy: a strict request never reaches the cloud; personal data keeps the
+   query local (or sends it through the redact mode, if so configured);
+4. a prompt the local model cannot hold goes to the cloud;
+5. a deadline picks the route whose expected first-token latency meets it;
+6. the daily cloud budget, spent, keeps it local;
+7. a route with no healthy, unloaded backend moves to the other route.
+
+Within a route the backend with the lowest expected latency is chosen and the
+others are kept, in order, for failover.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
-from hybridgate.router.decision import Decision, Route, RouteContext, RouteQuery, Scorer
+from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer
 
 AUTO = "hybridgate/auto"
 ROUTE_ALIASES = {"hybridgate/local": Route.LOCAL, "hybridgate/cloud": Route.CLOUD}
+MODE_ALIASES = {f"hybridgate/{m.value}": m for m in Mode}
+PersonalDataRule = Literal["local", "redact", "allow"]
 
 
 class UnroutableError(Exception):
@@ -18,70 +37,175 @@ class BudgetExhausted(Exception):
     """The request insists on the cloud, and the key's daily cloud budget is spent."""
 
 
+class PrivacyViolation(Exception):
+    """The request forbids the cloud (``x-hybridgate-privacy: strict``) but insists on it."""
+
+
+@dataclass
+class _Draft:
+    """The decision while the rules are applied to it."""
+
+    route: Route
+    mode: Mode | None
+    reasons: list[str] = field(default_factory=list)
+    privacy_local: bool = False  # privacy forced local: no later rule may move it to the cloud
+
+
 @dataclass
 class RoutingPolicy:
-    """Explicit model pins first, then the score against one threshold, then the hard rules.
-
-    The hard rules (a route with no healthy backend, a prompt the local model
-    cannot hold) override the score and say so in the reasons, so that an
-    answer never comes from somewhere the user cannot explain.
-    """
-
     scorer: Scorer
-    threshold: float = 0.5
+    threshold: float = 0.5  # t_cloud: at or above, the cloud
+    t_local: float | None = None  # below, local; None: the same as threshold (no collaborative band)
+    mode: Mode = Mode.CASCADE
+    on_personal_data: PersonalDataRule = "local"
 
     @property
     def version(self) -> str | None:
         return getattr(self.scorer, "version", None)
 
+    @property
+    def t_low(self) -> float:
+        return self.threshold if self.t_local is None else min(self.t_local, self.threshold)
+
     def decide(self, query: RouteQuery, ctx: RouteContext) -> Decision:
         model = query.requested_model
         if model in ctx.backends:
-            return self._pinned_backend(model, ctx)
-        if model in ROUTE_ALIASES:
-            route = ROUTE_ALIASES[model]
-            return self._finish(route, None, None, (f"model {model} pins the {route.value} route",), ctx, pinned=True)
+            return self._pinned_backend(model, query, ctx)
+        if model in ROUTE_ALIASES or model in MODE_ALIASES:
+            route = ROUTE_ALIASES.get(model, Route.COLLAB)
+            mode = MODE_ALIASES.get(model)
+            if query.privacy_strict and route is not Route.LOCAL:
+                raise PrivacyViolation(f"model {model} needs the cloud, which x-hybridgate-privacy: strict forbids")
+            draft = _Draft(route, mode, [f"model {model} pins the {route.value} route" + (f" ({mode.value})" if mode else "")])
+            return self._finish(draft, None, query, ctx, pinned=True)
         score = self.scorer.score(query)
-        route = Route.CLOUD if score >= self.threshold else Route.LOCAL
-        reasons = [f"score {score:.2f} {'>=' if route is Route.CLOUD else '<'} threshold {self.threshold:.2f}"]
-        if (
-            route is Route.LOCAL
-            and ctx.local_context_tokens is not None
-            and query.prompt_tokens > ctx.local_context_tokens
-            and ctx.overflow_to_cloud
-        ):
-            route = Route.CLOUD
-            reasons.append(f"prompt of {query.prompt_tokens} tokens exceeds the local context of {ctx.local_context_tokens}")
-        return self._finish(route, score, None, tuple(reasons), ctx, pinned=False)
+        draft = self._by_score(score)
+        self._privacy(draft, query)
+        self._context(draft, query, ctx)
+        self._deadline(draft, query, ctx)
+        return self._finish(draft, score, query, ctx, pinned=False)
 
-    def _pinned_backend(self, name: str, ctx: RouteContext) -> Decision:
+    # -- the steps ------------------------------------------------------------------------------------
+    def _by_score(self, score: float) -> _Draft:
+        if score >= self.threshold:
+            return _Draft(Route.CLOUD, None, [f"score {score:.3f} >= t_cloud {self.threshold:.3f}"])
+        if score < self.t_low:
+            return _Draft(Route.LOCAL, None, [f"score {score:.3f} < t_local {self.t_low:.3f}"])
+        return _Draft(
+            Route.COLLAB, self.mode, [f"score {score:.3f} between t_local {self.t_low:.3f} and t_cloud {self.threshold:.3f}: {self.mode.value}"]
+        )
+
+    def _privacy(self, d: _Draft, q: RouteQuery) -> None:
+        if d.route is Route.LOCAL:
+            return
+        if q.privacy_strict:
+            d.route, d.mode, d.privacy_local = Route.LOCAL, None, True
+            d.reasons.append("x-hybridgate-privacy: strict forbids the cloud")
+            return
+        if not q.personal_data or self.on_personal_data == "allow":
+            return
+        found = ", ".join(q.personal_data)
+        if self.on_personal_data == "redact":
+            d.route, d.mode = Route.COLLAB, Mode.REDACT
+            d.reasons.append(f"personal data ({found}): redacted before the cloud sees it")
+        else:
+            d.route, d.mode, d.privacy_local = Route.LOCAL, None, True
+            d.reasons.append(f"personal data ({found}) stays on the device")
+
+    def _context(self, d: _Draft, q: RouteQuery, ctx: RouteContext) -> None:
+        limit = ctx.local_context_tokens
+        if limit is None or q.prompt_tokens <= limit or not ctx.overflow_to_cloud or d.privacy_local:
+            return
+        if d.route is Route.LOCAL or (d.route is Route.COLLAB and d.mode is not None and d.mode.local_generates):
+            d.route, d.mode = Route.CLOUD, None
+            d.reasons.append(f"prompt of {q.prompt_tokens} tokens exceeds the local context of {limit}")
+
+    def _deadline(self, d: _Draft, q: RouteQuery, ctx: RouteContext) -> None:
+        if q.deadline_ms is None or d.privacy_local:
+            return
+        est = {r: ctx.expected_ms(r) for r in (Route.LOCAL, Route.CLOUD)}
+        if d.route is Route.COLLAB:
+            cloud, local = est[Route.CLOUD] or 0.0, est[Route.LOCAL] or 0.0
+            mine: float | None = cloud + (local if d.mode is not None and d.mode.local_generates else 0.0)
+        else:
+            mine = est[d.route]
+        if mine is None or mine <= q.deadline_ms:
+            return
+        options = [(ms, r) for r, ms in est.items() if ms is not None and r is not d.route]
+        if not options:
+            return
+        ms, route = min(options, key=lambda o: o[0])
+        if ms >= mine:
+            return
+        if route is Route.CLOUD and (q.privacy_strict or (q.personal_data and self.on_personal_data != "allow")):
+            return
+        d.route, d.mode = route, None
+        met = "meets" if ms <= q.deadline_ms else "comes closest to"
+        d.reasons.append(f"deadline {q.deadline_ms:.0f} ms: {route.value} ({ms:.0f} ms expected) {met} it, not {mine:.0f} ms")
+
+    def _pinned_backend(self, name: str, q: RouteQuery, ctx: RouteContext) -> Decision:
         route = ctx.backends[name]
+        if route is Route.CLOUD and q.privacy_strict:
+            raise PrivacyViolation(f"backend {name} is in the cloud, which x-hybridgate-privacy: strict forbids")
         if route is Route.CLOUD and ctx.cloud_budget_exhausted:
             raise BudgetExhausted("the daily cloud budget of this key is spent")
         if name not in ctx.healthy:
             raise UnroutableError(f"backend {name!r} is not healthy")
-        return Decision(route, name, None, None, self.scorer.name, (f"model {name} pins backend {name}",), self.version)
+        return Decision(
+            route, name, None, None, self.scorer.name, (f"model {name} pins backend {name}",), self.version,
+            personal_data=q.personal_data,
+        )
 
-    def _finish(
-        self,
-        route: Route,
-        score: float | None,
-        backend: str | None,
-        reasons: tuple[str, ...],
-        ctx: RouteContext,
-        *,
-        pinned: bool,
-    ) -> Decision:
-        threshold = None if score is None else self.threshold
-        if route is Route.CLOUD and ctx.cloud_budget_exhausted:
+    def _finish(self, d: _Draft, score: float | None, q: RouteQuery, ctx: RouteContext, *, pinned: bool) -> Decision:
+        if d.route is not Route.LOCAL and ctx.cloud_budget_exhausted:
             if pinned:
                 raise BudgetExhausted("the daily cloud budget of this key is spent")
-            route = Route.LOCAL
-            reasons = (*reasons, "daily cloud budget spent; answering locally")
-        if ctx.available(route):
-            return Decision(route, backend or ctx.available(route)[0], score, threshold, self.scorer.name, reasons, self.version)
-        other = Route.LOCAL if route is Route.CLOUD else Route.CLOUD
-        if pinned or not ctx.available(other):
-            raise UnroutableError(f"no healthy {route.value} backend")
-        reasons = (*reasons, f"no healthy {route.value} backend; using {other.value}")
-        return Decision(other, ctx.available(other)[0], score, threshold, self.scorer.name, reasons, self.version)
+            d.route, d.mode = Route.LOCAL, None
+            d.reasons.append("daily cloud budget spent; answering locally")
+        local, cloud = ctx.available(Route.LOCAL), ctx.available(Route.CLOUD)
+        if d.route is Route.COLLAB:
+            assert d.mode is not None
+            needs_local = d.mode.local_generates
+            if not cloud:
+                if pinned or not local:
+                    raise UnroutableError(f"no healthy cloud backend for the {d.mode.value} mode")
+                d.route, d.mode = Route.LOCAL, None
+                d.reasons.append("no healthy cloud backend; answering locally")
+            elif needs_local and not local:
+                if pinned:
+                    raise UnroutableError(f"no healthy local backend for the {d.mode.value} mode")
+                d.route, d.mode = Route.CLOUD, None
+                d.reasons.append("no healthy local backend; answering in the cloud")
+            else:
+                return self._decision(Route.COLLAB, local or cloud, score, q, d, cloud_backend=cloud[0])
+        wanted = local if d.route is Route.LOCAL else cloud
+        if wanted:
+            return self._decision(d.route, wanted, score, q, d)
+        other = Route.CLOUD if d.route is Route.LOCAL else Route.LOCAL
+        others = cloud if other is Route.CLOUD else local
+        if pinned or not others or (other is Route.CLOUD and d.privacy_local):
+            overloaded = any(ctx.backends[n] is d.route and n in ctx.overloaded for n in ctx.backends)
+            why = "every local backend is busy" if overloaded and d.route is Route.LOCAL else f"no healthy {d.route.value} backend"
+            raise UnroutableError(why)
+        busy = [n for n in ctx.overloaded if ctx.backends.get(n) is d.route]
+        d.reasons.append(f"{'the ' + d.route.value + ' backends are busy' if busy else 'no healthy ' + d.route.value + ' backend'}; using {other.value}")
+        d.route = other
+        return self._decision(other, others, score, q, d)
+
+    def _decision(
+        self, route: Route, names: list[str], score: float | None, q: RouteQuery, d: _Draft, *, cloud_backend: str | None = None
+    ) -> Decision:
+        return Decision(
+            route,
+            names[0],
+            score,
+            None if score is None else self.threshold,
+            self.scorer.name,
+            tuple(d.reasons),
+            self.version,
+            t_local=None if score is None else self.t_low,
+            mode=d.mode if route is Route.COLLAB else None,
+            cloud_backend=cloud_backend,
+            fallbacks=tuple(names[1:]),
+            personal_data=q.personal_data,
+        )

@@ -35,7 +35,7 @@ def test_short_plain_query_goes_local_and_hard_one_to_cloud() -> None:
     assert (easy.route, easy.backend) == (Route.LOCAL, "local")
     assert (hard.route, hard.backend) == (Route.CLOUD, "cloud")
     assert hard.score is not None and hard.score >= hard.threshold  # type: ignore[operator]
-    assert "threshold" in hard.reasons[0]
+    assert "t_cloud" in hard.reasons[0]
 
 
 def test_pins() -> None:
