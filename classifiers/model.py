@@ -59,6 +59,13 @@ class RouterModel:
             raise ValueError(f"router {self.name} carries no calibration quantiles")
         return quantile_threshold(np.asarray(q, dtype=np.float64), cloud_share)
 
+    def share_above(self, threshold: float) -> float:
+        """The share of calibration queries scoring at or above ``threshold``."""
+        q = np.asarray(self.meta.get("calibration", {}).get("quantiles") or [], dtype=np.float64)
+        if q.size == 0:
+            raise ValueError(f"router {self.name} carries no calibration quantiles")
+        return float(1.0 - np.interp(threshold, q, np.linspace(0, 1, len(q))))
+
     def default_threshold(self) -> float:
         return float(self.meta.get("calibration", {}).get("default_threshold", 0.5))
 

@@ -58,14 +58,14 @@ class RouteContext:
     latency_ms: Mapping[str, float] = field(default_factory=dict)  # expected time to first token per backend
     overloaded: frozenset[str] = frozenset()  # backends whose queue is full
 
-    def available(self, route: Route) -> list[str]:
-        """Healthy, not overloaded backends of ``route``, the lowest expected latency first.
+    def available(self, route: Route, *, busy_ok: bool = False) -> list[str]:
+        """Healthy backends of ``route`` (and not overloaded, unless ``busy_ok``), the lowest expected latency first.
 
         A backend never measured counts as fastest, so a new node gets tried
-        and measured; ties keep the configured order.
+        and measured; ties keep the configured order. Busy backends come last.
         """
-        names = [n for n, r in self.backends.items() if r is route and n in self.healthy and n not in self.overloaded]
-        return sorted(names, key=lambda n: self.latency_ms.get(n, 0.0))
+        names = [n for n, r in self.backends.items() if r is route and n in self.healthy and (busy_ok or n not in self.overloaded)]
+        return sorted(names, key=lambda n: (n in self.overloaded, self.latency_ms.get(n, 0.0)))
 
     def expected_ms(self, route: Route) -> float | None:
         best = self.available(route)

@@ -162,7 +162,9 @@ class RoutingPolicy:
                 raise BudgetExhausted("the daily cloud budget of this key is spent")
             d.route, d.mode = Route.LOCAL, None
             d.reasons.append("daily cloud budget spent; answering locally")
-        local, cloud = ctx.available(Route.LOCAL), ctx.available(Route.CLOUD)
+        # A pinned or privacy-bound request waits in a busy queue (and may get 503) rather than move.
+        busy_ok = pinned or d.privacy_local
+        local, cloud = ctx.available(Route.LOCAL, busy_ok=busy_ok), ctx.available(Route.CLOUD, busy_ok=busy_ok)
         if d.route is Route.COLLAB:
             assert d.mode is not None
             needs_local = d.mode.local_generates
@@ -184,9 +186,7 @@ class RoutingPolicy:
         other = Route.CLOUD if d.route is Route.LOCAL else Route.LOCAL
         others = cloud if other is Route.CLOUD else local
         if pinned or not others or (other is Route.CLOUD and d.privacy_local):
-            overloaded = any(ctx.backends[n] is d.route and n in ctx.overloaded for n in ctx.backends)
-            why = "every local backend is busy" if overloaded and d.route is Route.LOCAL else f"no healthy {d.route.value} backend"
-            raise UnroutableError(why)
+            raise UnroutableError(f"no healthy {d.route.value} backend")
         busy = [n for n in ctx.overloaded if ctx.backends.get(n) is d.route]
         d.reasons.append(f"{'the ' + d.route.value + ' backends are busy' if busy else 'no healthy ' + d.route.value + ' backend'}; using {other.value}")
         d.route = other

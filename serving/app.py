@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from hybridgate.router import BudgetExhausted, UnroutableError
+from hybridgate.router import BudgetExhausted, PrivacyViolation, UnroutableError
 from hybridgate.serving.auth import KeyCheck
 from hybridgate.serving.backends.base import (
     BackendError,
@@ -24,7 +24,7 @@ from hybridgate.serving.backends.base import (
 from hybridgate.serving.body_limit import BodyLimit
 from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import ApiError, install_error_handlers
-from hybridgate.serving.gateway import Gateway
+from hybridgate.serving.gateway import Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
 from hybridgate.serving.schemas import ChatCompletionRequest, UnsupportedField
 
@@ -41,6 +41,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(413, str(exc), code="context_length_exceeded", param="messages")
     if isinstance(exc, BudgetExhausted):
         return ApiError(429, str(exc), type="insufficient_quota", code="budget_exhausted", headers={"Retry-After": "3600"})
+    if isinstance(exc, PrivacyViolation):
+        return ApiError(403, str(exc), type="permission_error", code="privacy_strict", param="model")
     if isinstance(exc, UnroutableError):
         return ApiError(503, str(exc), type="server_busy", code="no_healthy_backend", headers={"Retry-After": "5"})
     if isinstance(exc, UpstreamRejected):
@@ -52,6 +54,23 @@ def to_api_error(exc: Exception) -> ApiError:
     raise exc
 
 
+def request_hints(request: Request) -> RequestHints:
+    """``x-hybridgate-privacy: strict`` and ``x-hybridgate-deadline-ms: 200``; anything else there is a 400."""
+    privacy = request.headers.get("x-hybridgate-privacy", "").strip().lower()
+    if privacy not in ("", "strict", "default"):
+        raise ApiError(400, f"x-hybridgate-privacy must be strict or default, not {privacy!r}", param="x-hybridgate-privacy")
+    raw = request.headers.get("x-hybridgate-deadline-ms")
+    deadline: float | None = None
+    if raw is not None:
+        try:
+            deadline = float(raw)
+        except ValueError:
+            deadline = -1.0
+        if not 0 < deadline < 3_600_000:
+            raise ApiError(400, f"x-hybridgate-deadline-ms must be a positive number of milliseconds, not {raw!r}", param="x-hybridgate-deadline-ms")
+    return RequestHints(privacy_strict=privacy == "strict", deadline_ms=deadline)
+
+
 def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> FastAPI:
     """``gateway_factory`` runs at start-up, so the model loads once the server is about to listen."""
     keys = KeyCheck(cfg.server.api_keys)
@@ -59,6 +78,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = gateway_factory()
+        app.state.gateway.start()
         try:
             yield
         finally:
@@ -71,16 +91,32 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
     def gw(request: Request) -> Gateway:
         return request.app.state.gateway  # type: ignore[no-any-return]
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(
-        body: ChatCompletionRequest, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
-    ) -> Response:
+    def checked(body: ChatCompletionRequest, gateway: Gateway) -> None:
         try:
             body.check_supported()
         except UnsupportedField as exc:
             raise ApiError(400, str(exc), code="unsupported_parameter", param=exc.field) from None
         if not gateway.known_model(body.model):
             raise ApiError(404, f"the model '{body.model}' does not exist on this gateway", type="not_found_error", code="model_not_found", param="model")
+
+    @app.post("/v1/route")
+    async def route(
+        body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
+    ) -> dict[str, Any]:
+        """The decision for this request, without generating anything: a dry run."""
+        checked(body, gateway)
+        try:
+            decision, ms, prompt_tokens = await gateway.decide(body, body.plain_messages(), api_key, request_hints(request))
+        except Exception as exc:
+            raise to_api_error(exc) from None
+        return {"object": "hybridgate.route", "decision_ms": round(ms, 3), "prompt_tokens": prompt_tokens, **decision.as_dict()}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
+    ) -> Response:
+        checked(body, gateway)
+        hints = request_hints(request)
         messages = body.plain_messages()
         params = ChatParams(
             messages=messages,
@@ -94,7 +130,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             user=body.user,
         )
         try:
-            decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key)
+            decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints)
             if not body.stream:
                 answer = await gateway.chat(body, params, decision, ms, api_key)
                 return JSONResponse(completion_body(answer.completion, answer.routing), headers=answer.routing.headers())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, load_embedder
-from hybridgate.router import RoutingPolicy, RuleScorer, Scorer
+from hybridgate.router import Mode, RoutingPolicy, RuleScorer, Scorer
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import Backend
 from hybridgate.serving.backends.local_llama import LlamaBackend
-from hybridgate.serving.config import GatewayConfig, RemoteConfig, RouterConfig
+from hybridgate.serving.config import GatewayConfig, PrivacyConfig, RemoteConfig, RouterConfig
 from hybridgate.serving.gateway import Gateway
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.state import open_state
@@ -40,7 +40,7 @@ def load_query_embedder(cfg: RouterConfig, model: str) -> Embedder:
     return load_embedder(model, cfg.engine, threads=cfg.threads)
 
 
-def build_policy(cfg: RouterConfig, *, embedder: Embedder | None = None) -> RoutingPolicy:
+def build_policy(cfg: RouterConfig, privacy: PrivacyConfig | None = None, *, embedder: Embedder | None = None) -> RoutingPolicy:
     """The scorer and its threshold. ``embedder`` lets a caller share one loaded model (tests, benchmarks).
 
     Raises ``ValueError`` (an ``ArtifactError``) when the router folder is missing,
@@ -48,8 +48,13 @@ def build_policy(cfg: RouterConfig, *, embedder: Embedder | None = None) -> Rout
     """
     from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
 
+    mode = Mode(cfg.mode)
+    on_pd = privacy.on_personal_data if privacy else "local"
     if cfg.scorer == "rules":
-        return RoutingPolicy(RuleScorer(cfg.long_prompt_tokens), 0.5 if cfg.threshold is None else cfg.threshold)
+        threshold = 0.5 if cfg.threshold is None else cfg.threshold
+        if cfg.gray_share:
+            raise ValueError("router.gray_share needs a classifier router's calibration; with scorer: rules set router.t_local")
+        return RoutingPolicy(RuleScorer(cfg.long_prompt_tokens), threshold, cfg.t_local, mode, on_pd)
     folder = resolve_router(cfg.path)
     header = read_header(folder)
     if embedder is None:
@@ -61,8 +66,11 @@ def build_policy(cfg: RouterConfig, *, embedder: Embedder | None = None) -> Rout
         threshold = model.threshold_for(cfg.cloud_share)
     else:
         threshold = model.default_threshold()
+    t_local = cfg.t_local
+    if t_local is None and cfg.gray_share:
+        t_local = model.threshold_for(min(1.0, model.share_above(threshold) + cfg.gray_share))
     scorer: Scorer = ClassifierScorer(model, CachedEmbedder(embedder, cfg.cache_size))
-    return RoutingPolicy(scorer, round(threshold, 6))
+    return RoutingPolicy(scorer, round(threshold, 6), None if t_local is None else round(min(t_local, threshold), 6), mode, on_pd)
 
 
 def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None, embedder: Embedder | None = None) -> Gateway:
@@ -70,7 +78,7 @@ def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None, embe
     remotes = [build_remote(n) for n in cfg.edge_nodes]
     if cfg.cloud is not None:
         remotes.append(build_remote(cfg.cloud))
-    policy = build_policy(cfg.router, embedder=embedder)
+    policy = build_policy(cfg.router, cfg.privacy, embedder=embedder)
     return Gateway(
         cfg, local or load_local(cfg), remotes, open_state(cfg.state), Metrics(), policy, owns_local=local is None
     )

@@ -44,15 +44,47 @@ class RouterConfig(_Strict):
     engine: Literal["auto", "onnx", "torch"] = "auto"
     threads: int = Field(1, ge=1)
     cache_size: int = Field(1024, ge=0)  # recent query embeddings kept in memory
-    threshold: float | None = Field(None, ge=0.0, le=1.0)  # None: from cloud_share, else the router's own default
+    threshold: float | None = Field(None, ge=0.0, le=1.0)  # t_cloud. None: from cloud_share, else the router's own default
     cloud_share: float | None = Field(None, ge=0.0, le=1.0)  # the share of queries to send to the cloud
+    t_local: float | None = Field(None, ge=0.0, le=1.0)  # below: local. None: from gray_share (0: no collaborative band)
+    gray_share: float = Field(0.0, ge=0.0, le=1.0)  # the share just below the cloud band answered collaboratively
+    mode: Literal["cascade", "condense", "redact", "draft-refine"] = "cascade"  # how the collaborative band is answered
     long_prompt_tokens: int = Field(300, gt=0)
 
     @model_validator(mode="after")
-    def _one_way_to_set_the_threshold(self) -> RouterConfig:
+    def _one_way_to_set_each_threshold(self) -> RouterConfig:
         if self.threshold is not None and self.cloud_share is not None:
             raise ValueError("set threshold or cloud_share, not both")
+        if self.t_local is not None and self.gray_share:
+            raise ValueError("set t_local or gray_share, not both")
+        if self.t_local is not None and self.threshold is not None and self.t_local > self.threshold:
+            raise ValueError("t_local must not be above threshold (t_cloud)")
+        if (self.cloud_share or 0.0) + self.gray_share > 1.0:
+            raise ValueError("cloud_share + gray_share must be at most 1")
         return self
+
+
+class PrivacyConfig(_Strict):
+    """Personal data in a request (e-mail, phone, card and IBAN numbers, the names below)."""
+
+    on_personal_data: Literal["local", "redact", "allow"] = "local"
+    names: list[str] = Field(default_factory=list)
+
+
+class CollaborationConfig(_Strict):
+    """Settings of the four collaborative modes."""
+
+    cascade_min_confidence: float = Field(0.55, ge=0.0, le=1.0)  # geometric-mean token probability of the local draft
+    cascade_max_tokens: int = Field(256, ge=1)
+    condense_min_tokens: int = Field(300, ge=1)  # shorter prompts are sent whole
+    condense_keep: float = Field(0.35, gt=0.0, le=1.0)  # share of the context's tokens kept for the cloud
+    draft_max_tokens: int = Field(256, ge=1)
+
+
+class HealthConfig(_Strict):
+    interval_s: float = Field(10.0, gt=0)  # how often remote backends are probed
+    timeout_s: float = Field(2.0, gt=0)
+    latency_alpha: float = Field(0.3, gt=0.0, le=1.0)  # weight of the newest sample in the moving latency estimate
 
 
 class LocalConfig(_Strict):
@@ -127,6 +159,9 @@ class GatewayConfig(BaseSettings):
     edge_nodes: list[RemoteConfig] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -17,12 +17,22 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hybridgate.router import Decision, Route, RouteContext, RouteQuery, RoutingPolicy
-from hybridgate.serving.backends.base import Backend, BackendError, ChatParams, Completion, Delta, UpstreamRejected, Usage
+from hybridgate.router import Decision, PersonalDataDetector, Route, RouteContext, RouteQuery, RoutingPolicy
+from hybridgate.serving.backends.base import (
+    Backend,
+    BackendError,
+    ChatParams,
+    Completion,
+    Delta,
+    QueueFull,
+    UpstreamRejected,
+    Usage,
+)
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.backends.pricing import cost_usd
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
+from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
@@ -46,6 +56,7 @@ class Routing:
     cache: str | None = None
     usage: Usage | None = None
     cost_usd: float = 0.0
+    tried: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -98,6 +109,14 @@ class StreamAnswer:
     started: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class RequestHints:
+    """What a client may say about one request beyond the OpenAI body (``x-hybridgate-*`` headers)."""
+
+    privacy_strict: bool = False
+    deadline_ms: float | None = None
+
+
 def _query_text(messages: list[dict[str, Any]]) -> str:
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     rest = "\n".join(m["content"] for m in messages if m["content"] is not last_user)
@@ -125,6 +144,22 @@ class Gateway:
         self.metrics = metrics
         self.policy = policy
         self.fallback_to_local = bool(cfg.cloud and cfg.cloud.fallback_to_local)
+        self.detector = PersonalDataDetector(cfg.privacy.names)
+        self.latency = LatencyTracker(cfg.health.latency_alpha)
+        self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s)
+
+    def _probe_targets(self) -> list[ProbeTarget]:
+        from hybridgate.serving.backends.remote_common import api_key
+
+        out = []
+        for name, rc in self._remote_cfg.items():
+            if rc.api_base and name in self.backends:
+                out.append(ProbeTarget(name, rc.api_base, self.backends[name].health, api_key(rc)))
+        return out
+
+    def start(self) -> None:
+        """Start background work (node health probes); called once the event loop runs."""
+        self.monitor.start()
 
     # -- deciding -----------------------------------------------------------------------------------
     def known_model(self, model: str) -> bool:
@@ -138,7 +173,11 @@ class Gateway:
         return spent >= limit
 
     async def decide(
-        self, req: ChatCompletionRequest, messages: list[dict[str, Any]], api_key: str | None
+        self,
+        req: ChatCompletionRequest,
+        messages: list[dict[str, Any]],
+        api_key: str | None,
+        hints: RequestHints = RequestHints(),
     ) -> tuple[Decision, float, int]:
         """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates)."""
         budget_spent = await self._budget_exhausted(api_key)
@@ -148,6 +187,9 @@ class Gateway:
             prompt_tokens=self.local.count_prompt_tokens(messages),
             n_messages=len(messages),
             requested_model=req.model,
+            personal_data=self.detector.kinds(m["content"] for m in messages),
+            privacy_strict=hints.privacy_strict,
+            deadline_ms=hints.deadline_ms,
         )
         ctx = RouteContext(
             backends={name: b.route for name, b in self.backends.items()},
@@ -155,6 +197,8 @@ class Gateway:
             local_context_tokens=self.local.n_ctx - (req.answer_limit or self.local.default_max_tokens),
             overflow_to_cloud=self.cfg.local.context_overflow == "cloud",
             cloud_budget_exhausted=budget_spent,
+            latency_ms=self.latency.snapshot(),
+            overloaded=frozenset({self.local.name}) if self.local.queue_depth >= 1 + self.local.max_queue else frozenset(),
         )
         # A classifier embeds the query: run it off the event loop so other requests keep streaming.
         decision = await asyncio.to_thread(self.policy.decide, query, ctx)
@@ -162,11 +206,16 @@ class Gateway:
         self.metrics.decision.observe(ms / 1000)
         return decision, ms, query.prompt_tokens
 
-    def _fallback_target(self, failed: Backend, exc: Exception) -> Backend | None:
-        if isinstance(exc, UpstreamRejected) or not isinstance(exc, BackendError):
+    def _fallback_target(self, routing: Routing, failed: Backend, exc: Exception) -> Backend | None:
+        """Another node of the same route first (failover), then the local model for a failed cloud call."""
+        if isinstance(exc, UpstreamRejected) or not isinstance(exc, BackendError | QueueFull):
             return None
-        if failed.route is Route.CLOUD and self.fallback_to_local and self.local.health.healthy:
-            return self.local
+        for name in routing.decision.fallbacks:
+            b = self.backends.get(name)
+            if b is not None and b is not failed and name not in routing.tried and b.health.healthy:
+                return b
+        if isinstance(exc, BackendError) and failed.route is Route.CLOUD and self.fallback_to_local and self.local.health.healthy:
+            return self.local if self.local.name not in routing.tried else None
         return None
 
     def _routing(self, decision: Decision, ms: float) -> Routing:
@@ -182,7 +231,8 @@ class Gateway:
 
     def _fallback_or_raise(self, routing: Routing, failed: Backend, exc: Exception) -> Backend:
         """The backend to try instead of ``failed`` (the routing notes the switch), or ``exc`` raised again."""
-        target = self._fallback_target(failed, exc)
+        routing.tried.add(failed.name)
+        target = self._fallback_target(routing, failed, exc)
         if target is None:
             self.metrics.requests.labels(routing.route.value, routing.backend, "error").inc()
             raise exc
@@ -211,10 +261,14 @@ class Gateway:
                 return Answer(completion, routing)
         started = time.perf_counter()
         backend = self.backends[routing.backend]
-        try:
-            completion = await backend.complete(params)
-        except Exception as exc:
-            completion = await self._fallback_or_raise(routing, backend, exc).complete(params)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                completion = await backend.complete(params)
+                break
+            except Exception as exc:
+                backend = self._fallback_or_raise(routing, backend, exc)
+        self.latency.observe(backend.name, time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         await self._account(routing, completion.usage, api_key, elapsed, status="ok")
         if cache_key:
@@ -237,12 +291,15 @@ class Gateway:
         routing = self._routing(decision, ms)
         backend = self.backends[routing.backend]
         started = time.perf_counter()
-        it: AsyncGenerator[Delta, None] = backend.stream(params)  # type: ignore[assignment]
-        try:
-            first = await it.__anext__()
-        except Exception as exc:
-            it = self._fallback_or_raise(routing, backend, exc).stream(params)  # type: ignore[assignment]
-            first = await it.__anext__()
+        while True:
+            t0 = time.perf_counter()
+            it: AsyncGenerator[Delta, None] = backend.stream(params)  # type: ignore[assignment]
+            try:
+                first = await it.__anext__()
+                break
+            except Exception as exc:
+                backend = self._fallback_or_raise(routing, backend, exc)
+        self.latency.observe(backend.name, time.perf_counter() - t0)
         self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
         return StreamAnswer(routing, first, it, started)
 
@@ -293,6 +350,7 @@ class Gateway:
         return {name: b.describe() for name, b in self.backends.items()}
 
     async def aclose(self) -> None:
+        await self.monitor.aclose()
         for b in self.backends.values():
             if b is not self.local or self._owns_local:
                 await b.aclose()
