@@ -12,7 +12,8 @@ from hybridgate.serving.sdk import (  # noqa: E402
     ChatResult,
     Client,
     HybridgateError,
+    RouteDecision,
     RoutingInfo,
 )
 
-__all__ = ["AsyncClient", "ChatResult", "Client", "HybridgateError", "RoutingInfo", "__version__"]
+__all__ = ["AsyncClient", "ChatResult", "Client", "HybridgateError", "RouteDecision", "RoutingInfo", "__version__"]

@@ -24,7 +24,7 @@ from hybridgate.serving.backends.base import (
 from hybridgate.serving.body_limit import BodyLimit
 from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import ApiError, install_error_handlers
-from hybridgate.serving.gateway import Gateway, RequestHints
+from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
 from hybridgate.serving.schemas import ChatCompletionRequest, UnsupportedField
 
@@ -155,7 +155,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
 
     @app.get("/v1/models")
     async def models(gateway: Gateway = Depends(gw), _: str | None = Depends(keys)) -> dict[str, Any]:
-        data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridgate"} for alias in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud")]
+        data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridgate"} for alias in ALIASES]
         for name, b in gateway.backends.items():
             data.append({"id": name, "object": "model", "created": 0, "owned_by": "hybridgate", "route": b.route.value, "model": b.model_id})
         return {"object": "list", "data": data}

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hybridgate.router import Decision, PersonalDataDetector, Route, RouteContext, RouteQuery, RoutingPolicy
+from hybridgate.router import Decision, Mode, PersonalDataDetector, Route, RouteContext, RouteQuery, RoutingPolicy
 from hybridgate.serving.backends.base import (
     Backend,
     BackendError,
@@ -30,6 +30,7 @@ from hybridgate.serving.backends.base import (
 )
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.backends.pricing import cost_usd
+from hybridgate.serving.collab import Collaborator, CollabReport
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
@@ -38,6 +39,8 @@ from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
 
 log = logging.getLogger(__name__)
+
+ALIASES = ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud", *(f"hybridgate/{m.value}" for m in Mode))
 
 _SCORED_CHARS = 4000
 
@@ -57,6 +60,7 @@ class Routing:
     usage: Usage | None = None
     cost_usd: float = 0.0
     tried: set[str] = field(default_factory=set)
+    collab: CollabReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -69,6 +73,8 @@ class Routing:
         }
         if self.fallback_from:
             out["fallback"] = {"from": self.fallback_from, "reason": self.fallback_reason}
+        if self.collab is not None:
+            out["collaboration"] = self.collab.as_dict()
         if self.cache:
             out["cache"] = self.cache
         return out
@@ -86,6 +92,8 @@ class Routing:
         }
         if self.decision.threshold is not None:
             h["x-hybridgate-threshold"] = f"{self.decision.threshold:.4f}"
+        if self.decision.mode is not None:
+            h["x-hybridgate-mode"] = self.decision.mode.value
         if self.fallback_from:
             h["x-hybridgate-fallback"] = self.fallback_from
         if self.cache:
@@ -115,6 +123,21 @@ class RequestHints:
 
     privacy_strict: bool = False
     deadline_ms: float | None = None
+
+
+def _relevance_of(policy: RoutingPolicy) -> Any:
+    """The condense mode ranks passages with the router's own embedder when it has one."""
+    embedder = getattr(policy.scorer, "embedder", None)
+    if embedder is None:
+        from hybridgate.serving.condense import word_overlap
+
+        return word_overlap
+
+    def by_embedding(question: str, chunks: Any) -> Any:
+        vecs = embedder.encode([question, *chunks])
+        return vecs[1:] @ vecs[0]
+
+    return by_embedding
 
 
 def _query_text(messages: list[dict[str, Any]]) -> str:
@@ -147,6 +170,7 @@ class Gateway:
         self.detector = PersonalDataDetector(cfg.privacy.names)
         self.latency = LatencyTracker(cfg.health.latency_alpha)
         self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s)
+        self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
 
     def _probe_targets(self) -> list[ProbeTarget]:
         from hybridgate.serving.backends.remote_common import api_key
@@ -163,7 +187,7 @@ class Gateway:
 
     # -- deciding -----------------------------------------------------------------------------------
     def known_model(self, model: str) -> bool:
-        return model in self.backends or model in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud")
+        return model in self.backends or model in ALIASES
 
     async def _budget_exhausted(self, api_key: str | None) -> bool:
         limit = self.cfg.budgets.limit_for(api_key or "")
@@ -221,12 +245,14 @@ class Gateway:
     def _routing(self, decision: Decision, ms: float) -> Routing:
         assert decision.backend is not None
         backend = self.backends[decision.backend]
+        collab = decision.route is Route.COLLAB
         return Routing(
             request_id=f"chatcmpl-hg-{uuid.uuid4().hex[:24]}",
             decision=decision,
             decision_ms=ms,
             backend=backend.name,
-            route=backend.route,
+            route=Route.COLLAB if collab else backend.route,
+            collab=CollabReport(decision.mode) if collab and decision.mode else None,
         )
 
     def _fallback_or_raise(self, routing: Routing, failed: Backend, exc: Exception) -> Backend:
@@ -247,8 +273,21 @@ class Gateway:
         routing.backend, routing.route = to.name, to.route
 
     # -- answering ----------------------------------------------------------------------------------
+    async def _collab_plan(self, routing: Routing, params: ChatParams) -> tuple[Any, Backend]:
+        d = routing.decision
+        assert d.mode is not None and d.cloud_backend is not None
+        plan = await self.collab.plan(d.mode, params)
+        routing.collab = plan.report
+        return plan, self.backends[d.cloud_backend]
+
     async def chat(self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None) -> Answer:
         routing = self._routing(decision, ms)
+        if decision.route is Route.COLLAB:
+            started = time.perf_counter()
+            plan, cloud = await self._collab_plan(routing, params)
+            completion = await self.collab.complete(plan, cloud, params)
+            await self._account(routing, completion.usage, api_key, time.perf_counter() - started, status="ok")
+            return Answer(completion, routing)
         cache_key = self._cache_key(req, params) if self.cfg.state.cache_enabled else None
         if cache_key:
             hit = await self.state.cache_get(cache_key)
@@ -289,6 +328,13 @@ class Gateway:
 
     async def stream(self, params: ChatParams, decision: Decision, ms: float) -> StreamAnswer:
         routing = self._routing(decision, ms)
+        if decision.route is Route.COLLAB:
+            started = time.perf_counter()
+            plan, cloud = await self._collab_plan(routing, params)
+            gen = self.collab.stream(plan, cloud, params)
+            first = await anext(gen)
+            self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
+            return StreamAnswer(routing, first, gen, started)
         backend = self.backends[routing.backend]
         started = time.perf_counter()
         while True:
@@ -318,8 +364,12 @@ class Gateway:
 
     async def _account(self, routing: Routing, usage: Usage, api_key: str | None, elapsed: float, *, status: str) -> None:
         routing.usage = usage
-        rcfg = self._remote_cfg.get(routing.backend)
-        cost = cost_usd(rcfg, usage) if rcfg is not None and routing.route is Route.CLOUD and not routing.cache else 0.0
+        if routing.collab is not None:
+            rcfg = self._remote_cfg.get(routing.decision.cloud_backend or "")
+            cost = cost_usd(rcfg, routing.collab.cloud) if rcfg is not None else 0.0
+        else:
+            rcfg = self._remote_cfg.get(routing.backend)
+            cost = cost_usd(rcfg, usage) if rcfg is not None and routing.route is Route.CLOUD and not routing.cache else 0.0
         routing.cost_usd = cost
         m = self.metrics
         m.requests.labels(routing.route.value, routing.backend, status).inc()

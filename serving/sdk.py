@@ -92,6 +92,8 @@ class RoutingInfo:
     router: str | None = None
     router_version: str | None = None
     threshold: float | None = None
+    mode: str | None = None
+    collaboration: dict[str, Any] | None = None
 
     @classmethod
     def from_headers(cls, h: httpx.Headers) -> RoutingInfo:
@@ -109,6 +111,7 @@ class RoutingInfo:
             router=router or None,
             router_version=version or None,
             threshold=None if threshold is None else float(threshold),
+            mode=h.get("x-hybridgate-mode"),
         )
 
     def with_body(self, info: dict[str, Any] | None) -> RoutingInfo:
@@ -128,7 +131,58 @@ class RoutingInfo:
             router=decided.get("router", self.router),
             router_version=decided.get("router_version", self.router_version),
             threshold=decided.get("threshold", self.threshold),
+            mode=decided.get("mode", self.mode),
+            collaboration=info.get("collaboration", self.collaboration),
         )
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """What ``POST /v1/route`` answers: the decision for a request, nothing generated."""
+
+    route: str
+    backend: str | None
+    mode: str | None
+    cloud_backend: str | None
+    score: float | None
+    threshold: float | None
+    t_local: float | None
+    router: str
+    router_version: str | None
+    reasons: tuple[str, ...]
+    personal_data: tuple[str, ...]
+    fallbacks: tuple[str, ...]
+    decision_ms: float
+    prompt_tokens: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RouteDecision:
+        return cls(
+            route=d["route"],
+            backend=d.get("backend"),
+            mode=d.get("mode"),
+            cloud_backend=d.get("cloud_backend"),
+            score=d.get("score"),
+            threshold=d.get("threshold"),
+            t_local=d.get("t_local"),
+            router=d.get("router", ""),
+            router_version=d.get("router_version"),
+            reasons=tuple(d.get("reasons", ())),
+            personal_data=tuple(d.get("personal_data", ())),
+            fallbacks=tuple(d.get("fallbacks", ())),
+            decision_ms=float(d.get("decision_ms", 0.0)),
+            prompt_tokens=int(d.get("prompt_tokens", 0)),
+        )
+
+
+def _hints(privacy: str | None, deadline_ms: float | None) -> dict[str, str]:
+    """The per-request rules, as the headers the gateway reads."""
+    h: dict[str, str] = {}
+    if privacy is not None:
+        h["x-hybridgate-privacy"] = privacy
+    if deadline_ms is not None:
+        h["x-hybridgate-deadline-ms"] = str(deadline_ms)
+    return h
 
 
 @dataclass(frozen=True)
@@ -242,13 +296,25 @@ class Client:
         _raise_for(resp, resp.content)
         return resp
 
-    def chat(self, messages: Messages, model: str = "hybridgate/auto", **params: Any) -> ChatResult:
-        resp = self._send("POST", "/v1/chat/completions", json=_payload(messages, model, False, params))
+    def chat(
+        self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None, **params: Any
+    ) -> ChatResult:
+        """``privacy="strict"`` forbids the cloud for this request; ``deadline_ms`` bounds the time to the first token."""
+        resp = self._send("POST", "/v1/chat/completions", json=_payload(messages, model, False, params), headers=_hints(privacy, deadline_ms))
         return _result(resp, resp.json())
 
-    def stream(self, messages: Messages, model: str = "hybridgate/auto", **params: Any) -> _SyncStreamContext:
+    def route(
+        self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None
+    ) -> RouteDecision:
+        """Where this request would go, and why, without generating anything."""
+        resp = self._send("POST", "/v1/route", json=_payload(messages, model, False, {}), headers=_hints(privacy, deadline_ms))
+        return RouteDecision.from_json(resp.json())
+
+    def stream(
+        self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None, **params: Any
+    ) -> _SyncStreamContext:
         """Use as ``with client.stream(...) as s: for piece in s: ...``."""
-        return _SyncStreamContext(self._http, _payload(messages, model, True, params))
+        return _SyncStreamContext(self._http, _payload(messages, model, True, params), _hints(privacy, deadline_ms))
 
     def models(self) -> list[str]:
         return [m["id"] for m in self._send("GET", "/v1/models").json()["data"]]
@@ -267,13 +333,13 @@ class Client:
 
 
 class _SyncStreamContext:
-    def __init__(self, http: httpx.Client, body: dict[str, Any]) -> None:
-        self._http, self._body = http, body
+    def __init__(self, http: httpx.Client, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._http, self._body, self._headers = http, body, headers or {}
         self._cm: Any = None
 
     def __enter__(self) -> ChatStream:
         try:
-            self._cm = self._http.stream("POST", "/v1/chat/completions", json=self._body)
+            self._cm = self._http.stream("POST", "/v1/chat/completions", json=self._body, headers=self._headers)
             resp = self._cm.__enter__()
         except httpx.TransportError as exc:
             raise APIConnectionError(f"cannot reach the gateway: {exc}") from None
@@ -300,13 +366,25 @@ class AsyncClient:
         _raise_for(resp, resp.content)
         return resp
 
-    async def chat(self, messages: Messages, model: str = "hybridgate/auto", **params: Any) -> ChatResult:
-        resp = await self._send("POST", "/v1/chat/completions", json=_payload(messages, model, False, params))
+    async def chat(
+        self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None, **params: Any
+    ) -> ChatResult:
+        resp = await self._send(
+            "POST", "/v1/chat/completions", json=_payload(messages, model, False, params), headers=_hints(privacy, deadline_ms)
+        )
         return _result(resp, resp.json())
 
-    def stream(self, messages: Messages, model: str = "hybridgate/auto", **params: Any) -> _AsyncStreamContext:
+    async def route(
+        self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None
+    ) -> RouteDecision:
+        resp = await self._send("POST", "/v1/route", json=_payload(messages, model, False, {}), headers=_hints(privacy, deadline_ms))
+        return RouteDecision.from_json(resp.json())
+
+    def stream(
+        self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None, **params: Any
+    ) -> _AsyncStreamContext:
         """Use as ``async with client.stream(...) as s: async for piece in s: ...``."""
-        return _AsyncStreamContext(self._http, _payload(messages, model, True, params))
+        return _AsyncStreamContext(self._http, _payload(messages, model, True, params), _hints(privacy, deadline_ms))
 
     async def models(self) -> list[str]:
         return [m["id"] for m in (await self._send("GET", "/v1/models")).json()["data"]]
@@ -322,13 +400,13 @@ class AsyncClient:
 
 
 class _AsyncStreamContext:
-    def __init__(self, http: httpx.AsyncClient, body: dict[str, Any]) -> None:
-        self._http, self._body = http, body
+    def __init__(self, http: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._http, self._body, self._headers = http, body, headers or {}
         self._cm: Any = None
 
     async def __aenter__(self) -> AsyncChatStream:
         try:
-            self._cm = self._http.stream("POST", "/v1/chat/completions", json=self._body)
+            self._cm = self._http.stream("POST", "/v1/chat/completions", json=self._body, headers=self._headers)
             resp = await self._cm.__aenter__()
         except httpx.TransportError as exc:
             raise APIConnectionError(f"cannot reach the gateway: {exc}") from None

@@ -107,6 +107,7 @@ def make_gateway(
         cfg = gateway_config(stub[0], **sections)
         gateway = build_gateway(cfg, local=local_model, embedder=query_embedder)
         srv = ServerThread(create_app(cfg, lambda: gateway)).__enter__()
+        srv.gateway = gateway  # type: ignore[attr-defined]  # tests may look at its latency estimates and health
         started.append(srv)
         return srv
 

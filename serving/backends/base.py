@@ -39,6 +39,7 @@ class Completion:
     finish_reason: str
     usage: Usage
     model: str
+    confidence: float | None = None  # geometric-mean probability of the generated tokens, when measured
 
 
 @dataclass(frozen=True)

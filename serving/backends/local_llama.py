@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
@@ -38,6 +41,42 @@ def default_model_path() -> Path:
     if not found:
         raise FileNotFoundError(f"no .gguf file in {folder}")
     return found[0]
+
+
+class ConfidenceMeter:
+    """A stopping criterion that never stops: it reads the model's probability of each token it sampled.
+
+    llama-cpp-python calls a stopping criterion right after sampling, with the
+    ids *before* the new token and the context still holding the logits the
+    new token was drawn from; the token itself shows up as the last id of the
+    next call. So each call keeps the log-softmax of the current logits, and
+    the next call reads the sampled token's entry from it. This needs neither
+    ``logits_all`` (hundreds of MB of logits) nor ``logprobs``; the last token
+    of an answer, never followed by another call, is not counted.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self.logprobs: list[float] = []
+        self._ctx = llm._ctx
+        self._n_vocab = int(llm.n_vocab())
+        self._pending: np.ndarray | None = None
+        self._pending_len = -1
+
+    def __call__(self, input_ids: Any, _logits: Any) -> bool:
+        n = len(input_ids)
+        if n == self._pending_len:
+            return False
+        if self._pending is not None and n == self._pending_len + 1:
+            self.logprobs.append(float(self._pending[int(input_ids[-1])]))
+        row = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(self._n_vocab,)).astype(np.float64)
+        top = float(row.max())
+        self._pending = row - (top + math.log(float(np.exp(row - top).sum())))
+        self._pending_len = n
+        return False
+
+    def confidence(self) -> float | None:
+        """exp(mean log-probability): 1.0 when every token was certain; None when nothing was measured."""
+        return math.exp(sum(self.logprobs) / len(self.logprobs)) if self.logprobs else None
 
 
 class LlamaBackend:
@@ -109,6 +148,9 @@ class LlamaBackend:
     def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         return len(self.render(messages)[0])
 
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+
     def _prepare(self, params: ChatParams) -> tuple[list[int], dict[str, Any]]:
         tokens, stop = self.render(params.messages)
         max_tokens = params.max_tokens or self.default_max_tokens
@@ -145,20 +187,26 @@ class LlamaBackend:
         return self._inflight
 
     # -- generation -------------------------------------------------------------------------------
-    def _generate(self, tokens: list[int], kwargs: dict[str, Any], cancel: threading.Event, stream: bool) -> Any:
+    def _generate(
+        self, tokens: list[int], kwargs: dict[str, Any], cancel: threading.Event, stream: bool, meter: ConfidenceMeter | None = None
+    ) -> Any:
         from llama_cpp import StoppingCriteriaList
 
         criteria = StoppingCriteriaList([lambda _ids, _logits: cancel.is_set()])
+        if meter is not None:
+            criteria.append(meter)
         return self._llm.create_completion(prompt=tokens, stream=stream, stopping_criteria=criteria, **kwargs)
 
-    async def complete(self, params: ChatParams) -> Completion:
+    async def complete(self, params: ChatParams, *, confidence: bool = False) -> Completion:
+        """``confidence``: also measure how sure the model was of each token it produced (for the cascade mode)."""
         tokens, kwargs = self._prepare(params)
         self._admit()
         started = time.perf_counter()
         cancel = threading.Event()
+        meter = ConfidenceMeter(self._llm) if confidence else None
         loop = asyncio.get_running_loop()
         try:
-            out = await loop.run_in_executor(self._executor, self._generate, tokens, kwargs, cancel, False)
+            out = await loop.run_in_executor(self._executor, self._generate, tokens, kwargs, cancel, False, meter)
         except asyncio.CancelledError:
             cancel.set()
             raise
@@ -172,6 +220,7 @@ class LlamaBackend:
             finish_reason=choice.get("finish_reason") or "stop",
             usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
             model=self.model_id,
+            confidence=None if meter is None else meter.confidence(),
         )
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:

@@ -1,0 +1,81 @@
+"""The redact mode's two halves: personal data out before the cloud call, back in after.
+
+Each distinct value gets one placeholder (``[EMAIL_1]``, ``[PHONE_2]``, ...),
+the same everywhere it appears, so the cloud model can still refer to it. The
+placeholders are restored in the answer, also while it streams: a piece that
+ends inside a possible placeholder is held back until the next piece decides it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hybridgate.router.privacy import PersonalDataDetector
+
+_PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+\]")
+_LONGEST = len("[EMAIL_999]")
+NOTE = (
+    "Some values in this conversation were replaced by placeholders such as [EMAIL_1] or [NAME_1]. "
+    "Keep every placeholder exactly as written wherever you need the value."
+)
+
+
+@dataclass
+class Redaction:
+    originals: dict[str, str] = field(default_factory=dict)  # placeholder -> original value
+
+    def restore(self, text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: self.originals.get(m.group(0), m.group(0)), text)
+
+    @property
+    def count(self) -> int:
+        return len(self.originals)
+
+
+def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetector) -> tuple[list[dict[str, Any]], Redaction]:
+    """Messages with personal data replaced, and a system note telling the cloud model to keep the placeholders."""
+    red = Redaction()
+    by_value: dict[tuple[str, str], str] = {}
+    counters: dict[str, int] = {}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        text = m["content"]
+        pieces: list[str] = []
+        pos = 0
+        for f in detector.find(text):
+            key = (f.kind, f.value)
+            if key not in by_value:
+                counters[f.kind] = counters.get(f.kind, 0) + 1
+                by_value[key] = f"[{f.kind.upper()}_{counters[f.kind]}]"
+                red.originals[by_value[key]] = f.value
+            pieces.append(text[pos : f.start])
+            pieces.append(by_value[key])
+            pos = f.end
+        pieces.append(text[pos:])
+        out.append({**m, "content": "".join(pieces)})
+    if red.count:
+        out.insert(0, {"role": "system", "content": NOTE})
+    return out, red
+
+
+class StreamRestorer:
+    """Restores placeholders in a stream of text pieces, holding back only what could be half a placeholder."""
+
+    def __init__(self, redaction: Redaction) -> None:
+        self.redaction = redaction
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self._held + piece
+        cut = text.rfind("[")
+        if cut != -1 and "]" not in text[cut:] and len(text) - cut < _LONGEST:
+            self._held, text = text[cut:], text[:cut]
+        else:
+            self._held = ""
+        return self.redaction.restore(text)
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return self.redaction.restore(text)
