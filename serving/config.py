@@ -49,6 +49,8 @@ class RouterConfig(_Strict):
     t_local: float | None = Field(None, ge=0.0, le=1.0)  # below: local. None: from gray_share (0: no collaborative band)
     gray_share: float = Field(0.0, ge=0.0, le=1.0)  # the share just below the cloud band answered collaboratively
     mode: Literal["cascade", "condense", "redact", "draft-refine"] = "cascade"  # how the collaborative band is answered
+    recalibrate_every: int = Field(0, ge=0)  # > 0: re-derive the thresholds from recent scores every N decisions
+    recalibrate_window: int = Field(2000, ge=50)  # how many recent scores (from the decision log) to use
     long_prompt_tokens: int = Field(300, gt=0)
 
     @model_validator(mode="after")
@@ -61,6 +63,8 @@ class RouterConfig(_Strict):
             raise ValueError("t_local must not be above threshold (t_cloud)")
         if (self.cloud_share or 0.0) + self.gray_share > 1.0:
             raise ValueError("cloud_share + gray_share must be at most 1")
+        if self.recalibrate_every and self.cloud_share is None:
+            raise ValueError("recalibrate_every needs a target: set cloud_share")
         return self
 
 
@@ -96,6 +100,7 @@ class LocalConfig(_Strict):
     n_threads: int = Field(1, ge=1)
     n_batch: int = Field(256, ge=8)
     max_queue: int = Field(4, ge=0)  # requests allowed to wait behind the one generating
+    max_wait_s: float | None = Field(None, gt=0)  # auto requests skip the local model when its expected wait is longer
     context_overflow: Literal["cloud", "reject"] = "cloud"
     default_max_tokens: int = Field(256, ge=1)
 

@@ -17,6 +17,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from hybridgate.router import Decision, Mode, PersonalDataDetector, Route, RouteContext, RouteQuery, RoutingPolicy
 from hybridgate.serving.backends.base import (
     Backend,
@@ -171,6 +173,8 @@ class Gateway:
         self.latency = LatencyTracker(cfg.health.latency_alpha)
         self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s)
         self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
+        self._scored = 0
+        self._calibrating: asyncio.Task[None] | None = None
 
     def _probe_targets(self) -> list[ProbeTarget]:
         from hybridgate.serving.backends.remote_common import api_key
@@ -180,6 +184,24 @@ class Gateway:
             if rc.api_base and name in self.backends:
                 out.append(ProbeTarget(name, rc.api_base, self.backends[name].health, api_key(rc)))
         return out
+
+    def _local_overloaded(self) -> bool:
+        """Queue full, or (with ``local.max_wait_s``) slower to start than the user allows."""
+        wait = self.cfg.local.max_wait_s
+        return self.local.queue_depth >= 1 + self.local.max_queue or (wait is not None and self.local.expected_wait_s > wait)
+
+    async def _recalibrate(self) -> None:
+        """Thresholds from the quantiles of recent scores: keeps the cloud share on target as traffic drifts."""
+        rc = self.cfg.router
+        assert rc.cloud_share is not None
+        recent = await self.state.recent_decisions(rc.recalibrate_window)
+        scores = [d["decided"]["score"] for d in recent if (d.get("decided") or {}).get("score") is not None]
+        if len(scores) < 50:
+            return
+        q = np.quantile(np.asarray(scores, dtype=np.float64), [1.0 - rc.cloud_share, max(0.0, 1.0 - rc.cloud_share - rc.gray_share)])
+        self.policy.threshold = round(float(q[0]), 6)
+        self.policy.t_local = round(float(q[1]), 6) if rc.gray_share else None
+        log.info("recalibrated on %d recent scores: t_cloud %.4f, t_local %s", len(scores), q[0], self.policy.t_local)
 
     def start(self) -> None:
         """Start background work (node health probes); called once the event loop runs."""
@@ -222,10 +244,14 @@ class Gateway:
             overflow_to_cloud=self.cfg.local.context_overflow == "cloud",
             cloud_budget_exhausted=budget_spent,
             latency_ms=self.latency.snapshot(),
-            overloaded=frozenset({self.local.name}) if self.local.queue_depth >= 1 + self.local.max_queue else frozenset(),
+            overloaded=frozenset({self.local.name}) if self._local_overloaded() else frozenset(),
         )
         # A classifier embeds the query: run it off the event loop so other requests keep streaming.
         decision = await asyncio.to_thread(self.policy.decide, query, ctx)
+        if decision.score is not None and self.cfg.router.recalibrate_every:
+            self._scored += 1
+            if self._scored % self.cfg.router.recalibrate_every == 0 and (self._calibrating is None or self._calibrating.done()):
+                self._calibrating = asyncio.get_running_loop().create_task(self._recalibrate())
         ms = (time.perf_counter() - t0) * 1000
         self.metrics.decision.observe(ms / 1000)
         return decision, ms, query.prompt_tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -101,3 +102,20 @@ def test_budget_spent_in_redis_flips_collaborative_and_cloud_to_local(make_gatew
     assert state["kind"] == "redis" and not state["degraded"]
     r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 2}, headers=auth)
     assert r.headers["x-hybridgate-route"] == "local" and "budget spent" in r.json()["hybridgate"]["decided"]["reasons"][-1]
+
+
+def test_thresholds_follow_the_quantiles_of_recent_scores(make_gateway: Callable[..., ServerThread], stub) -> None:
+    srv = make_gateway(router={"cloud_share": 0.25, "gray_share": 0.25, "recalibrate_every": 1, "recalibrate_window": 400})
+    gw = srv.gateway  # type: ignore[attr-defined]
+    before = gw.policy.threshold
+
+    async def seed() -> None:  # 400 logged decisions with scores spread evenly over [0, 1)
+        for i in range(400):
+            await gw.state.log_decision({"id": f"seed-{i}", "decided": {"score": i / 400}})
+
+    asyncio.run(seed())  # the in-process store is not bound to the server's event loop
+    _route(srv.url)  # one scored decision triggers the re-calibration
+    deadline = time.monotonic() + 5
+    while gw.policy.threshold == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert abs(gw.policy.threshold - 0.75) < 0.01 and abs(gw.policy.t_local - 0.5) < 0.01

@@ -186,6 +186,11 @@ class LlamaBackend:
     def queue_depth(self) -> int:
         return self._inflight
 
+    @property
+    def expected_wait_s(self) -> float:
+        """How long a new request would wait: the requests ahead of it times the recent time per request."""
+        return self._inflight * self._gen_seconds_ewma
+
     # -- generation -------------------------------------------------------------------------------
     def _generate(
         self, tokens: list[int], kwargs: dict[str, Any], cancel: threading.Event, stream: bool, meter: ConfidenceMeter | None = None
