@@ -242,12 +242,62 @@ class GroupPriorHead:
         self.weight, self.bias, self.rates = (a.astype(np.float32) for a in _need(arrays, "weight", "bias", "rates"))
 
 
-HEADS: dict[str, type] = {h.kind: h for h in (GroupPriorHead, LogisticHead, MLPHead, KNNHead)}
+@dataclass
+class GradientLogisticHead:
+    """Logistic regression on the label trained by plain full-batch gradient descent in numpy.
+
+    It exists for federated learning: each gateway starts from the global
+    weights, takes ``epochs`` steps on its own rows, and may add FedProx's
+    proximal term ``mu / 2 * ||w - w_global||^2``, which an sklearn solver
+    cannot. Class weights balance the rare "cloud needed" label.
+    """
+
+    kind: ClassVar[str] = "gd-logistic"
+    lr: float = 0.5
+    epochs: int = 200
+    l2: float = 1e-3
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # d + 1, bias last
+
+    def init(self, dim: int) -> None:
+        self.weights = np.zeros(dim + 1, dtype=np.float32)
+
+    def fit(self, data: TrainingSet) -> None:
+        self.init(data.x.shape[1])
+        self.fit_from(self.weights, data)
+
+    def fit_from(self, start: np.ndarray, data: TrainingSet, *, epochs: int | None = None, mu: float = 0.0) -> None:
+        x = np.hstack([data.x, np.ones((len(data.x), 1), dtype=np.float32)]).astype(np.float64)
+        y = data.label.astype(np.float64)
+        pos = max(float(y.mean()), 1e-6)
+        sample_w = np.where(y > 0, 0.5 / pos, 0.5 / max(1.0 - pos, 1e-6))
+        w0 = np.asarray(start, dtype=np.float64)
+        w = w0.copy()
+        for _ in range(self.epochs if epochs is None else epochs):
+            p = _sigmoid(x @ w)
+            grad = x.T @ (sample_w * (p - y)) / len(y) + self.l2 * w + mu * (w - w0)
+            w -= self.lr * grad
+        self.weights = w.astype(np.float32)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid(x @ self.weights[:-1] + self.weights[-1])
+
+    def params(self) -> dict[str, Any]:
+        return {"lr": self.lr, "epochs": self.epochs, "l2": self.l2, "target": "label"}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights}
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        (self.weights,) = (a.astype(np.float32) for a in _need(arrays, "weights"))
+
+
+HEADS: dict[str, type] = {h.kind: h for h in (GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
 _SETTABLE = {
     "logistic": {"C"},
     "mlp": {"hidden", "alpha", "seed"},
     "knn": {"k", "tau"},
     "group-prior": {"C", "shrinkage", "clusters", "seed"},
+    "gd-logistic": {"lr", "epochs", "l2"},
 }
 
 

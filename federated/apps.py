@@ -1,0 +1,146 @@
+"""The Flower apps (Message API): a ClientApp that trains the routing head on one gateway's labels, and a
+ServerApp that aggregates the updates, checking each one before it counts.
+
+Only weights and counts travel: a client returns its new weight vector and the
+number of its labelled rows, never a query, an embedding or a label.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, MultiKrum, Strategy
+
+from hybridgate.federated.task import LocalData, UpdateRejected, check_update, local_train
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg, "fedprox": FedProx, "trimmed-mean": FedTrimmedAvg, "multikrum": MultiKrum}
+DataFor = Callable[[Context], LocalData]
+Attack = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (new weights, global weights, partition) -> sent weights
+
+
+def make_client_app(data_for: DataFor, attack: Attack | None = None) -> ClientApp:
+    """``data_for`` gives the gateway's labels from its context (a partition in simulation, the label store in deployment)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        start = msg.content["arrays"].to_numpy_ndarrays()[0]
+        cfg = msg.content["config"]
+        data = data_for(context)
+        if len(data) == 0:
+            new = start
+        else:
+            new = local_train(
+                start, data, epochs=int(cfg.get("local-epochs", 20)), lr=float(cfg.get("lr", 0.5)), mu=float(cfg.get("proximal-mu", 0.0))
+            )
+        if attack is not None:
+            new = attack(new, start, int(context.node_config.get("partition-id", -1)))
+        content = RecordDict({"arrays": ArrayRecord([new.astype(np.float32)]), "metrics": MetricRecord({"num-examples": max(len(data), 1)})})
+        return Message(content=content, reply_to=msg)
+
+    return app
+
+
+def validated(base: type[Strategy]) -> type[Strategy]:
+    """``base`` with every client update checked (shape, finite, norm bound) before aggregation."""
+
+    class Validated(base):  # type: ignore[misc, valid-type]
+        max_update_norm: float = 10.0
+        rejected: list[tuple[int, str]]
+
+        def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+            self._global = arrays.to_numpy_ndarrays()[0].astype(np.float64)
+            return super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+            kept = []
+            for msg in replies:
+                if msg.has_error():
+                    kept.append(msg)
+                    continue
+                try:
+                    check_update(msg.content["arrays"].to_numpy_ndarrays()[0], self._global, self.max_update_norm)
+                except UpdateRejected as exc:
+                    self.rejected.append((server_round, str(exc)))
+                    log.warning("round %d: update from node %s rejected: %s", server_round, msg.metadata.src_node_id, exc)
+                    continue
+                kept.append(msg)
+            return super().aggregate_train(server_round, kept)
+
+    Validated.__name__ = f"Validated{base.__name__}"
+    return Validated
+
+
+@dataclass
+class ServerPlan:
+    """What the ServerApp runs: the strategy and its settings, the start weights, and what to call each round."""
+
+    strategy: str = "fedavg"
+    rounds: int = 10
+    local_epochs: int = 20
+    lr: float = 0.5
+    proximal_mu: float = 0.1
+    trim_beta: float = 0.2
+    max_update_norm: float = 10.0
+    initial: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    evaluate: Callable[[int, np.ndarray], dict[str, float]] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    final: np.ndarray | None = None
+    expected_clients: int = 1
+
+
+def build_strategy(plan: ServerPlan) -> Strategy:
+    if plan.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {plan.strategy!r}; use {', '.join(STRATEGIES)}")
+    cls = validated(STRATEGIES[plan.strategy])
+    kwargs: dict[str, Any] = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": plan.expected_clients}
+    if plan.strategy == "fedprox":
+        kwargs["proximal_mu"] = plan.proximal_mu
+    if plan.strategy == "trimmed-mean":
+        kwargs["beta"] = plan.trim_beta
+    if plan.strategy == "multikrum":
+        kwargs["num_malicious_nodes"] = max(1, plan.expected_clients // 5)
+        kwargs["num_nodes_to_select"] = max(1, plan.expected_clients - 2 * kwargs["num_malicious_nodes"] - 2)
+    strategy = cls(**kwargs)
+    strategy.max_update_norm = plan.max_update_norm
+    strategy.rejected = plan.rejected
+    return strategy
+
+
+def make_server_app(plan: ServerPlan) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = build_strategy(plan)
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            weights = arrays.to_numpy_ndarrays()[0]
+            plan.final = weights
+            if plan.evaluate is None:
+                return None
+            metrics = plan.evaluate(server_round, weights)
+            plan.history.append({"round": server_round, **metrics})
+            return MetricRecord({k: float(v) for k, v in metrics.items() if v is not None})
+
+        train_config = ConfigRecord({"local-epochs": plan.local_epochs, "lr": plan.lr})
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord([plan.initial.astype(np.float32)]),
+            num_rounds=plan.rounds,
+            train_config=train_config,
+            evaluate_fn=evaluate_fn,
+        )
+        plan.final = result.arrays.to_numpy_ndarrays()[0]
+
+    return app

@@ -1,0 +1,155 @@
+"""Many gateways on one machine: the benchmark protocol run with Flower's simulation runtime.
+
+Each simulated gateway is a Flower SuperNode whose ClientApp trains on its own
+partition of the training questions; the ServerApp aggregates and, after each
+round, the global head is scored on the test questions (the server only sees
+weights; the test set plays the benchmark's referee). Beside it, the same head
+trained centrally and each gateway's local-only head, with the same budget of
+gradient steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridgate.classifiers.data import RoutingData
+from hybridgate.classifiers.metrics import routing_curve
+from hybridgate.federated.apps import ServerPlan, make_client_app, make_server_app
+from hybridgate.federated.partition import Partition, assign
+from hybridgate.federated.task import LocalData, local_train, scores
+
+log = logging.getLogger(__name__)
+
+
+class PartitionFile:
+    """The ClientApp's data in simulation: one npz with every training row and its gateway, read once per worker."""
+
+    _cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, context: Any) -> LocalData:
+        if self.path not in self._cache:
+            with np.load(self.path, allow_pickle=False) as npz:
+                self._cache[self.path] = (npz["x"], npz["label"], npz["gateway"])
+        x, label, gateway = self._cache[self.path]
+        mine = gateway == int(context.node_config["partition-id"])
+        return LocalData(x[mine], label[mine])
+
+
+@dataclass
+class Flipped:
+    """Poisoned gateways: their update points away from what they learned, scaled up."""
+
+    poisoned: frozenset[int]
+    scale: float = 5.0
+
+    def __call__(self, new: np.ndarray, start: np.ndarray, partition: int) -> np.ndarray:
+        if partition not in self.poisoned:
+            return new
+        return (start - self.scale * (new - start)).astype(np.float32)
+
+
+@dataclass
+class Evaluator:
+    """Scores a weight vector on the test rows: the benchmark's metrics."""
+
+    x: np.ndarray
+    test: RoutingData
+    keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.keys = self.test.sha256
+
+    def __call__(self, _round: int, weights: np.ndarray) -> dict[str, float]:
+        curve = routing_curve(scores(weights, self.x), self.test.weak, self.test.strong, self.keys)
+        s = curve.summary()
+        return {"apgr": float(s["apgr"] or 0.0), "cpt50": float(s["cpt50"] or 1.0), "cpt80": float(s["cpt80"] or 1.0)}
+
+
+@dataclass
+class SimulationResult:
+    plan: ServerPlan
+    wall_s: float
+    bytes_per_gateway_round: int
+
+
+def run_federation(
+    x_train: np.ndarray,
+    labels: np.ndarray,
+    gateways: np.ndarray,
+    k: int,
+    evaluator: Evaluator | None,
+    plan: ServerPlan,
+    *,
+    attack: Flipped | None = None,
+) -> SimulationResult:
+    """One federation of ``k`` simulated gateways with Flower's simulation runtime (Ray)."""
+    from flwr.simulation import run_simulation
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    with tempfile.TemporaryDirectory(prefix="hybridgate-fl-") as tmp:
+        path = str(Path(tmp) / "partitions.npz")
+        np.savez(path, x=x_train.astype(np.float32), label=labels.astype(np.int8), gateway=gateways.astype(np.int64))
+        plan.evaluate = evaluator
+        plan.expected_clients = k
+        if plan.initial.size == 0:
+            plan.initial = np.zeros(x_train.shape[1] + 1, dtype=np.float32)
+        started = time.perf_counter()
+        run_simulation(
+            server_app=make_server_app(plan),
+            client_app=make_client_app(PartitionFile(path), attack),
+            num_supernodes=k,
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, "log_to_driver": False}},
+        )
+        wall = time.perf_counter() - started
+    # Each round a gateway receives the global vector and sends one back, float32 each way.
+    return SimulationResult(plan, wall, int(2 * plan.initial.size * 4))
+
+
+def central_and_local(
+    x_train: np.ndarray, labels: np.ndarray, gateways: np.ndarray, k: int, evaluator: Evaluator, epochs: int, lr: float
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The same head trained on all rows together, and on each gateway's rows alone."""
+    zero = np.zeros(x_train.shape[1] + 1, dtype=np.float32)
+    central = evaluator(0, local_train(zero, LocalData(x_train, labels), epochs=epochs, lr=lr))
+    local = []
+    for g in range(k):
+        mine = gateways == g
+        if mine.sum() < 2 or labels[mine].min() == labels[mine].max():
+            continue
+        local.append({"gateway": g, **evaluator(0, local_train(zero, LocalData(x_train[mine], labels[mine]), epochs=epochs, lr=lr))})
+    return central, local
+
+
+def partition_rows(train: RoutingData, k: int, how: Partition) -> np.ndarray:
+    return assign(train.prompts, train.groups, k, how)
+
+
+def poisoned_gateways(k: int, share: float, seed: int = 0) -> frozenset[int]:
+    rng = np.random.default_rng(seed)
+    n = int(round(k * share))
+    return frozenset(int(i) for i in rng.choice(k, size=n, replace=False)) if n else frozenset()
+
+
+__all__: Sequence[str] = [
+    "Evaluator",
+    "Flipped",
+    "PartitionFile",
+    "SimulationResult",
+    "central_and_local",
+    "partition_rows",
+    "poisoned_gateways",
+    "run_federation",
+]
