@@ -249,7 +249,8 @@ class GradientLogisticHead:
     It exists for federated learning: each gateway starts from the global
     weights, takes ``epochs`` steps on its own rows, and may add FedProx's
     proximal term ``mu / 2 * ||w - w_global||^2``, which an sklearn solver
-    cannot. Class weights balance the rare "cloud needed" label.
+    cannot. No class weights: a gateway that reweighs its own labels would
+    erase what distinguishes it from the others, which is what federation adds.
     """
 
     kind: ClassVar[str] = "gd-logistic"
@@ -268,13 +269,11 @@ class GradientLogisticHead:
     def fit_from(self, start: np.ndarray, data: TrainingSet, *, epochs: int | None = None, mu: float = 0.0) -> None:
         x = np.hstack([data.x, np.ones((len(data.x), 1), dtype=np.float32)]).astype(np.float64)
         y = data.label.astype(np.float64)
-        pos = max(float(y.mean()), 1e-6)
-        sample_w = np.where(y > 0, 0.5 / pos, 0.5 / max(1.0 - pos, 1e-6))
         w0 = np.asarray(start, dtype=np.float64)
         w = w0.copy()
         for _ in range(self.epochs if epochs is None else epochs):
             p = _sigmoid(x @ w)
-            grad = x.T @ (sample_w * (p - y)) / len(y) + self.l2 * w + mu * (w - w0)
+            grad = x.T @ (p - y) / len(y) + self.l2 * w + mu * (w - w0)
             w -= self.lr * grad
         self.weights = w.astype(np.float32)
 

@@ -11,10 +11,12 @@ from typing import Any
 import typer
 
 from hybridgate.cli_common import fail as _fail
+from hybridgate.cli_fl import fl_app
 from hybridgate.cli_router import router_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="An on-device LLM gateway: local SLM, cloud LLM, or both.")
 app.add_typer(router_app, name="router")
+app.add_typer(fl_app, name="fl")
 
 
 def _is_loopback(host: str) -> bool:

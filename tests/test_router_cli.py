@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hybridgate.classifiers.heads import HEADS
 from hybridgate.cli import app
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "routing")
@@ -60,7 +61,7 @@ def test_compare_puts_every_head_and_baseline_in_one_table(tmp_path: Path) -> No
     for emb in ("all-MiniLM-L6-v2-static", "all-MiniLM-L6-v2"):
         for head in ("group-prior", "logistic", "mlp", "knn"):
             assert f"{emb} · {head}" in names and f"{emb} · {head} + text features" in names
-    assert len(names) == 3 + 2 * 8
+    assert len(names) == 3 + 2 * 2 * len(HEADS)
     assert "knn" in text and (tmp_path / "compare.png").is_file()
 
 

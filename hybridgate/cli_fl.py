@@ -1,0 +1,136 @@
+"""``hybridgate fl``: federated training of the router with Flower."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hybridgate.cli_common import fail
+
+fl_app = typer.Typer(no_args_is_help=True, help="Federated learning of the router with Flower: no query leaves a device.")
+
+
+@fl_app.command()
+def simulate(
+    data: list[Path] = typer.Option(..., "--data", help="RouteLLM-format CSV folder (train split is federated, test split scores)."),
+    weak: str = typer.Option(..., "--weak"),
+    strong: str = typer.Option(..., "--strong"),
+    out: Path = typer.Option(..., "--out", help="Folder for simulate.json and apgr_rounds.png."),
+    partition: str = typer.Option("by-subject", "--partition", help="by-subject or iid."),
+    gateways: int = typer.Option(20, "--gateways", min=2),
+    rounds: int = typer.Option(30, "--rounds", min=1),
+    local_epochs: int = typer.Option(5, "--local-epochs", min=1),
+    lr: float = typer.Option(0.5, "--lr"),
+    attack_share: float = typer.Option(0.2, "--attack", help="Share of poisoned gateways for the attack rows (0: skip them)."),
+    embedder: str = typer.Option("all-MiniLM-L6-v2-static", "--embedder"),
+) -> None:
+    """The federated benchmark: central, federated (FedAvg, FedProx), local-only, and under attack (FedAvg, trimmed mean)."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridgate.classifiers.data import DataError, load_routing_data
+    from hybridgate.classifiers.embedder import EmbedderError, load_embedder, onnx_cache_dir
+    from hybridgate.classifiers.embedding_cache import embed_cached
+    from hybridgate.federated.apps import ServerPlan
+    from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, partition_rows, poisoned_gateways, run_federation
+
+    if partition not in ("by-subject", "iid"):
+        fail("--partition must be by-subject or iid")
+    if not 0.0 <= attack_share < 0.5:
+        fail("--attack is a share of gateways in [0, 0.5)")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    try:
+        rows = load_routing_data(data, weak, strong)
+        emb = load_embedder(embedder, threads=os.cpu_count() or 1)
+    except (DataError, EmbedderError) as exc:
+        fail(str(exc))
+    train, test = rows.subset("train"), rows.subset("test")
+    if len(train) < gateways or len(test) == 0:
+        fail(f"{len(train)} training rows cannot be spread over {gateways} gateways")
+    cache = onnx_cache_dir().parent / "embeddings"
+    x_tr = embed_cached(emb, list(train.prompts), cache, "training prompts")
+    x_te = embed_cached(emb, list(test.prompts), cache, "test prompts")
+    evaluator = Evaluator(x_te, test)
+    parts = partition_rows(train, gateways, partition)  # type: ignore[arg-type]
+    labels = train.label
+    console = Console()
+    results: dict[str, Any] = {}
+    curves: dict[str, list[float]] = {}
+
+    central, local = central_and_local(x_tr, labels, parts, gateways, evaluator, epochs=rounds * local_epochs, lr=lr)
+    results["central"] = {**central, "rounds": 0, "bytes_per_gateway_round": 0}
+    local_apgr = [r["apgr"] for r in local]
+    results["local_only"] = {
+        "apgr": round(float(np.mean(local_apgr)), 4),
+        "apgr_worst": round(float(np.min(local_apgr)), 4),
+        "cpt50": round(float(np.mean([r["cpt50"] for r in local])), 4),
+        "cpt80": round(float(np.mean([r["cpt80"] for r in local])), 4),
+        "gateways_scored": len(local),
+        "rounds": 0,
+        "bytes_per_gateway_round": 0,
+    }
+    runs: list[tuple[str, str, Flipped | None]] = [("federated", "fedavg", None), ("federated_fedprox", "fedprox", None)]
+    if attack_share > 0:
+        bad = Flipped(poisoned_gateways(gateways, attack_share))
+        runs += [("attack_fedavg", "fedavg", bad), ("attack_trimmed_mean", "trimmed-mean", bad)]
+    for name, strategy, attack in runs:
+        console.print(f"[bold]{name}[/]: {strategy}, {gateways} gateways, {rounds} rounds")
+        plan = ServerPlan(strategy=strategy, rounds=rounds, local_epochs=local_epochs, lr=lr, max_update_norm=1e9 if attack else 10.0)
+        res = run_federation(x_tr, labels, parts, gateways, evaluator, plan, attack=attack)
+        last = res.plan.history[-1] if res.plan.history else {"apgr": float("nan"), "cpt50": 1.0, "cpt80": 1.0}
+        results[name] = {
+            "strategy": strategy,
+            "apgr": last["apgr"],
+            "cpt50": last["cpt50"],
+            "cpt80": last["cpt80"],
+            "rounds": rounds,
+            "bytes_per_gateway_round": res.bytes_per_gateway_round,
+            "wall_s": round(res.wall_s, 1),
+            "rejected_updates": len(res.plan.rejected),
+            **({"poisoned_gateways": sorted(attack.poisoned)} if attack else {}),
+        }
+        curves[name] = [h["apgr"] for h in res.plan.history if h["round"] > 0]
+
+    table = Table(title=f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions")
+    for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "wall"):
+        table.add_column(col, justify="left" if col == "router" else "right")
+    for name, r in results.items():
+        apgr = f"{r['apgr']:.3f}" + (f" (worst {r['apgr_worst']:.3f})" if "apgr_worst" in r else "")
+        table.add_row(
+            name, apgr, f"{r['cpt50'] * 100:.0f} %", f"{r['cpt80'] * 100:.0f} %", str(r["rounds"]),
+            str(r["bytes_per_gateway_round"]), f"{r.get('wall_s', 0):.0f} s",
+        )
+    console.print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"partition": partition, "gateways": gateways, "rounds": rounds, "local_epochs": local_epochs, "embedder": emb.name, **results}
+    (out / "simulate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _plot(out / "apgr_rounds.png", curves, results, partition)
+    typer.echo(f"wrote {out / 'simulate.json'} and {out / 'apgr_rounds.png'}")
+
+
+def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], partition: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for name, ys in curves.items():
+        ax.plot(range(1, len(ys) + 1), ys, label=name)
+    ax.axhline(results["central"]["apgr"], color="black", linestyle="--", label="central")
+    ax.axhline(results["local_only"]["apgr"], color="grey", linestyle=":", label="local-only (mean)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("APGR on the test split")
+    ax.set_title(f"federated router, {partition} partition")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

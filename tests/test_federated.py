@@ -1,0 +1,64 @@
+"""Federated training of the routing head in Flower's simulation runtime, on the project's fixture set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybridgate.classifiers.data import RoutingData, load_routing_data
+from hybridgate.classifiers.embedder import Embedder
+from hybridgate.federated.apps import ServerPlan
+from hybridgate.federated.partition import assign
+from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, run_federation
+from hybridgate.federated.task import UpdateRejected, check_update
+
+FIXTURE = Path(__file__).parent / "fixtures" / "routing"
+
+
+@pytest.fixture(scope="module")
+def split(query_embedder: Embedder) -> tuple[RoutingData, RoutingData, np.ndarray, np.ndarray]:
+    data = load_routing_data(FIXTURE, "small-model", "large-model")
+    # The fixture's train split is small; here half the rows train and half test, by prompt hash.
+    keys = np.array([int(h[:8], 16) % 2 == 0 for h in data.sha256])
+    train, test = data.take(keys), data.take(~keys)
+    return train, test, query_embedder.encode(list(train.prompts)), query_embedder.encode(list(test.prompts))
+
+
+def test_partitions_follow_the_protocol() -> None:
+    groups = ["mmlu_b", "mmlu_a", "mmlu_c", "mmlu_a"]
+    assert assign(["p1", "p2", "p3", "p4"], groups, 2, "by-subject").tolist() == [1, 0, 0, 0]
+    iid = assign([f"q{i}" for i in range(1000)], ["g"] * 1000, 4, "iid")
+    assert set(iid.tolist()) == {0, 1, 2, 3} and abs(np.bincount(iid).mean() - 250) < 1
+
+
+def test_updates_are_checked_before_they_count() -> None:
+    g = np.zeros(4)
+    check_update(np.array([0.1, 0, 0, 0], dtype=np.float32), g, 1.0)
+    for bad, why in [(np.zeros(3), "shape"), (np.array([np.nan, 0, 0, 0]), "non-finite"), (np.array([5.0, 0, 0, 0]), "bound")]:
+        with pytest.raises(UpdateRejected, match=why):
+            check_update(bad, g, 1.0)
+
+
+def test_federation_beats_local_only_and_bounds_a_poisoned_gateway(split: tuple) -> None:
+    train, test, x_tr, x_te = split
+    k = 3
+    gateways = assign(train.prompts, train.groups, k, "by-subject")  # one subject per gateway: strongly non-IID
+    ev = Evaluator(x_te, test)
+    central, local = central_and_local(x_tr, train.label, gateways, k, ev, epochs=40, lr=0.5)
+    clean = run_federation(x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10))
+    fed = clean.plan.history[-1]["apgr"]
+    assert len(clean.plan.history) == 5 and clean.bytes_per_gateway_round == 2 * 385 * 4
+    # Each gateway alone knows one subject; together they learn which subjects need the cloud.
+    assert fed > max(r["apgr"] for r in local) and fed > central["apgr"] - 0.05, (fed, central, local)
+    attacked = run_federation(
+        x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10, max_update_norm=2.0), attack=Flipped(frozenset({0}), scale=50.0)
+    )
+    assert attacked.plan.rejected and all("bound" in why for _, why in attacked.plan.rejected)
+    # The poisoned gateway's updates never count: what is left is the federation of the two honest ones.
+    assert attacked.plan.history[-1]["apgr"] > np.mean([r["apgr"] for r in local])
+    unbounded = run_federation(
+        x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10, max_update_norm=1e9), attack=Flipped(frozenset({0}), scale=50.0)
+    )
+    assert unbounded.plan.history[-1]["apgr"] < attacked.plan.history[-1]["apgr"]  # without the bound, the attack hurts
