@@ -51,7 +51,8 @@ def test_federation_beats_local_only_and_bounds_a_poisoned_gateway(split: tuple)
     fed = clean.plan.history[-1]["apgr"]
     assert len(clean.plan.history) == 5 and clean.bytes_per_gateway_round == 2 * 385 * 4
     # Each gateway alone knows one subject; together they learn which subjects need the cloud.
-    assert fed > max(r["apgr"] for r in local) and fed > central["apgr"] - 0.05, (fed, central, local)
+    local_mean = float(np.mean([r["apgr"] for r in local]))
+    assert fed > local_mean + 0.05 and fed > central["apgr"] - 0.03, (fed, central, local)
     attacked = run_federation(
         x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10, max_update_norm=2.0), attack=Flipped(frozenset({0}), scale=50.0)
     )
