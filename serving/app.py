@@ -26,7 +26,7 @@ from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import ApiError, install_error_handlers
 from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
-from hybridgate.serving.schemas import ChatCompletionRequest, UnsupportedField
+from hybridgate.serving.schemas import ChatCompletionRequest, FeedbackRequest, UnsupportedField
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,20 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         except Exception as exc:
             raise to_api_error(exc) from None
         return {"object": "hybridgate.route", "decision_ms": round(ms, 3), "prompt_tokens": prompt_tokens, **decision.as_dict()}
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)) -> dict[str, Any]:
+        """Rate one answer by its id; the rating becomes a training label kept on this device."""
+        result = await gateway.feedback(body.id, body.score(), api_key)
+        if result is None:
+            raise ApiError(
+                404,
+                f"no answer {body.id!r} awaits a rating: unknown, already rated, older than state.label_hold_s, or not scored by the router",
+                type="not_found_error",
+                code="answer_not_found",
+                param="id",
+            )
+        return result
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(

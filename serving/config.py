@@ -143,6 +143,9 @@ class StateConfig(_Strict):
     cache_enabled: bool = False
     cache_ttl_s: int = Field(300, ge=1)
     reconnect_interval_s: float = Field(2.0, gt=0)
+    labels: bool = True  # keep each scored query's vector (never its text) so that a rating can label it
+    label_hold_s: int = Field(3600, ge=1)  # how long an answer can be rated
+    label_store_size: int = Field(10_000, ge=1)  # labelled vectors kept for federated training
 
 
 class BudgetConfig(_Strict):

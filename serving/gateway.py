@@ -117,6 +117,7 @@ class StreamAnswer:
     first: Delta
     rest: AsyncGenerator[Delta, None]
     started: float = field(default_factory=time.perf_counter)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,7 @@ class Gateway:
             plan, cloud = await self._collab_plan(routing, params)
             completion = await self.collab.complete(plan, cloud, params)
             await self._account(routing, completion.usage, api_key, time.perf_counter() - started, status="ok")
+            await self._hold_for_feedback(routing, params.messages, api_key)
             return Answer(completion, routing)
         cache_key = self._cache_key(req, params) if self.cfg.state.cache_enabled else None
         if cache_key:
@@ -336,6 +338,7 @@ class Gateway:
         self.latency.observe(backend.name, time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         await self._account(routing, completion.usage, api_key, elapsed, status="ok")
+        await self._hold_for_feedback(routing, params.messages, api_key)
         if cache_key:
             routing.cache = "miss"
             await self.state.cache_set(
@@ -360,7 +363,7 @@ class Gateway:
             gen = self.collab.stream(plan, cloud, params)
             first = await anext(gen)
             self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
-            return StreamAnswer(routing, first, gen, started)
+            return StreamAnswer(routing, first, gen, started, params.messages)
         backend = self.backends[routing.backend]
         started = time.perf_counter()
         while True:
@@ -373,11 +376,13 @@ class Gateway:
                 backend = self._fallback_or_raise(routing, backend, exc)
         self.latency.observe(backend.name, time.perf_counter() - t0)
         self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
-        return StreamAnswer(routing, first, it, started)
+        return StreamAnswer(routing, first, it, started, params.messages)
 
     async def finish_stream(self, answer: StreamAnswer, usage: Usage, api_key: str | None, status: str) -> None:
         answer.routing.usage = usage
         await self._account(answer.routing, usage, api_key, time.perf_counter() - answer.started, status=status)
+        if status == "ok":
+            await self._hold_for_feedback(answer.routing, answer.messages, api_key)
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def _cache_key(self, req: ChatCompletionRequest, params: ChatParams) -> str:
@@ -421,6 +426,59 @@ class Gateway:
                 **routing.as_dict(),
             }
         )
+
+    # -- labels for federated training --------------------------------------------------------------
+    async def _hold_for_feedback(self, routing: Routing, messages: list[dict[str, Any]], api_key: str | None) -> None:
+        """Keep the query's vector under the answer's id, so a rating can turn it into a label; never the text."""
+        embedder = getattr(self.policy.scorer, "embedder", None)
+        if not self.cfg.state.labels or embedder is None or routing.decision.score is None:
+            return
+        vector = embedder.encode([_query_text(messages)])[0]
+        record = {
+            "key": key_id(api_key),
+            "embedder": embedder.name,
+            "vector": [round(float(v), 6) for v in vector],
+            "route": routing.route.value,
+            "score": routing.decision.score,
+            "router_version": routing.decision.router_version,
+        }
+        await self.state.hold(routing.request_id, record, self.cfg.state.label_hold_s)
+        if routing.collab is not None and routing.collab.escalated is not None:
+            # A cascade is a label by itself: an escalation says the local answer was not good enough.
+            await self._add_label(record, int(routing.collab.escalated), "cascade", None)
+
+    async def _add_label(self, held: dict[str, Any], label: int, source: str, rating: float | None) -> None:
+        await self.state.add_label(
+            {
+                "ts": round(time.time(), 3),
+                "embedder": held["embedder"],
+                "vector": held["vector"],
+                "label": label,
+                "source": source,
+                "rating": rating,
+                "route": held["route"],
+            }
+        )
+
+    async def feedback(self, request_id: str, rating: float, api_key: str | None) -> dict[str, Any] | None:
+        """A user's rating of one answer (0 bad .. 1 good); None when the id is unknown, expired or not this key's.
+
+        The label is "the cloud was needed": a bad local answer says yes, a good
+        one no, a bad cloud answer no (the cloud did not help); a good cloud
+        answer says nothing about the local model, so it is not a label.
+        """
+        held = await self.state.take_held(request_id)
+        if held is None or held.get("key") != key_id(api_key):
+            return None
+        good = rating >= 0.5
+        label: int | None
+        if held["route"] == Route.LOCAL.value:
+            label = 0 if good else 1
+        else:
+            label = None if good else 0
+        if label is not None:
+            await self._add_label(held, label, "feedback", rating)
+        return {"object": "hybridgate.feedback", "id": request_id, "rating": rating, "label": label, "stored": label is not None}
 
     def describe(self) -> dict[str, Any]:
         return {name: b.describe() for name, b in self.backends.items()}

@@ -112,3 +112,26 @@ class ChatCompletionRequest(BaseModel):
     @property
     def answer_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+class FeedbackRequest(BaseModel):
+    """``{"id": "chatcmpl-hg-...", "rating": "good"}``; a rating is good/bad or a number from 0 (bad) to 1 (good)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    rating: Literal["good", "bad"] | float
+
+    @field_validator("rating")
+    @classmethod
+    def _in_range(cls, v: object) -> object:
+        if isinstance(v, float) and not 0.0 <= v <= 1.0:
+            raise ValueError("a numeric rating is between 0 (bad) and 1 (good)")
+        return v
+
+    def score(self) -> float:
+        if self.rating == "good":
+            return 1.0
+        if self.rating == "bad":
+            return 0.0
+        return float(self.rating)

@@ -319,6 +319,10 @@ class Client:
     def models(self) -> list[str]:
         return [m["id"] for m in self._send("GET", "/v1/models").json()["data"]]
 
+    def feedback(self, response_id: str, rating: str | float) -> dict[str, Any]:
+        """Rate an answer (``"good"``, ``"bad"``, or 0..1) by its id (``result.routing.request_id``); kept on the device."""
+        return dict(self._send("POST", "/v1/feedback", json={"id": response_id, "rating": rating}).json())
+
     def ready(self) -> dict[str, Any]:
         return dict(self._http.get("/readyz").json())
 
@@ -388,6 +392,9 @@ class AsyncClient:
 
     async def models(self) -> list[str]:
         return [m["id"] for m in (await self._send("GET", "/v1/models")).json()["data"]]
+
+    async def feedback(self, response_id: str, rating: str | float) -> dict[str, Any]:
+        return dict((await self._send("POST", "/v1/feedback", json={"id": response_id, "rating": rating})).json())
 
     async def aclose(self) -> None:
         await self._http.aclose()

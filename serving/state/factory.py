@@ -8,10 +8,10 @@ from hybridgate.serving.state.memory import MemoryStore
 
 
 def open_state(cfg: StateConfig) -> StateStore:
-    memory = MemoryStore(decision_log_size=cfg.decision_log_size)
+    memory = MemoryStore(decision_log_size=cfg.decision_log_size, label_store_size=cfg.label_store_size)
     if not cfg.redis_url:
         return memory
     from hybridgate.serving.state.redis_store import RedisStore
     from hybridgate.serving.state.resilient import ResilientStore
 
-    return ResilientStore(RedisStore(cfg.redis_url, cfg.decision_log_size), memory, cfg.reconnect_interval_s)
+    return ResilientStore(RedisStore(cfg.redis_url, cfg.decision_log_size, label_store_size=cfg.label_store_size), memory, cfg.reconnect_interval_s)

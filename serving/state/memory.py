@@ -12,11 +12,14 @@ from hybridgate.serving.state.base import UsageTotals, today
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, decision_log_size: int = 10_000, cache_entries: int = 1024) -> None:
+    def __init__(self, decision_log_size: int = 10_000, cache_entries: int = 1024, label_store_size: int = 10_000) -> None:
         self._usage: dict[tuple[str, str], UsageTotals] = {}
         self._decisions: deque[dict[str, Any]] = deque(maxlen=decision_log_size)
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_entries = cache_entries
+        self._held: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._labels: deque[dict[str, Any]] = deque(maxlen=label_store_size)
+        self._held_entries = label_store_size
 
     async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
         slot = (today(), key)
@@ -54,11 +57,28 @@ class MemoryStore:
         while len(self._cache) > self._cache_entries:
             self._cache.popitem(last=False)
 
+    async def hold(self, request_id: str, record: dict[str, Any], ttl_s: int) -> None:
+        self._held[request_id] = (time.monotonic() + ttl_s, record)
+        while len(self._held) > self._held_entries:
+            self._held.popitem(last=False)
+
+    async def take_held(self, request_id: str) -> dict[str, Any] | None:
+        hit = self._held.pop(request_id, None)
+        if hit is None or time.monotonic() >= hit[0]:
+            return None
+        return hit[1]
+
+    async def add_label(self, record: dict[str, Any]) -> None:
+        self._labels.append(record)
+
+    async def labels(self, limit: int) -> list[dict[str, Any]]:
+        return list(self._labels)[-limit:][::-1]
+
     async def ping(self) -> None:
         return None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "decisions": len(self._decisions), "cache_entries": len(self._cache)}
+        return {"kind": self.kind, "decisions": len(self._decisions), "cache_entries": len(self._cache), "labels": len(self._labels)}
 
     async def aclose(self) -> None:
         return None

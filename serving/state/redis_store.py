@@ -16,9 +16,10 @@ _USAGE_TTL_S = 3 * 24 * 3600
 class RedisStore:
     kind = "redis"
 
-    def __init__(self, url: str, decision_log_size: int = 10_000, timeout_s: float = 0.5) -> None:
+    def __init__(self, url: str, decision_log_size: int = 10_000, timeout_s: float = 0.5, label_store_size: int = 10_000) -> None:
         self.url = url
         self._size = decision_log_size
+        self._label_size = label_store_size
         self._r = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
         )
@@ -61,6 +62,22 @@ class RedisStore:
 
     async def cache_set(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
         await self._r.set(f"{_PREFIX}cache:{key}", json.dumps(value, separators=(",", ":")), ex=ttl_s)
+
+    async def hold(self, request_id: str, record: dict[str, Any], ttl_s: int) -> None:
+        await self._r.set(f"{_PREFIX}held:{request_id}", json.dumps(record, separators=(",", ":")), ex=ttl_s)
+
+    async def take_held(self, request_id: str) -> dict[str, Any] | None:
+        raw = await self._r.getdel(f"{_PREFIX}held:{request_id}")  # one rating per answer
+        return None if raw is None else json.loads(raw)
+
+    async def add_label(self, record: dict[str, Any]) -> None:
+        async with self._r.pipeline(transaction=True) as p:
+            p.lpush(f"{_PREFIX}labels", json.dumps(record, separators=(",", ":")))
+            p.ltrim(f"{_PREFIX}labels", 0, self._label_size - 1)
+            await p.execute()
+
+    async def labels(self, limit: int) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in await self._r.lrange(f"{_PREFIX}labels", 0, limit - 1)]
 
     async def ping(self) -> None:
         await self._r.ping()

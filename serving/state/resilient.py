@@ -77,6 +77,18 @@ class ResilientStore:
     async def cache_set(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
         await self._call(lambda s: s.cache_set(key, value, ttl_s))
 
+    async def hold(self, request_id: str, record: dict[str, Any], ttl_s: int) -> None:
+        await self._call(lambda s: s.hold(request_id, record, ttl_s))
+
+    async def take_held(self, request_id: str) -> dict[str, Any] | None:
+        return await self._call(lambda s: s.take_held(request_id))
+
+    async def add_label(self, record: dict[str, Any]) -> None:
+        await self._call(lambda s: s.add_label(record))
+
+    async def labels(self, limit: int) -> list[dict[str, Any]]:
+        return await self._call(lambda s: s.labels(limit))
+
     async def ping(self) -> None:
         await self._call(lambda s: s.ping())
 
