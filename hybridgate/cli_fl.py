@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from hybridgate.cli_common import fail
@@ -28,9 +29,9 @@ def simulate(
     lr: float = typer.Option(0.5, "--lr"),
     attack_share: float = typer.Option(0.2, "--attack", help="Share of poisoned gateways for the attack rows (0: skip them)."),
     embedder: str = typer.Option("all-MiniLM-L6-v2-static", "--embedder"),
+    publish: Path | None = typer.Option(None, "--publish", help="Write the FedAvg global router here (gateways with router.watch_s pick it up)."),
 ) -> None:
     """The federated benchmark: central, federated (FedAvg, FedProx), local-only, and under attack (FedAvg, trimmed mean)."""
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -97,6 +98,9 @@ def simulate(
             **({"poisoned_gateways": sorted(attack.poisoned)} if attack else {}),
         }
         curves[name] = [h["apgr"] for h in res.plan.history if h["round"] > 0]
+        if name == "federated" and publish is not None and res.plan.final is not None:
+            header = _publish(publish, res.plan.final, emb, x_tr, results[name], partition, gateways)
+            console.print(f"published router {header['name']} version {header['version']} to {publish}")
 
     table = Table(title=f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions")
     for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "wall"):
@@ -113,6 +117,33 @@ def simulate(
     (out / "simulate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _plot(out / "apgr_rounds.png", curves, results, partition)
     typer.echo(f"wrote {out / 'simulate.json'} and {out / 'apgr_rounds.png'}")
+
+
+def _publish(folder: Path, weights: Any, emb: Any, x_train: Any, metrics: dict[str, Any], partition: str, gateways: int) -> dict[str, Any]:
+    """The global head as a router folder in the classifier's safe format, with its round and metrics.
+
+    The calibration quantiles come from the pooled training vectors, which only a
+    simulation has; a deployed server would aggregate score histograms instead.
+    """
+    from hybridgate.classifiers.artifact import save_router
+    from hybridgate.classifiers.heads import GradientLogisticHead
+    from hybridgate.classifiers.model import RouterModel, quantile_threshold, score_quantiles
+
+    head = GradientLogisticHead()
+    head.weights = weights
+    model = RouterModel(head, emb.name, emb.dim)
+    quantiles = score_quantiles(model.score(x_train, [""] * len(x_train)))
+    model.meta = {
+        "training": {"federated": True, "partition": partition, "gateways": gateways, "rounds": metrics["rounds"], "strategy": metrics["strategy"]},
+        "metrics": {"split": "test", "apgr": metrics["apgr"], "cpt50": metrics["cpt50"], "cpt80": metrics["cpt80"]},
+        "calibration": {
+            "quantiles": quantiles,
+            "source": "pooled training vectors (simulation)",
+            "default_cloud_share": 0.3,
+            "default_threshold": quantile_threshold(np.asarray(quantiles), 0.3),
+        },
+    }
+    return save_router(model, folder, name=f"federated-{partition}-{gateways}")
 
 
 def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], partition: str) -> None:

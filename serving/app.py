@@ -196,7 +196,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         body = {
             "status": "ready" if ready else "loading",
             "degraded": bool(state.get("degraded")),
-            "router": gateway.policy.scorer.name,
+            "router": gateway.router_info(),
             "backends": backends,
             "state": state,
         }
@@ -207,6 +207,9 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         m = gateway.metrics
         m.queue_depth.labels(gateway.local.name).set(gateway.local.queue_depth)
         m.state_degraded.set(1 if gateway.state.describe().get("degraded") else 0)
+        info = gateway.router_info()
+        m.router_info.clear()
+        m.router_info.labels(str(info["name"]), str(info["version"])).set(1)
         return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

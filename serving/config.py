@@ -51,6 +51,7 @@ class RouterConfig(_Strict):
     mode: Literal["cascade", "condense", "redact", "draft-refine"] = "cascade"  # how the collaborative band is answered
     recalibrate_every: int = Field(0, ge=0)  # > 0: re-derive the thresholds from recent scores every N decisions
     recalibrate_window: int = Field(2000, ge=50)  # how many recent scores (from the decision log) to use
+    watch_s: float = Field(0.0, ge=0.0)  # > 0: check the router folder this often and load a new version without a restart
     long_prompt_tokens: int = Field(300, gt=0)
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hybridgate.router import Decision, Mode, PersonalDataDetector, Route, RouteContext, RouteQuery, RoutingPolicy
+from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import (
     Backend,
     BackendError,
@@ -36,6 +37,7 @@ from hybridgate.serving.collab import Collaborator, CollabReport
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
+from hybridgate.serving.router_reload import RouterWatcher
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
@@ -176,6 +178,11 @@ class Gateway:
         self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
         self._scored = 0
         self._calibrating: asyncio.Task[None] | None = None
+        self.watcher: RouterWatcher | None = None
+        if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
+            from hybridgate.classifiers.artifact import resolve_router
+
+            self.watcher = RouterWatcher(resolve_router(cfg.router.path), policy, state, cfg.router.watch_s, on_loaded=self._thresholds_for)
 
     def _probe_targets(self) -> list[ProbeTarget]:
         from hybridgate.serving.backends.remote_common import api_key
@@ -204,9 +211,27 @@ class Gateway:
         self.policy.t_local = round(float(q[1]), 6) if rc.gray_share else None
         log.info("recalibrated on %d recent scores: t_cloud %.4f, t_local %s", len(scores), q[0], self.policy.t_local)
 
+    def _thresholds_for(self, model: Any) -> None:
+        """A newly loaded router brings its own score scale: thresholds follow unless the config fixes them."""
+        rc = self.cfg.router
+        if rc.threshold is None:
+            self.policy.threshold = round(model.threshold_for(rc.cloud_share) if rc.cloud_share is not None else model.default_threshold(), 6)
+        if rc.t_local is None and rc.gray_share:
+            self.policy.t_local = round(model.threshold_for(min(1.0, model.share_above(self.policy.threshold) + rc.gray_share)), 6)
+
+    def router_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.policy.scorer.name, "version": getattr(self.policy.scorer, "version", None)}
+        info["threshold"], info["t_local"] = self.policy.threshold, self.policy.t_local
+        if self.watcher is not None:
+            info["previous"] = None if self.watcher.previous is None else self.watcher.previous.version
+            info["reloads"] = self.watcher.history[-5:]
+        return info
+
     def start(self) -> None:
-        """Start background work (node health probes); called once the event loop runs."""
+        """Start background work (node health probes, the router watch); called once the event loop runs."""
         self.monitor.start()
+        if self.watcher is not None:
+            self.watcher.start()
 
     # -- deciding -----------------------------------------------------------------------------------
     def known_model(self, model: str) -> bool:
@@ -485,6 +510,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.monitor.aclose()
+        if self.watcher is not None:
+            await self.watcher.aclose()
         for b in self.backends.values():
             if b is not self.local or self._owns_local:
                 await b.aclose()

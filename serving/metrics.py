@@ -35,6 +35,7 @@ class Metrics:
         self.cache_hits = Counter("hybridgate_cache_hits", "Answers served from the response cache", registry=r)
         self.queue_depth = Gauge("hybridgate_local_queue_depth", "Generations running or waiting", ["backend"], registry=r)
         self.state_degraded = Gauge("hybridgate_state_degraded", "1 while Redis is unreachable", registry=r)
+        self.router_info = Gauge("hybridgate_router_info", "1 for the router version in use", ["router", "version"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

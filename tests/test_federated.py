@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,24 @@ def test_federation_beats_local_only_and_bounds_a_poisoned_gateway(split: tuple)
         x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10, max_update_norm=1e9), attack=Flipped(frozenset({0}), scale=50.0)
     )
     assert unbounded.plan.history[-1]["apgr"] < attacked.plan.history[-1]["apgr"]  # without the bound, the attack hurts
+
+
+def test_simulate_cli_writes_the_table_and_publishes_a_loadable_router(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hybridgate.classifiers.artifact import load_router
+    from hybridgate.cli import app
+
+    out, pub = tmp_path / "fl", tmp_path / "published"
+    result = CliRunner().invoke(
+        app,
+        ["fl", "simulate", "--data", str(FIXTURE), "--weak", "small-model", "--strong", "large-model",
+         "--gateways", "3", "--rounds", "2", "--attack", "0", "--out", str(out), "--publish", str(pub)],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "simulate.json").read_text())
+    assert {"central", "federated", "federated_fedprox", "local_only"} <= set(summary)
+    assert all({"apgr", "cpt50", "cpt80"} <= set(summary[k]) for k in ("central", "federated", "local_only"))
+    assert (out / "apgr_rounds.png").read_bytes()[:4] == b"\x89PNG"
+    model = load_router(pub, embedder="all-MiniLM-L6-v2-static", dim=384)
+    assert model.meta["training"]["federated"] is True and model.head.kind == "gd-logistic"

@@ -1,0 +1,132 @@
+"""A new router version, picked up while the gateway runs, and kept only if it does no worse here.
+
+The watcher polls the router folder's header. A new version is loaded and
+verified (hash, embedder), then compared with the one in use on this device's
+own labels (ROC AUC of "the cloud was needed"): it replaces the current one
+unless it is worse by more than ``tolerance``; the previous one is kept, so a
+version that turns out worse can be rolled back. With too few labels to judge,
+the new version is taken (the server validated it on its side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridgate.classifiers.artifact import ArtifactError, load_router
+from hybridgate.classifiers.model import RouterModel
+from hybridgate.router import RoutingPolicy
+from hybridgate.router.classifier_scorer import ClassifierScorer
+from hybridgate.serving.state import StateStore
+
+log = logging.getLogger(__name__)
+MIN_LABELS = 20
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Probability that a random positive outscores a random negative (ties count half); None without both classes."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    allv = np.concatenate([pos, neg])
+    for v in np.unique(allv):  # average ranks over ties
+        tie = allv == v
+        ranks[tie] = ranks[tie].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@dataclass
+class RouterWatcher:
+    folder: Path
+    policy: RoutingPolicy
+    state: StateStore
+    interval_s: float
+    tolerance: float = 0.01
+    on_loaded: Callable[[RouterModel], None] | None = None
+    previous: RouterModel | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def scorer(self) -> ClassifierScorer:
+        assert isinstance(self.policy.scorer, ClassifierScorer)
+        return self.policy.scorer
+
+    def _header_version(self) -> str | None:
+        try:
+            return str(json.loads((self.folder / "router.json").read_text(encoding="utf-8")).get("version"))
+        except (OSError, ValueError):
+            return None
+
+    async def check_once(self) -> str | None:
+        """Load a new version if there is one; returns what happened ("loaded", "kept", "invalid") or None."""
+        version = self._header_version()
+        if version is None or version == self.scorer.version:
+            return None
+        emb = self.scorer.embedder
+        try:
+            new = load_router(self.folder, embedder=emb.name, dim=emb.dim)
+        except ArtifactError as exc:
+            log.warning("router %s not loaded: %s", version, exc)
+            self.history.append({"version": version, "outcome": "invalid", "reason": str(exc)})
+            return "invalid"
+        old_auc, new_auc, n = await self._compare(self.scorer.model, new)
+        if old_auc is not None and new_auc is not None and new_auc < old_auc - self.tolerance:
+            log.warning("router %s scores AUC %.3f on %d local labels, below %.3f of %s; keeping the current one", version, new_auc, n, old_auc, self.scorer.version)
+            self.history.append({"version": version, "outcome": "kept", "auc_new": new_auc, "auc_current": old_auc, "labels": n})
+            return "kept"
+        self.previous = self.scorer.model
+        self.scorer.model = new
+        if self.on_loaded is not None:
+            self.on_loaded(new)
+        log.info("router %s loaded (was %s)", new.version, self.previous.version)
+        self.history.append({"version": new.version, "outcome": "loaded", "auc_new": new_auc, "auc_current": old_auc, "labels": n})
+        return "loaded"
+
+    def rollback(self) -> bool:
+        if self.previous is None:
+            return False
+        self.scorer.model, self.previous = self.previous, self.scorer.model
+        if self.on_loaded is not None:
+            self.on_loaded(self.scorer.model)
+        return True
+
+    async def _compare(self, old: RouterModel, new: RouterModel) -> tuple[float | None, float | None, int]:
+        rows = [r for r in await self.state.labels(10_000) if r.get("embedder") == self.scorer.embedder.name]
+        if len(rows) < MIN_LABELS:
+            return None, None, len(rows)
+        x = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+        y = np.asarray([int(r["label"]) for r in rows])
+        texts = [""] * len(rows)  # labels keep no text: text features, if any, see an empty string for both routers
+        return auc(old.score(x, texts), y), auc(new.score(x, texts), y), len(rows)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:  # noqa: BLE001 - a bad file must not stop the watch
+                log.exception("router watch failed")
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="hybridgate-router-watch")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
