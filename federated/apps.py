@@ -117,30 +117,36 @@ def build_strategy(plan: ServerPlan) -> Strategy:
     return strategy
 
 
+def run_plan(grid: Grid, plan: ServerPlan) -> np.ndarray:
+    """The rounds of ``plan`` over ``grid``; returns the final global weights."""
+    strategy = build_strategy(plan)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        weights = arrays.to_numpy_ndarrays()[0]
+        plan.final = weights
+        if plan.evaluate is None:
+            return None
+        metrics = plan.evaluate(server_round, weights)
+        plan.history.append({"round": server_round, **metrics})
+        return MetricRecord({k: float(v) for k, v in metrics.items() if v is not None})
+
+    train_config = ConfigRecord({"local-epochs": plan.local_epochs, "lr": plan.lr})
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord([plan.initial.astype(np.float32)]),
+        num_rounds=plan.rounds,
+        train_config=train_config,
+        evaluate_fn=evaluate_fn,
+    )
+    plan.final = result.arrays.to_numpy_ndarrays()[0]
+    return plan.final
+
+
 def make_server_app(plan: ServerPlan) -> ServerApp:
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = build_strategy(plan)
-
-        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-            weights = arrays.to_numpy_ndarrays()[0]
-            plan.final = weights
-            if plan.evaluate is None:
-                return None
-            metrics = plan.evaluate(server_round, weights)
-            plan.history.append({"round": server_round, **metrics})
-            return MetricRecord({k: float(v) for k, v in metrics.items() if v is not None})
-
-        train_config = ConfigRecord({"local-epochs": plan.local_epochs, "lr": plan.lr})
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=ArrayRecord([plan.initial.astype(np.float32)]),
-            num_rounds=plan.rounds,
-            train_config=train_config,
-            evaluate_fn=evaluate_fn,
-        )
-        plan.final = result.arrays.to_numpy_ndarrays()[0]
+        run_plan(grid, plan)
 
     return app

@@ -165,3 +165,149 @@ def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], p
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+APP_PYPROJECT = """[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "hybridgate-router-fl"
+version = "1.0.0"
+description = "Federated training of the hybridgate router"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "hybridgate"
+
+[tool.flwr.app.components]
+serverapp = "hybridgate.federated.deploy:server_app"
+clientapp = "hybridgate.federated.deploy:client_app"
+
+[tool.flwr.app.config]
+num-server-rounds = 3
+strategy = "fedavg"
+local-epochs = 5
+lr = 0.5
+proximal-mu = 0.1
+max-update-norm = 10.0
+min-clients = 2
+dim = 384
+embedder = "all-MiniLM-L6-v2-static"
+publish-dir = ""
+router-name = "federated"
+"""
+
+
+def write_app(folder: Path) -> Path:
+    """The Flower app folder ``flwr run`` submits: configuration only, the code is the installed package."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+    (folder / "README.md").write_text("Written by `hybridgate fl server`.\n", encoding="utf-8")
+    return folder
+
+
+def _flower_env() -> dict[str, str]:
+    """Flower starts helper processes by name (flower-superexec): they must be found beside this interpreter."""
+    import sys
+
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "FLWR_TELEMETRY_ENABLED": "0"}
+
+
+def _bin(name: str) -> str:
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        fail(f"{name} not found: install flwr in this environment")
+    return found
+
+
+@fl_app.command()
+def server(
+    publish: Path = typer.Option(..., "--publish", help="Folder the new global router is written to (gateways watch it)."),
+    rounds: int = typer.Option(3, "--rounds", min=1),
+    min_clients: int = typer.Option(2, "--min-clients", min=1, help="Gateways that must be connected before a round starts."),
+    strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox, trimmed-mean or multikrum."),
+    local_epochs: int = typer.Option(5, "--local-epochs", min=1),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the SuperLink listens on (its one HTTP API for gateways and runs)."),
+    port: int = typer.Option(9091, "--port"),
+    timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the run."),
+) -> None:
+    """Start a SuperLink, run the federated training on the connected gateways, publish the router, stop.
+
+    Plain-text gRPC (--insecure): put it behind TLS, or run it on a trusted network.
+    """
+    import subprocess
+    import tempfile
+    import time
+
+    from hybridgate.federated.apps import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        fail(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    env = _flower_env()
+    with tempfile.TemporaryDirectory(prefix="hybridgate-flwr-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env["FLWR_HOME"] = str(home)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "hybridgate"\n\n[superlink.hybridgate]\naddress = "127.0.0.1:{port}"\ninsecure = true\n', encoding="utf-8"
+        )
+        app_dir = write_app(Path(tmp) / "app")
+        link = subprocess.Popen(
+            [_bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+             "--host", host, "--port", str(port),
+             "--database", str(Path(tmp) / "state.db")],
+            env=env,
+        )
+        try:
+            time.sleep(3)
+            if link.poll() is not None:
+                fail(f"the SuperLink exited with code {link.returncode}")
+            run_config = (
+                f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
+                f'publish-dir="{publish.resolve()}"'
+            )
+            typer.echo(f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds", err=True)
+            done = subprocess.run(
+                [_bin("flwr"), "run", str(app_dir), "hybridgate", "--run-config", run_config, "--stream"],
+                env=env, timeout=timeout, check=False,
+            )
+            if done.returncode != 0:
+                fail(f"flwr run exited with code {done.returncode}")
+        finally:
+            link.terminate()
+            try:
+                link.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                link.kill()
+    if not (publish / "router.json").is_file():
+        fail(f"the run ended without publishing a router to {publish}")
+    typer.echo(f"published {publish / 'router.json'}")
+
+
+@fl_app.command()
+def client(
+    superlink: str = typer.Option("127.0.0.1:9091", "--superlink", help="The SuperLink's address (host:port)."),
+    gateway_url: str = typer.Option("http://127.0.0.1:8080", "--gateway-url", help="This device's gateway (its labels stay here)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="HYBRIDGATE_API_KEY", help="A key of that gateway, if it has keys."),
+    labels_file: Path | None = typer.Option(None, "--labels-file", help="Train on an exported .npz (x, label) instead."),
+    port: int = typer.Option(9094, "--port", help="Port of this SuperNode's runtime API on 127.0.0.1 (one per node)."),
+) -> None:
+    """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
+    import subprocess
+
+    node_config = f'labels-file="{labels_file.resolve()}"' if labels_file else f'gateway-url="{gateway_url}"'
+    if api_key and not labels_file:
+        node_config += f' api-key="{api_key}"'
+    env = _flower_env()
+    cmd = [_bin("flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=env))

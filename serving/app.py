@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -52,6 +53,13 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, BackendError):
         return ApiError(502, str(exc), type="api_error", code=exc.code)
     raise exc
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def request_hints(request: Request) -> RequestHints:
@@ -179,6 +187,18 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         if not 1 <= limit <= 10_000:
             raise ApiError(400, "limit must be between 1 and 10000", param="limit")
         return {"object": "list", "data": await gateway.state.recent_decisions(limit)}
+
+    @app.get("/v1/hybridgate/labels")
+    async def labels(
+        request: Request, limit: int = 1000, gateway: Gateway = Depends(gw), _: str | None = Depends(keys)
+    ) -> dict[str, Any]:
+        """This device's labelled query vectors, for the federated client on the same device: loopback only."""
+        host = request.client.host if request.client else ""
+        if not _is_loopback(host):
+            raise ApiError(403, "labels are served to this device only (loopback)", type="permission_error", code="loopback_only")
+        if not 1 <= limit <= 100_000:
+            raise ApiError(400, "limit must be between 1 and 100000", param="limit")
+        return {"object": "list", "data": await gateway.state.labels(limit)}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

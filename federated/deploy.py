@@ -1,0 +1,124 @@
+"""The Flower apps for a real federation: gateways as SuperNodes, a SuperLink, ``flwr run``.
+
+``client_app`` reads the gateway's own labels from the gateway on the same
+device (``GET /v1/hybridgate/labels`` on loopback; ``gateway-url`` in the
+SuperNode's node config) or from an exported file (``labels-file``), so the
+labels never leave the device: only weights and counts go to the SuperLink.
+After the last round it also answers one query with quantiles of the new
+model's scores on its labels, so the server can calibrate thresholds without
+seeing any score. ``server_app`` runs the strategy named in the run config
+and publishes the result as a router folder that gateways hot-reload.
+
+Both are referenced from the app folder that ``hybridgate fl server`` writes
+(``hybridgate.federated.deploy:server_app`` and ``...:client_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from hybridgate.classifiers.artifact import save_router
+from hybridgate.classifiers.heads import GradientLogisticHead
+from hybridgate.classifiers.model import RouterModel, quantile_threshold
+from hybridgate.federated.apps import ServerPlan, make_client_app, run_plan
+from hybridgate.federated.task import LocalData, scores
+
+log = logging.getLogger(__name__)
+
+
+def gateway_labels(context: Context) -> LocalData:
+    """This device's labelled vectors: from its gateway over loopback, or from a file."""
+    cfg = context.node_config
+    embedder = str(cfg.get("embedder", "all-MiniLM-L6-v2-static"))
+    if "labels-file" in cfg:
+        with np.load(str(cfg["labels-file"]), allow_pickle=False) as npz:
+            return LocalData(npz["x"].astype(np.float32), npz["label"].astype(np.int8))
+    url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
+    headers = {"Authorization": f"Bearer {cfg['api-key']}"} if "api-key" in cfg else {}
+    rows = httpx.get(f"{url}/v1/hybridgate/labels", params={"limit": 10_000}, headers=headers, timeout=30).json()["data"]
+    rows = [r for r in rows if r.get("embedder") == embedder]
+    if not rows:
+        return LocalData(np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int8))
+    return LocalData(np.asarray([r["vector"] for r in rows], dtype=np.float32), np.asarray([r["label"] for r in rows], dtype=np.int8))
+
+
+client_app = make_client_app(gateway_labels)
+
+
+@client_app.query()
+def _score_quantiles(msg: Message, context: Context) -> Message:
+    weights = msg.content["arrays"].to_numpy_ndarrays()[0]
+    data = gateway_labels(context)
+    q = np.quantile(scores(weights, data.x), np.linspace(0, 1, 101)).tolist() if len(data) else []
+    return Message(content=RecordDict({"metrics": MetricRecord({"quantiles": q, "num-examples": len(data)})}), reply_to=msg)
+
+
+def _pooled_quantiles(grid: Grid, weights: np.ndarray) -> list[float] | None:
+    """Each gateway's score quantiles under the final model, averaged by label count."""
+    nodes = list(grid.get_node_ids())
+    messages = [
+        Message(content=RecordDict({"arrays": ArrayRecord([weights.astype(np.float32)])}), dst_node_id=n, message_type="query")
+        for n in nodes
+    ]
+    parts: list[tuple[np.ndarray, int]] = []
+    for reply in grid.send_and_receive(messages, timeout=120):
+        if reply.has_error():
+            continue
+        m = reply.content["metrics"]
+        if m["num-examples"] and m["quantiles"]:
+            parts.append((np.asarray(m["quantiles"], dtype=np.float64), int(m["num-examples"])))
+    if not parts:
+        return None
+    total = sum(n for _, n in parts)
+    return [float(v) for v in sum(q * n for q, n in parts) / total]
+
+
+def publish(folder: Path, weights: np.ndarray, embedder: str, meta: dict[str, Any], quantiles: list[float] | None) -> dict[str, Any]:
+    head = GradientLogisticHead()
+    head.weights = weights.astype(np.float32)
+    model = RouterModel(head, embedder, int(weights.size - 1))
+    model.meta = dict(meta)
+    if quantiles:
+        model.meta["calibration"] = {
+            "quantiles": quantiles,
+            "source": "gateways' score quantiles under this model, averaged by label count",
+            "default_cloud_share": 0.3,
+            "default_threshold": quantile_threshold(np.asarray(quantiles), 0.3),
+        }
+    return save_router(model, folder, name=str(meta.get("name", "federated")))
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _server(grid: Grid, context: Context) -> None:
+    cfg = context.run_config
+    dim = int(cfg.get("dim", 384))
+    plan = ServerPlan(
+        strategy=str(cfg.get("strategy", "fedavg")),
+        rounds=int(cfg.get("num-server-rounds", 3)),
+        local_epochs=int(cfg.get("local-epochs", 5)),
+        lr=float(cfg.get("lr", 0.5)),
+        proximal_mu=float(cfg.get("proximal-mu", 0.1)),
+        max_update_norm=float(cfg.get("max-update-norm", 10.0)),
+        initial=np.zeros(dim + 1, dtype=np.float32),
+        expected_clients=int(cfg.get("min-clients", 2)),
+    )
+    weights = run_plan(grid, plan)
+    out = str(cfg.get("publish-dir", ""))
+    if out:
+        meta = {
+            "name": str(cfg.get("router-name", "federated")),
+            "training": {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
+                         "rejected_updates": len(plan.rejected)},
+        }
+        header = publish(Path(out), weights, str(cfg.get("embedder", "all-MiniLM-L6-v2-static")), meta, _pooled_quantiles(grid, weights))
+        log.warning("published router %s version %s to %s", header["name"], header["version"], out)

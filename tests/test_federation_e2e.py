@@ -1,0 +1,84 @@
+"""The loop end to end: labels on a gateway, a federated round over a real SuperLink and three SuperNodes on
+127.0.0.1, and the running gateway serving the new router without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from hybridgate.classifiers.artifact import resolve_router
+from hybridgate.classifiers.data import load_routing_data
+from hybridgate.classifiers.embedder import Embedder
+from hybridgate.federated.partition import assign
+from tests.conftest import ServerThread, free_port
+
+FIXTURE = Path(__file__).parent / "fixtures" / "routing"
+HG = str(Path(sys.executable).parent / "hybridgate")
+
+
+def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
+    make_gateway: Callable[..., ServerThread], query_embedder: Embedder, tmp_path: Path
+) -> None:
+    data = load_routing_data(FIXTURE, "small-model", "large-model")
+    x = query_embedder.encode(list(data.prompts))
+    part = assign(data.prompts, data.groups, 3, "by-subject")
+    for i in (0, 1):  # two devices train from exported label files
+        np.savez(tmp_path / f"gw{i}.npz", x=x[part == i], label=data.label[part == i])
+
+    published = tmp_path / "router"
+    shutil.copytree(resolve_router("mmlu-static"), published)
+    gateway = make_gateway(router={"path": str(published), "watch_s": 0.3})
+    gw = gateway.gateway  # type: ignore[attr-defined]
+    mine = part == 2  # the third device trains on the labels its running gateway holds
+    for vec, label in zip(x[mine], data.label[mine], strict=True):
+        asyncio.run(gw.state.add_label({"embedder": query_embedder.name, "vector": vec.tolist(), "label": int(label)}))
+    before = httpx.get(f"{gateway.url}/readyz").json()["router"]["version"]
+    served = httpx.get(f"{gateway.url}/v1/hybridgate/labels", params={"limit": 5}).json()["data"]
+    assert len(served) == 5 and "prompt" not in served[0]
+
+    port = free_port()
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    server = subprocess.Popen(
+        [HG, "fl", "server", "--publish", str(published), "--rounds", "2", "--min-clients", "3", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    clients = []
+    try:
+        time.sleep(3)
+        for i, source in enumerate([["--labels-file", str(tmp_path / "gw0.npz")], ["--labels-file", str(tmp_path / "gw1.npz")], ["--gateway-url", gateway.url]]):
+            clients.append(subprocess.Popen(
+                [HG, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()), *source],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        out, _ = server.communicate(timeout=240)
+    finally:
+        for c in clients:
+            c.terminate()
+        for c in clients:
+            try:
+                c.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                c.kill()
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, out[-3000:]
+    header = json.loads((published / "router.json").read_text())
+    assert header["training"]["federated"] is True and header["training"]["rounds"] == 2 and header["training"]["clients"] == 3
+    assert len(header["calibration"]["quantiles"]) == 101  # pooled from the gateways' own score quantiles
+    deadline = time.monotonic() + 15
+    while httpx.get(f"{gateway.url}/readyz").json()["router"]["version"] != header["version"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ready = httpx.get(f"{gateway.url}/readyz").json()["router"]
+    assert ready["version"] == header["version"] and ready["previous"] == before, ready
+    r = httpx.post(f"{gateway.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.json()["router_version"] == header["version"]
