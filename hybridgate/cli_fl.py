@@ -303,11 +303,9 @@ def client(
     port: int = typer.Option(9094, "--port", help="Port of this SuperNode's runtime API on 127.0.0.1 (one per node)."),
 ) -> None:
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
-    import subprocess
-
     node_config = f'labels-file="{labels_file.resolve()}"' if labels_file else f'gateway-url="{gateway_url}"'
     if api_key and not labels_file:
         node_config += f' api-key="{api_key}"'
     env = _flower_env()
     cmd = [_bin("flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    os.execve(cmd[0], cmd, env)  # become the SuperNode: signals reach it directly

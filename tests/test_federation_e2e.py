@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -58,17 +60,18 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
         for i, source in enumerate([["--labels-file", str(tmp_path / "gw0.npz")], ["--labels-file", str(tmp_path / "gw1.npz")], ["--gateway-url", gateway.url]]):
             clients.append(subprocess.Popen(
                 [HG, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()), *source],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             ))
         out, _ = server.communicate(timeout=240)
     finally:
-        for c in clients:
-            c.terminate()
+        for c in clients:  # each SuperNode and the helper processes it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.pid, signal.SIGTERM)
         for c in clients:
             try:
                 c.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                c.kill()
+                os.killpg(c.pid, signal.SIGKILL)
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0, out[-3000:]
