@@ -44,7 +44,9 @@ def make_client_app(data_for: DataFor, attack: Attack | None = None) -> ClientAp
             )
         if attack is not None:
             new = attack(new, start, int(context.node_config.get("partition-id", -1)))
-        content = RecordDict({"arrays": ArrayRecord([new.astype(np.float32)]), "metrics": MetricRecord({"num-examples": max(len(data), 1)})})
+        # Under differential privacy every gateway weighs the same (user-level DP); otherwise by its label count.
+        weight = 1 if cfg.get("uniform-weight", False) else max(len(data), 1)
+        content = RecordDict({"arrays": ArrayRecord([new.astype(np.float32)]), "metrics": MetricRecord({"num-examples": weight})})
         return Message(content=content, reply_to=msg)
 
     return app
@@ -97,12 +99,17 @@ class ServerPlan:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     final: np.ndarray | None = None
     expected_clients: int = 1
+    dp_noise: float = 0.0  # > 0: server-side fixed clipping with Gaussian noise (Flower's DP wrapper)
+    dp_clip: float = 0.5
+    dp_delta: float = 1e-5
+    epsilon: float | None = None
 
 
 def build_strategy(plan: ServerPlan) -> Strategy:
     if plan.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {plan.strategy!r}; use {', '.join(STRATEGIES)}")
-    cls = validated(STRATEGIES[plan.strategy])
+    # With DP the clipping bounds every update, and Flower's accountant needs FedAvg's own aggregation.
+    cls = STRATEGIES[plan.strategy] if plan.dp_noise > 0 else validated(STRATEGIES[plan.strategy])
     kwargs: dict[str, Any] = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": plan.expected_clients}
     if plan.strategy == "fedprox":
         kwargs["proximal_mu"] = plan.proximal_mu
@@ -112,9 +119,32 @@ def build_strategy(plan: ServerPlan) -> Strategy:
         kwargs["num_malicious_nodes"] = max(1, plan.expected_clients // 5)
         kwargs["num_nodes_to_select"] = max(1, plan.expected_clients - 2 * kwargs["num_malicious_nodes"] - 2)
     strategy = cls(**kwargs)
+    if plan.dp_noise > 0:
+        if plan.strategy != "fedavg":
+            raise ValueError("differential privacy is supported with fedavg only (Flower's accountant requires it)")
+        return _with_dp(strategy, plan)
     strategy.max_update_norm = plan.max_update_norm
     strategy.rejected = plan.rejected
     return strategy
+
+
+def _with_dp(strategy: Strategy, plan: ServerPlan) -> Strategy:
+    """Flower's server-side fixed clipping + Gaussian noise, with its RDP accountant (every client, every round)."""
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+    from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
+    from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=plan.dp_delta,
+            population_size=plan.expected_clients,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
+    return DifferentialPrivacyServerSideFixedClipping(
+        strategy, plan.dp_noise, plan.dp_clip, plan.expected_clients, accountant=accountant
+    )
 
 
 def run_plan(grid: Grid, plan: ServerPlan) -> np.ndarray:
@@ -130,7 +160,7 @@ def run_plan(grid: Grid, plan: ServerPlan) -> np.ndarray:
         plan.history.append({"round": server_round, **metrics})
         return MetricRecord({k: float(v) for k, v in metrics.items() if v is not None})
 
-    train_config = ConfigRecord({"local-epochs": plan.local_epochs, "lr": plan.lr})
+    train_config = ConfigRecord({"local-epochs": plan.local_epochs, "lr": plan.lr, "uniform-weight": plan.dp_noise > 0})
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord([plan.initial.astype(np.float32)]),
@@ -139,6 +169,9 @@ def run_plan(grid: Grid, plan: ServerPlan) -> np.ndarray:
         evaluate_fn=evaluate_fn,
     )
     plan.final = result.arrays.to_numpy_ndarrays()[0]
+    accountant = getattr(strategy, "accountant", None)
+    if accountant is not None:
+        plan.epsilon = float(accountant.get_privacy_spent().epsilon)
     return plan.final
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hybridgate.classifiers.data import RoutingData
 from hybridgate.classifiers.metrics import routing_curve
@@ -107,12 +108,15 @@ def run_federation(
         if plan.initial.size == 0:
             plan.initial = np.zeros(x_train.shape[1] + 1, dtype=np.float32)
         started = time.perf_counter()
-        run_simulation(
-            server_app=make_server_app(plan),
-            client_app=make_client_app(PartitionFile(path), attack),
-            num_supernodes=k,
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, "log_to_driver": False}},
-        )
+        # One BLAS thread: the ServerApp scores on a thread of its own beside Ray's workers, and a
+        # multi-threaded OpenBLAS was seen spinning forever there on this 2-core machine.
+        with threadpool_limits(limits=1):
+            run_simulation(
+                server_app=make_server_app(plan),
+                client_app=make_client_app(PartitionFile(path), attack),
+                num_supernodes=k,
+                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, "log_to_driver": False}},
+            )
         wall = time.perf_counter() - started
     # Each round a gateway receives the global vector and sends one back, float32 each way.
     return SimulationResult(plan, wall, int(2 * plan.initial.size * 4))
@@ -153,3 +157,52 @@ __all__: Sequence[str] = [
     "poisoned_gateways",
     "run_federation",
 ]
+
+
+def personalize(
+    weights: np.ndarray,
+    x_train: np.ndarray,
+    labels: np.ndarray,
+    gateways: np.ndarray,
+    train: RoutingData,
+    test: RoutingData,
+    x_test: np.ndarray,
+    k: int,
+    how: Partition,
+    *,
+    epochs: int,
+    lr: float,
+    mu: float = 0.1,
+) -> dict[str, float]:
+    """Each gateway adapts the global head on four fifths of its rows, keeps the adapted one only if it ranks
+    its own held-out fifth better (ROC AUC), and both are scored on the test questions of that gateway's kind."""
+    from hybridgate.serving.router_reload import auc
+
+    test_gateway = assign(test.prompts, test.groups, k, how)
+    held = np.array([int(h[:8], 16) % 5 == 0 for h in train.sha256])
+    own_global: list[float] = []
+    own_personal: list[float] = []
+    adopted = 0
+    for g in range(k):
+        mine = gateways == g
+        adapt, check = mine & ~held, mine & held
+        rows = test_gateway == g
+        if adapt.sum() < 2 or not rows.any():
+            continue
+        adapted = local_train(weights, LocalData(x_train[adapt], labels[adapt]), epochs=epochs, lr=lr, mu=mu)
+        a_new = auc(scores(adapted, x_train[check]), labels[check]) if check.any() else None
+        a_old = auc(scores(weights, x_train[check]), labels[check]) if check.any() else None
+        chosen = adapted if a_new is not None and a_old is not None and a_new >= a_old else weights
+        adopted += int(chosen is adapted)
+        sub = test.take(rows)
+        try:
+            own_global.append(routing_curve(scores(weights, x_test[rows]), sub.weak, sub.strong, sub.sha256).apgr)
+            own_personal.append(routing_curve(scores(chosen, x_test[rows]), sub.weak, sub.strong, sub.sha256).apgr)
+        except ValueError:  # both models equally accurate on these questions: no gap to recover
+            continue
+    return {
+        "apgr_global_own": round(float(np.mean(own_global)), 4) if own_global else float("nan"),
+        "apgr_personalized_own": round(float(np.mean(own_personal)), 4) if own_personal else float("nan"),
+        "gateways_adopted": adopted,
+        "gateways_scored": len(own_global),
+    }

@@ -30,6 +30,9 @@ def simulate(
     attack_share: float = typer.Option(0.2, "--attack", help="Share of poisoned gateways for the attack rows (0: skip them)."),
     embedder: str = typer.Option("all-MiniLM-L6-v2-static", "--embedder"),
     publish: Path | None = typer.Option(None, "--publish", help="Write the FedAvg global router here (gateways with router.watch_s pick it up)."),
+    dp_noise: float = typer.Option(4.0, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
+    dp_clip: float = typer.Option(0.5, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
+    personal_epochs: int = typer.Option(20, "--personal-epochs", help="Local steps of the personalized row."),
 ) -> None:
     """The federated benchmark: central, federated (FedAvg, FedProx), local-only, and under attack (FedAvg, trimmed mean)."""
     from rich.console import Console
@@ -61,7 +64,7 @@ def simulate(
     evaluator = Evaluator(x_te, test)
     parts = partition_rows(train, gateways, partition)  # type: ignore[arg-type]
     labels = train.label
-    console = Console()
+    console = Console(width=150)
     results: dict[str, Any] = {}
     curves: dict[str, list[float]] = {}
 
@@ -77,13 +80,19 @@ def simulate(
         "rounds": 0,
         "bytes_per_gateway_round": 0,
     }
-    runs: list[tuple[str, str, Flipped | None]] = [("federated", "fedavg", None), ("federated_fedprox", "fedprox", None)]
+    runs: list[tuple[str, str, Flipped | None, float]] = [("federated", "fedavg", None, 0.0), ("federated_fedprox", "fedprox", None, 0.0)]
+    if dp_noise > 0:
+        runs.append(("federated_dp", "fedavg", None, dp_noise))
     if attack_share > 0:
         bad = Flipped(poisoned_gateways(gateways, attack_share))
-        runs += [("attack_fedavg", "fedavg", bad), ("attack_trimmed_mean", "trimmed-mean", bad)]
-    for name, strategy, attack in runs:
+        runs += [("attack_fedavg", "fedavg", bad, 0.0), ("attack_trimmed_mean", "trimmed-mean", bad, 0.0)]
+    global_weights = None
+    for name, strategy, attack, noise in runs:
         console.print(f"[bold]{name}[/]: {strategy}, {gateways} gateways, {rounds} rounds")
-        plan = ServerPlan(strategy=strategy, rounds=rounds, local_epochs=local_epochs, lr=lr, max_update_norm=1e9 if attack else 10.0)
+        plan = ServerPlan(
+            strategy=strategy, rounds=rounds, local_epochs=local_epochs, lr=lr, max_update_norm=1e9 if attack or noise else 10.0,
+            dp_noise=noise, dp_clip=dp_clip,
+        )
         res = run_federation(x_tr, labels, parts, gateways, evaluator, plan, attack=attack)
         last = res.plan.history[-1] if res.plan.history else {"apgr": float("nan"), "cpt50": 1.0, "cpt80": 1.0}
         results[name] = {
@@ -96,19 +105,36 @@ def simulate(
             "wall_s": round(res.wall_s, 1),
             "rejected_updates": len(res.plan.rejected),
             **({"poisoned_gateways": sorted(attack.poisoned)} if attack else {}),
+            **({"epsilon": round(res.plan.epsilon or float("nan"), 2), "delta": res.plan.dp_delta, "noise_multiplier": noise, "clip": dp_clip} if noise else {}),
         }
+        if name == "federated":
+            global_weights = res.plan.final
         curves[name] = [h["apgr"] for h in res.plan.history if h["round"] > 0]
         if name == "federated" and publish is not None and res.plan.final is not None:
             header = _publish(publish, res.plan.final, emb, x_tr, results[name], partition, gateways)
             console.print(f"published router {header['name']} version {header['version']} to {publish}")
 
+    if global_weights is not None:
+        from hybridgate.federated.simulation import personalize
+
+        p = personalize(global_weights, x_tr, labels, parts, train, test, x_te, gateways, partition,  # type: ignore[arg-type]
+                        epochs=personal_epochs, lr=lr)
+        results["personalized"] = {
+            "apgr": p["apgr_personalized_own"], "apgr_global_same_questions": p["apgr_global_own"],
+            "cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "bytes_per_gateway_round": 0, **p,
+        }
     table = Table(title=f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions")
     for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "wall"):
         table.add_column(col, justify="left" if col == "router" else "right")
     for name, r in results.items():
         apgr = f"{r['apgr']:.3f}" + (f" (worst {r['apgr_worst']:.3f})" if "apgr_worst" in r else "")
+        apgr += f" (ε {r['epsilon']:.1f})" if "epsilon" in r else ""
+        apgr += f" (global {r['apgr_global_same_questions']:.3f})" if "apgr_global_same_questions" in r else ""
+        def pct(v: float) -> str:
+            return "—" if v != v else f"{v * 100:.0f} %"
+
         table.add_row(
-            name, apgr, f"{r['cpt50'] * 100:.0f} %", f"{r['cpt80'] * 100:.0f} %", str(r["rounds"]),
+            name, apgr, pct(r["cpt50"]), pct(r["cpt80"]), str(r["rounds"]),
             str(r["bytes_per_gateway_round"]), f"{r.get('wall_s', 0):.0f} s",
         )
     console.print(table)

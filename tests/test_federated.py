@@ -85,3 +85,15 @@ def test_simulate_cli_writes_the_table_and_publishes_a_loadable_router(tmp_path:
     assert (out / "apgr_rounds.png").read_bytes()[:4] == b"\x89PNG"
     model = load_router(pub, embedder="all-MiniLM-L6-v2-static", dim=384)
     assert model.meta["training"]["federated"] is True and model.head.kind == "gd-logistic"
+
+
+def test_differential_privacy_reports_its_epsilon(split: tuple) -> None:
+    train, test, x_tr, x_te = split
+    gateways = assign(train.prompts, train.groups, 3, "by-subject")
+    ev = Evaluator(x_te, test)
+    eps = []
+    for noise in (1.0, 4.0):
+        res = run_federation(x_tr, train.label, gateways, 3, ev, ServerPlan(rounds=2, local_epochs=5, dp_noise=noise, dp_clip=0.5))
+        assert res.plan.epsilon is not None and np.isfinite(res.plan.epsilon)
+        eps.append(res.plan.epsilon)
+    assert eps[1] < eps[0]  # more noise, less privacy spent
