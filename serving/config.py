@@ -147,6 +147,7 @@ class StateConfig(_Strict):
     labels: bool = True  # keep each scored query's vector (never its text) so that a rating can label it
     label_hold_s: int = Field(3600, ge=1)  # how long an answer can be rated
     label_store_size: int = Field(10_000, ge=1)  # labelled vectors kept for federated training
+    shadow_rate: float = Field(0.0, ge=0.0, le=1.0)  # share of local answers also asked of the cloud and judged (costs cloud calls)
 
 
 class BudgetConfig(_Strict):

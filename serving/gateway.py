@@ -44,6 +44,10 @@ from hybridgate.serving.state.base import key_id
 
 log = logging.getLogger(__name__)
 
+JUDGE_PROMPT = (
+    "Two answers to the same question follow. Reply with the single letter of the better answer, A or B.\n\n"
+    "Question:\n{q}\n\nAnswer A:\n{a}\n\nAnswer B:\n{b}\n\nBetter answer (A or B):"
+)
 ALIASES = ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud", *(f"hybridgate/{m.value}" for m in Mode))
 
 _SCORED_CHARS = 4000
@@ -178,6 +182,7 @@ class Gateway:
         self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
         self._scored = 0
         self._calibrating: asyncio.Task[None] | None = None
+        self._shadows: set[asyncio.Task[None]] = set()
         self.watcher: RouterWatcher | None = None
         if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
             from hybridgate.classifiers.artifact import resolve_router
@@ -340,7 +345,7 @@ class Gateway:
             completion = await self.collab.complete(plan, cloud, params)
             await self._account(routing, completion.usage, api_key, time.perf_counter() - started, status="ok")
             await self._hold_for_feedback(routing, params.messages, api_key)
-            return Answer(completion, routing)
+            return Answer(completion, routing)  # collaborative answers label themselves (cascade)
         cache_key = self._cache_key(req, params) if self.cfg.state.cache_enabled else None
         if cache_key:
             hit = await self.state.cache_get(cache_key)
@@ -363,7 +368,7 @@ class Gateway:
         self.latency.observe(backend.name, time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         await self._account(routing, completion.usage, api_key, elapsed, status="ok")
-        await self._hold_for_feedback(routing, params.messages, api_key)
+        await self._hold_for_feedback(routing, params.messages, api_key, completion.text)
         if cache_key:
             routing.cache = "miss"
             await self.state.cache_set(
@@ -453,7 +458,45 @@ class Gateway:
         )
 
     # -- labels for federated training --------------------------------------------------------------
-    async def _hold_for_feedback(self, routing: Routing, messages: list[dict[str, Any]], api_key: str | None) -> None:
+    def _shadow_due(self, routing: Routing) -> bool:
+        """A sampled quality inspection: a local answer to a query with no privacy constraint, at ``shadow_rate``."""
+        rate = self.cfg.state.shadow_rate
+        d = routing.decision
+        if rate <= 0 or routing.route is not Route.LOCAL or d.personal_data or any("privacy" in r for r in d.reasons):
+            return False
+        # Sampled by the answer id's hash, so the share is exact over many requests and a test can force it.
+        return int(hashlib.sha256(routing.request_id.encode()).hexdigest()[:8], 16) / 2**32 < rate
+
+    async def _shadow(
+        self, routing: Routing, messages: list[dict[str, Any]], local_text: str, held: dict[str, Any], api_key: str | None
+    ) -> None:
+        """Ask the cloud too, then let the cloud judge which answer is better; the verdict is a label."""
+        cloud_name = next((n for n, b in self.backends.items() if b.route is Route.CLOUD and b.health.healthy), None)
+        if cloud_name is None or await self._budget_exhausted(api_key):
+            return
+        cloud = self.backends[cloud_name]
+        try:
+            theirs = await cloud.complete(ChatParams(messages=messages, max_tokens=self.local.default_max_tokens))
+            question = messages[-1]["content"]
+            verdict = await cloud.complete(
+                ChatParams(messages=[{"role": "user", "content": JUDGE_PROMPT.format(q=question, a=local_text, b=theirs.text)}], max_tokens=2)
+            )
+        except Exception as exc:  # noqa: BLE001 - an inspection that fails is just skipped
+            log.info("shadow comparison skipped: %s", exc)
+            return
+        rcfg = self._remote_cfg.get(cloud_name)
+        spent = Usage(theirs.usage.prompt_tokens + verdict.usage.prompt_tokens, theirs.usage.completion_tokens + verdict.usage.completion_tokens)
+        await self.state.record_usage(
+            key_id(api_key), prompt_tokens=spent.prompt_tokens, completion_tokens=spent.completion_tokens,
+            cloud_cost_usd=cost_usd(rcfg, spent) if rcfg is not None else 0.0,
+        )
+        pick = verdict.text.strip().upper()[:1]
+        if pick in ("A", "B"):
+            await self._add_label(held, int(pick == "B"), "shadow", None)
+
+    async def _hold_for_feedback(
+        self, routing: Routing, messages: list[dict[str, Any]], api_key: str | None, answer: str | None = None
+    ) -> None:
         """Keep the query's vector under the answer's id, so a rating can turn it into a label; never the text."""
         embedder = getattr(self.policy.scorer, "embedder", None)
         if not self.cfg.state.labels or embedder is None or routing.decision.score is None:
@@ -468,6 +511,10 @@ class Gateway:
             "router_version": routing.decision.router_version,
         }
         await self.state.hold(routing.request_id, record, self.cfg.state.label_hold_s)
+        if answer is not None and self._shadow_due(routing):
+            task = asyncio.get_running_loop().create_task(self._shadow(routing, messages, answer, record, api_key))
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
         if routing.collab is not None and routing.collab.escalated is not None:
             # A cascade is a label by itself: an escalation says the local answer was not good enough.
             await self._add_label(record, int(routing.collab.escalated), "cascade", None)
@@ -509,6 +556,8 @@ class Gateway:
         return {name: b.describe() for name, b in self.backends.items()}
 
     async def aclose(self) -> None:
+        for task in list(self._shadows):
+            task.cancel()
         await self.monitor.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()

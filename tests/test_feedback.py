@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 
@@ -62,3 +63,25 @@ def test_a_cascade_labels_itself(make_gateway: Callable[..., ServerThread], stub
     r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 6})
     assert r.json()["hybridgate"]["collaboration"]["escalated"] is True
     assert _labels(srv, 1)[0]["source"] == "cascade" and _labels(srv, 1)[0]["label"] == 1
+
+
+def test_shadow_comparison_asks_the_cloud_and_its_verdict_becomes_a_label(make_gateway: Callable[..., ServerThread], stub) -> None:
+    _, cloud = stub
+    cloud.reply = "B"  # the stand-in answers "B" to everything: its own answer, then its verdict
+    srv = make_gateway(router={"threshold": 1.0}, state={"shadow_rate": 1.0}, privacy={"names": ["Ada Lovelace"]})
+    r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 4})
+    assert r.headers["x-hybridgate-route"] == "local"
+    local_answer = r.json()["choices"][0]["message"]["content"]
+    deadline = time.monotonic() + 10
+    while len(cloud.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(cloud.received) == 2
+    judge = cloud.received[1]["messages"][0]["content"]
+    assert "Answer A:\n" + local_answer in judge and "Answer B:\nB" in judge
+    while not _labels(srv, 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _labels(srv, 1)[0]["source"] == "shadow" and _labels(srv, 1)[0]["label"] == 1
+    private = [{"role": "user", "content": "Ada Lovelace asks: what is the capital of Australia?"}]
+    post_chat(srv.url, {"model": "hybridgate/auto", "messages": private, "max_tokens": 2})
+    time.sleep(0.5)
+    assert len(cloud.received) == 2  # personal data is never inspected in the cloud
