@@ -110,7 +110,14 @@ def build_strategy(plan: ServerPlan) -> Strategy:
         raise ValueError(f"unknown strategy {plan.strategy!r}; use {', '.join(STRATEGIES)}")
     # With DP the clipping bounds every update, and Flower's accountant needs FedAvg's own aggregation.
     cls = STRATEGIES[plan.strategy] if plan.dp_noise > 0 else validated(STRATEGIES[plan.strategy])
-    kwargs: dict[str, Any] = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": plan.expected_clients}
+    # Every round waits for every expected gateway and trains them all (the first round could otherwise
+    # start with the nodes that happened to be registered, which also breaks DP's accounting).
+    kwargs: dict[str, Any] = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 0.0,
+        "min_available_nodes": plan.expected_clients,
+        "min_train_nodes": plan.expected_clients,
+    }
     if plan.strategy == "fedprox":
         kwargs["proximal_mu"] = plan.proximal_mu
     if plan.strategy == "trimmed-mean":
