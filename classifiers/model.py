@@ -70,6 +70,20 @@ class RouterModel:
         return float(self.meta.get("calibration", {}).get("default_threshold", 0.5))
 
 
+DEFAULT_CLOUD_SHARE = 0.3
+
+
+def calibration(quantiles: list[float], source: str) -> dict[str, Any]:
+    """The ``calibration`` entry of a router header: score quantiles, where they came from, and the
+    threshold that sends the default share of queries to the cloud."""
+    return {
+        "quantiles": quantiles,
+        "source": source,
+        "default_cloud_share": DEFAULT_CLOUD_SHARE,
+        "default_threshold": quantile_threshold(np.asarray(quantiles), DEFAULT_CLOUD_SHARE),
+    }
+
+
 def score_quantiles(scores: np.ndarray) -> list[float]:
     """101 quantiles (0 %, 1 %, ..., 100 %): enough to set a threshold for any share of cloud calls."""
     return [float(v) for v in np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0, 1, 101))]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from hybridgate.classifiers.data import RoutingData
-from hybridgate.classifiers.heads import Head, TrainingSet, make_head
-from hybridgate.classifiers.model import RouterModel, quantile_threshold, score_quantiles
+from hybridgate.classifiers.heads import TrainingSet, make_head
+from hybridgate.classifiers.model import RouterModel, calibration, score_quantiles
 
-DEFAULT_CLOUD_SHARE = 0.3
 CALIBRATION_FOLDS = 5
 
 
@@ -52,12 +50,7 @@ def fit_router(
     }
     if calibrate and len(data) >= 2 * CALIBRATION_FOLDS:
         quantiles = score_quantiles(out_of_fold_scores(data, vectors, head, params, embedder=embedder, features=features))
-        meta["calibration"] = {
-            "quantiles": quantiles,
-            "source": f"{CALIBRATION_FOLDS}-fold out-of-fold scores on the training rows",
-            "default_cloud_share": DEFAULT_CLOUD_SHARE,
-            "default_threshold": quantile_threshold(np.asarray(quantiles), DEFAULT_CLOUD_SHARE),
-        }
+        meta["calibration"] = calibration(quantiles, f"{CALIBRATION_FOLDS}-fold out-of-fold scores on the training rows")
     model.meta = meta
     return model
 
@@ -83,9 +76,3 @@ def out_of_fold_scores(
         out[held] = model.score(vectors[held], [p for p, h in zip(data.prompts, held, strict=True) if h])
     return out
 
-
-def score_rows(model: RouterModel, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-    return model.score(vectors, texts)
-
-
-__all__ = ["Head", "fit_router", "out_of_fold_scores", "score_rows", "training_set"]

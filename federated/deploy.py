@@ -26,7 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from hybridgate.classifiers.artifact import save_router
 from hybridgate.classifiers.heads import GradientLogisticHead
-from hybridgate.classifiers.model import RouterModel, quantile_threshold
+from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.federated.apps import ServerPlan, make_client_app, run_plan
 from hybridgate.federated.task import LocalData, scores
 
@@ -80,18 +80,16 @@ def _pooled_quantiles(grid: Grid, weights: np.ndarray) -> list[float] | None:
     return [float(v) for v in sum(q * n for q, n in parts) / total]
 
 
-def publish(folder: Path, weights: np.ndarray, embedder: str, meta: dict[str, Any], quantiles: list[float] | None) -> dict[str, Any]:
+def publish(
+    folder: Path, weights: np.ndarray, embedder: str, meta: dict[str, Any], quantiles: list[float] | None, quantiles_source: str
+) -> dict[str, Any]:
+    """The global head as a router folder in the classifier's safe format."""
     head = GradientLogisticHead()
     head.weights = weights.astype(np.float32)
     model = RouterModel(head, embedder, int(weights.size - 1))
     model.meta = dict(meta)
     if quantiles:
-        model.meta["calibration"] = {
-            "quantiles": quantiles,
-            "source": "gateways' score quantiles under this model, averaged by label count",
-            "default_cloud_share": 0.3,
-            "default_threshold": quantile_threshold(np.asarray(quantiles), 0.3),
-        }
+        model.meta["calibration"] = calibration(quantiles, quantiles_source)
     return save_router(model, folder, name=str(meta.get("name", "federated")))
 
 
@@ -120,5 +118,8 @@ def _server(grid: Grid, context: Context) -> None:
             "training": {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
                          "rejected_updates": len(plan.rejected)},
         }
-        header = publish(Path(out), weights, str(cfg.get("embedder", "all-MiniLM-L6-v2-static")), meta, _pooled_quantiles(grid, weights))
+        header = publish(
+            Path(out), weights, str(cfg.get("embedder", "all-MiniLM-L6-v2-static")), meta, _pooled_quantiles(grid, weights),
+            "gateways' score quantiles under this model, averaged by label count",
+        )
         log.warning("published router %s version %s to %s", header["name"], header["version"], out)

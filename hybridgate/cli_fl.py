@@ -146,30 +146,19 @@ def simulate(
 
 
 def _publish(folder: Path, weights: Any, emb: Any, x_train: Any, metrics: dict[str, Any], partition: str, gateways: int) -> dict[str, Any]:
-    """The global head as a router folder in the classifier's safe format, with its round and metrics.
+    """The FedAvg global head, written the way ``fl server`` writes it. The calibration quantiles come from
+    the pooled training vectors, which only a simulation has; a deployed server pools the gateways' own."""
+    from hybridgate.classifiers.model import score_quantiles
+    from hybridgate.federated.deploy import publish
+    from hybridgate.federated.task import scores
 
-    The calibration quantiles come from the pooled training vectors, which only a
-    simulation has; a deployed server would aggregate score histograms instead.
-    """
-    from hybridgate.classifiers.artifact import save_router
-    from hybridgate.classifiers.heads import GradientLogisticHead
-    from hybridgate.classifiers.model import RouterModel, quantile_threshold, score_quantiles
-
-    head = GradientLogisticHead()
-    head.weights = weights
-    model = RouterModel(head, emb.name, emb.dim)
-    quantiles = score_quantiles(model.score(x_train, [""] * len(x_train)))
-    model.meta = {
+    meta = {
+        "name": f"federated-{partition}-{gateways}",
         "training": {"federated": True, "partition": partition, "gateways": gateways, "rounds": metrics["rounds"], "strategy": metrics["strategy"]},
         "metrics": {"split": "test", "apgr": metrics["apgr"], "cpt50": metrics["cpt50"], "cpt80": metrics["cpt80"]},
-        "calibration": {
-            "quantiles": quantiles,
-            "source": "pooled training vectors (simulation)",
-            "default_cloud_share": 0.3,
-            "default_threshold": quantile_threshold(np.asarray(quantiles), 0.3),
-        },
     }
-    return save_router(model, folder, name=f"federated-{partition}-{gateways}")
+    quantiles = score_quantiles(scores(weights, x_train))
+    return publish(folder, weights, emb.name, meta, quantiles, "pooled training vectors (simulation)")
 
 
 def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], partition: str) -> None:
