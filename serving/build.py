@@ -10,6 +10,7 @@ from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.config import GatewayConfig, PrivacyConfig, RemoteConfig, RouterConfig
 from hybridgate.serving.gateway import Gateway
 from hybridgate.serving.metrics import Metrics
+from hybridgate.serving.router_reload import thresholds_for
 from hybridgate.serving.state import open_state
 
 
@@ -60,17 +61,9 @@ def build_policy(cfg: RouterConfig, privacy: PrivacyConfig | None = None, *, emb
     if embedder is None:
         embedder = load_query_embedder(cfg, str(header["embedder"]["name"]))
     model = load_router(folder, embedder=embedder.name, dim=embedder.dim)
-    if cfg.threshold is not None:
-        threshold = cfg.threshold
-    elif cfg.cloud_share is not None:
-        threshold = model.threshold_for(cfg.cloud_share)
-    else:
-        threshold = model.default_threshold()
-    t_local = cfg.t_local
-    if t_local is None and cfg.gray_share:
-        t_local = model.threshold_for(min(1.0, model.share_above(threshold) + cfg.gray_share))
+    threshold, t_local = thresholds_for(model, cfg)
     scorer: Scorer = ClassifierScorer(model, CachedEmbedder(embedder, cfg.cache_size))
-    return RoutingPolicy(scorer, round(threshold, 6), None if t_local is None else round(min(t_local, threshold), 6), mode, on_pd)
+    return RoutingPolicy(scorer, threshold, t_local, mode, on_pd)
 
 
 def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None, embedder: Embedder | None = None) -> Gateway:

@@ -37,7 +37,7 @@ from hybridgate.serving.collab import Collaborator, CollabReport
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
-from hybridgate.serving.router_reload import RouterWatcher
+from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
@@ -218,11 +218,7 @@ class Gateway:
 
     def _thresholds_for(self, model: Any) -> None:
         """A newly loaded router brings its own score scale: thresholds follow unless the config fixes them."""
-        rc = self.cfg.router
-        if rc.threshold is None:
-            self.policy.threshold = round(model.threshold_for(rc.cloud_share) if rc.cloud_share is not None else model.default_threshold(), 6)
-        if rc.t_local is None and rc.gray_share:
-            self.policy.t_local = round(model.threshold_for(min(1.0, model.share_above(self.policy.threshold) + rc.gray_share)), 6)
+        self.policy.threshold, self.policy.t_local = thresholds_for(model, self.cfg.router)
 
     def router_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.policy.scorer.name, "version": getattr(self.policy.scorer, "version", None)}

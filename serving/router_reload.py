@@ -24,10 +24,26 @@ from hybridgate.classifiers.artifact import ArtifactError, load_router
 from hybridgate.classifiers.model import RouterModel
 from hybridgate.router import RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
+from hybridgate.serving.config import RouterConfig
 from hybridgate.serving.state import StateStore
 
 log = logging.getLogger(__name__)
 MIN_LABELS = 20
+
+
+def thresholds_for(model: RouterModel, cfg: RouterConfig) -> tuple[float, float | None]:
+    """(t_cloud, t_local) for ``model`` under ``cfg``: fixed values win, else the model's calibration
+    for ``cloud_share`` (or its default share), and ``gray_share`` below that."""
+    if cfg.threshold is not None:
+        threshold = cfg.threshold
+    elif cfg.cloud_share is not None:
+        threshold = model.threshold_for(cfg.cloud_share)
+    else:
+        threshold = model.default_threshold()
+    t_local = cfg.t_local
+    if t_local is None and cfg.gray_share:
+        t_local = model.threshold_for(min(1.0, model.share_above(threshold) + cfg.gray_share))
+    return round(threshold, 6), None if t_local is None else round(min(t_local, threshold), 6)
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
