@@ -30,7 +30,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -422,5 +422,3 @@ def encode_with_progress(embedder: Embedder, texts: Sequence[str], description: 
             bar.advance(task, len(parts[-1]))
     return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
 
-
-EncodeFn = Callable[[Sequence[str]], np.ndarray]

@@ -137,10 +137,6 @@ def central_and_local(
     return central, local
 
 
-def partition_rows(train: RoutingData, k: int, how: Partition) -> np.ndarray:
-    return assign(train.prompts, train.groups, k, how)
-
-
 def poisoned_gateways(k: int, share: float, seed: int = 0) -> frozenset[int]:
     rng = np.random.default_rng(seed)
     n = int(round(k * share))
@@ -153,7 +149,6 @@ __all__: Sequence[str] = [
     "PartitionFile",
     "SimulationResult",
     "central_and_local",
-    "partition_rows",
     "poisoned_gateways",
     "run_federation",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -17,15 +16,6 @@ from hybridgate.cli_router import router_app
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="An on-device LLM gateway: local SLM, cloud LLM, or both.")
 app.add_typer(router_app, name="router")
 app.add_typer(fl_app, name="fl")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _load(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
@@ -56,7 +46,9 @@ def serve(
         server["port"] = port
     cfg = _load(config, {"server": server} if server else None)
     logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not _is_loopback(cfg.server.host) and not cfg.server.api_keys and not insecure:
+    from hybridgate.serving.app import is_loopback
+
+    if not is_loopback(cfg.server.host) and not cfg.server.api_keys and not insecure:
         _fail(f"refusing to listen on {cfg.server.host} without API keys; set server.api_keys or pass --insecure")
 
     import uvicorn

@@ -42,7 +42,8 @@ def simulate(
     from hybridgate.classifiers.embedder import EmbedderError, load_embedder, onnx_cache_dir
     from hybridgate.classifiers.embedding_cache import embed_cached
     from hybridgate.federated.apps import ServerPlan
-    from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, partition_rows, poisoned_gateways, run_federation
+    from hybridgate.federated.partition import assign
+    from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, poisoned_gateways, run_federation
 
     if partition not in ("by-subject", "iid"):
         fail("--partition must be by-subject or iid")
@@ -62,7 +63,7 @@ def simulate(
     x_tr = embed_cached(emb, list(train.prompts), cache, "training prompts")
     x_te = embed_cached(emb, list(test.prompts), cache, "test prompts")
     evaluator = Evaluator(x_te, test)
-    parts = partition_rows(train, gateways, partition)  # type: ignore[arg-type]
+    parts = assign(train.prompts, train.groups, gateways, partition)  # type: ignore[arg-type]
     labels = train.label
     console = Console(width=150)
     results: dict[str, Any] = {}

@@ -55,7 +55,7 @@ def to_api_error(exc: Exception) -> ApiError:
     raise exc
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -194,7 +194,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
     ) -> dict[str, Any]:
         """This device's labelled query vectors, for the federated client on the same device: loopback only."""
         host = request.client.host if request.client else ""
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ApiError(403, "labels are served to this device only (loopback)", type="permission_error", code="loopback_only")
         if not 1 <= limit <= 100_000:
             raise ApiError(400, "limit must be between 1 and 100000", param="limit")

@@ -55,7 +55,6 @@ class HealthMonitor:
         self.timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
-        self.probes = 0
 
     async def check_once(self) -> None:
         if self._client is None:
@@ -65,7 +64,6 @@ class HealthMonitor:
     async def _probe(self, t: ProbeTarget) -> None:
         assert self._client is not None
         headers = {"Authorization": f"Bearer {t.api_key}"} if t.api_key else {}
-        self.probes += 1
         try:
             r = await self._client.get(t.url.rstrip("/") + "/models", headers=headers)
             if r.status_code >= 500:
