@@ -188,6 +188,29 @@ def load_routing_data(
     )
 
 
+def concat(sets: Sequence[RoutingData]) -> RoutingData:
+    """Several labelled sets as one, each row keeping its own set's weak/strong outcomes.
+
+    A router can then learn from more than one source (say MMLU with one pair of
+    models and MMLU-Pro with another): the label of a row is always "this set's
+    cloud model was needed where this set's local model failed".
+    """
+    if not sets:
+        raise DataError("no data sets given")
+    if len(sets) == 1:
+        return sets[0]
+    return RoutingData(
+        tuple(p for d in sets for p in d.prompts),
+        tuple(g for d in sets for g in d.groups),
+        np.concatenate([d.weak for d in sets]),
+        np.concatenate([d.strong for d in sets]),
+        " | ".join(d.weak_name for d in sets),
+        " | ".join(d.strong_name for d in sets),
+        " | ".join(d.source for d in sets),
+        sum(d.dropped_contaminated for d in sets),
+    )
+
+
 def load_prompts(paths: Path | Sequence[Path]) -> list[str]:
     """Only the ``prompt`` column: what calibration needs from a user's own logs, no outcomes required."""
     roots = [paths] if isinstance(paths, Path) else [Path(p) for p in paths]

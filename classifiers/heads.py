@@ -290,8 +290,22 @@ class GradientLogisticHead:
         (self.weights,) = (a.astype(np.float32) for a in _need(arrays, "weights"))
 
 
-HEADS: dict[str, type] = {h.kind: h for h in (GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
+def _registry() -> dict[str, type]:
+    # The prior-correction head is built on the group-prior head above, so it lives in a module of its own
+    # that imports this one; it joins the registry here, on first use.
+    from hybridgate.classifiers.prior_head import PriorCorrectionHead
+
+    return {h.kind: h for h in (PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HEADS":
+        return _registry()
+    raise AttributeError(name)
+
+
 _SETTABLE = {
+    "prior-correction": {"lam", "alpha", "bound", "gate", "C", "shrinkage", "centroids_k", "seed", "emb_dim"},
     "logistic": {"C"},
     "mlp": {"hidden", "alpha", "seed"},
     "knn": {"k", "tau"},
@@ -302,14 +316,15 @@ _SETTABLE = {
 
 def make_head(kind: str, params: Mapping[str, Any] | None = None) -> Head:
     """A head of ``kind`` with ``params`` (unknown names are an error, listing the known ones)."""
-    if kind not in HEADS:
-        raise HeadError(f"unknown head {kind!r}; the heads are {', '.join(HEADS)}")
-    given = {k: v for k, v in (params or {}).items() if k not in ("target", "groups")}
+    heads = _registry()
+    if kind not in heads:
+        raise HeadError(f"unknown head {kind!r}; the heads are {', '.join(heads)}")
+    given = {k: v for k, v in (params or {}).items() if k not in ("target", "groups", "shape_features", "weights")}
     unknown = set(given) - _SETTABLE[kind]
     if unknown:
         raise HeadError(f"head {kind} has no setting {', '.join(sorted(unknown))}; it takes {', '.join(sorted(_SETTABLE[kind]))}")
-    head = HEADS[kind](**given)
-    if kind == "group-prior" and params and "groups" in params:
+    head = heads[kind](**given)
+    if kind in ("group-prior", "prior-correction") and params and "groups" in params:
         head.group_names = list(params["groups"])
     return head
 

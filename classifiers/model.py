@@ -11,6 +11,7 @@ import numpy as np
 from hybridgate.classifiers.features import NAMES as FEATURE_NAMES
 from hybridgate.classifiers.features import feature_matrix
 from hybridgate.classifiers.heads import Head
+from hybridgate.classifiers.shape import shape_matrix
 
 # Hand features are standardised and then scaled down, so that nine of them
 # cannot outvote 384 embedding dimensions of unit length.
@@ -41,16 +42,32 @@ class RouterModel:
             self.feature_mean = f.mean(axis=0).astype(np.float32)
             self.feature_scale = np.where(f.std(axis=0) > 1e-6, f.std(axis=0), 1.0).astype(np.float32)
 
-    def inputs(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    @property
+    def uses_shape(self) -> bool:
+        """Whether the head reads the query's shape features (:mod:`hybridgate.classifiers.shape`)."""
+        return bool(getattr(self.head, "needs_shape", False))
+
+    def inputs(self, vectors: np.ndarray, texts: Sequence[str], turns: Sequence[int] | None = None) -> np.ndarray:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"this router expects {self.dim}-dimensional vectors from {self.embedder}, got shape {vectors.shape}")
-        if not self.features:
-            return vectors.astype(np.float32, copy=False)
-        f = (feature_matrix(texts) - self.feature_mean) / self.feature_scale * FEATURE_WEIGHT
-        return np.hstack([vectors, f]).astype(np.float32)
+        parts = [vectors.astype(np.float32, copy=False)]
+        if self.features:
+            parts.append((feature_matrix(texts) - self.feature_mean) / self.feature_scale * FEATURE_WEIGHT)
+        if self.uses_shape:
+            parts.append(shape_matrix(texts, turns))
+        return parts[0] if len(parts) == 1 else np.hstack(parts).astype(np.float32)
 
-    def score(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        return np.clip(self.head.score(self.inputs(vectors, texts)), 0.0, 1.0)
+    def score(self, vectors: np.ndarray, texts: Sequence[str], turns: Sequence[int] | None = None) -> np.ndarray:
+        return self.score_inputs(self.inputs(vectors, texts, turns))
+
+    def score_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Scores of rows already turned into inputs (what a label on the device keeps instead of text)."""
+        return np.clip(self.head.score(x), 0.0, 1.0)
+
+    def explain(self, x: np.ndarray) -> list[tuple[str, float]]:
+        """The signals that moved one query's log-odds, largest first; empty for a head that cannot say."""
+        explain = getattr(self.head, "explain", None)
+        return [] if explain is None else list(explain(x[:1]))
 
     def threshold_for(self, cloud_share: float) -> float:
         """The score above which ``cloud_share`` of the calibration queries fall."""
@@ -92,4 +109,9 @@ def score_quantiles(scores: np.ndarray) -> list[float]:
 def quantile_threshold(quantiles: np.ndarray, cloud_share: float) -> float:
     if not 0.0 <= cloud_share <= 1.0:
         raise ValueError(f"a share of cloud calls is between 0 and 1, got {cloud_share}")
+    # The ends mean what they say for any traffic, not only for queries inside the calibration set's range.
+    if cloud_share >= 1.0:
+        return 0.0
+    if cloud_share <= 0.0:
+        return float(np.nextafter(1.0, 2.0))
     return float(np.interp(1.0 - cloud_share, np.linspace(0, 1, len(quantiles)), quantiles))

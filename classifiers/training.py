@@ -36,6 +36,8 @@ def fit_router(
     if len(data) != len(vectors):
         raise ValueError("one vector per row is needed")
     model = RouterModel(make_head(head, params), embedder, int(vectors.shape[1]), features=features)
+    if hasattr(model.head, "emb_dim"):
+        model.head.emb_dim = model.dim  # a head that gates on the embedding reads only its columns
     model.fit_features(data.prompts)
     model.head.fit(training_set(model, data, vectors))
     meta: dict[str, Any] = {

@@ -14,10 +14,17 @@ from hybridgate.cli_common import fail
 
 router_app = typer.Typer(no_args_is_help=True, help="Train, evaluate, compare and calibrate the routing classifier.")
 
-DataOpt = typer.Option(..., "--data", help="CSV file or folder in the RouteLLM format (a prompt column, one True/False column per model).")
-WeakOpt = typer.Option(..., "--weak", help="Column of the model that plays the local SLM.")
-StrongOpt = typer.Option(..., "--strong", help="Column of the model that plays the cloud LLM.")
-RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: mmlu-static, shipped in the package).")
+DataOpt = typer.Option(
+    ..., "--data", help="CSV file or folder in the RouteLLM format (a prompt column, one True/False column per model); repeatable."
+)
+WeakOpt = typer.Option(..., "--weak", help="Column of the model that plays the local SLM: once for every --data, or once per --data.")
+StrongOpt = typer.Option(..., "--strong", help="Column of the model that plays the cloud LLM: once for every --data, or once per --data.")
+TransferOpt = typer.Option(True, "--transfer/--no-transfer", help="Also score the transfer protocol (5 folds of unseen subjects).")
+AdaptOpt = typer.Option(True, "--adaptation/--no-adaptation", help="Also score the adaptation curve (N labels of the unseen subjects).")
+HeldoutOpt = typer.Option(None, "--heldout", help="A second question set, scored whole by routers trained on --data's train split.")
+HeldoutWeakOpt = typer.Option(None, "--heldout-weak", help="The local model's column in --heldout (default: --weak).")
+HeldoutStrongOpt = typer.Option(None, "--heldout-strong", help="The cloud model's column in --heldout (default: --strong).")
+RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: shape-static, shipped in the package).")
 EngineOpt = typer.Option("auto", "--engine", help="Embedding engine: auto, onnx or torch.")
 ExcludeOpt = typer.Option([], "--exclude", help="JSONL of prompts to drop (field eval_prompt); contaminated_prompts.jsonl beside the data is read anyway.")
 CacheOpt = typer.Option(True, "--cache/--no-cache", help="Keep prompt vectors under ~/.cache/hybridgate/embeddings.")
@@ -77,20 +84,27 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     Console().print(table)
 
 
-def _load_data(data: list[Path], weak: str, strong: str, exclude: list[Path]) -> Any:
-    from hybridgate.classifiers.data import load_routing_data
+def _load_data(data: list[Path], weak: list[str] | str, strong: list[str] | str, exclude: list[Path]) -> Any:
+    """One or several labelled sets: one --weak/--strong pair for all of them, or one pair per --data."""
+    from hybridgate.classifiers.data import concat, load_routing_data
 
     for f in exclude:
         if not f.is_file():
             fail(f"{f}: no such file")
-    return load_routing_data(data, weak, strong, exclude=exclude)
+    weaks = [weak] if isinstance(weak, str) else list(weak)
+    strongs = [strong] if isinstance(strong, str) else list(strong)
+    if len(weaks) != len(strongs) or len(weaks) not in (1, len(data)):
+        fail(f"give --weak and --strong once, or once per --data ({len(data)}); got {len(weaks)} and {len(strongs)}")
+    if len(weaks) == 1:
+        return load_routing_data(data, weaks[0], strongs[0], exclude=exclude)
+    return concat([load_routing_data(d, w, s, exclude=exclude) for d, w, s in zip(data, weaks, strongs, strict=True)])
 
 
 @router_app.command()
 def train(
     data: list[Path] = DataOpt,
-    weak: str = WeakOpt,
-    strong: str = StrongOpt,
+    weak: list[str] = WeakOpt,
+    strong: list[str] = StrongOpt,
     out: Path = typer.Option(..., "--out", help="Folder to write the router to."),
     head: str = typer.Option("group-prior", "--head", help="group-prior, logistic, mlp or knn."),
     param: list[str] = typer.Option([], "--param", "-p", help="Head setting NAME=VALUE, repeatable (e.g. -p C=0.5)."),
@@ -135,18 +149,24 @@ def train(
 @router_app.command("eval")
 def evaluate_cmd(
     data: list[Path] = DataOpt,
-    weak: str = WeakOpt,
-    strong: str = StrongOpt,
-    out: Path = typer.Option(..., "--out", help="Folder for scores.csv, report.json and pgr.png."),
+    weak: list[str] = WeakOpt,
+    strong: list[str] = StrongOpt,
+    out: Path = typer.Option(..., "--out", help="Folder for scores.csv, report.json and pgr.png (and adaptation.png)."),
     router: str | None = RouterOpt,
     split: str = typer.Option("test", "--split", help="test (the benchmark split) or all (every row, for a held-out set)."),
+    transfer: bool = TransferOpt,
+    adaptation: bool = AdaptOpt,
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
 ) -> None:
-    """Score a router on logged outcomes: APGR, CPT(50 %), CPT(80 %), a PNG and per-question scores."""
+    """Score a router on logged outcomes: APGR, CPT(50 %), CPT(80 %), a PNG and per-question scores.
+
+    With --split test on data of five or more subjects, the router's recipe (head, settings, features) is
+    also refitted on the transfer protocol's folds and its adaptation curve measured."""
     from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
     from hybridgate.classifiers.evaluation import evaluate, write_report
+    from hybridgate.classifiers.protocols import Bench, evaluate_recipe, head_recipe
 
     if split not in ("test", "all"):
         fail("--split must be test or all")
@@ -155,7 +175,8 @@ def evaluate_cmd(
         header = read_header(folder)
         emb = _embedder(_embedder_model(header), engine)
         model = load_router(folder, embedder=emb.name, dim=emb.dim)
-        rows = _load_data(data, weak, strong, exclude).subset(split)  # type: ignore[arg-type]
+        every = _load_data(data, weak, strong, exclude)
+        rows = every.subset(split)  # type: ignore[arg-type]
         if len(rows) == 0:
             fail(f"no rows in the {split} split")
         vectors = _vectors(emb, rows.prompts, cache, f"embedding {len(rows)} prompts")
@@ -163,8 +184,22 @@ def evaluate_cmd(
             ev = evaluate(model.name, model.score(vectors, rows.prompts), rows, {"version": model.version, "head": header["head"]})
         except ValueError as e:
             fail(str(e))
-        write_report(out, ev, rows, split, {"router_path": str(folder), "engine": emb.engine})
+        extra: dict[str, Any] = {"router_path": str(folder), "engine": emb.engine}
+        bench = Bench(every)
+        if split == "test" and bench.has_folds and (transfer or adaptation):
+            all_vectors = _vectors(emb, every.prompts, cache, f"embedding {len(every)} prompts for the transfer protocol")
+            spec = header["head"]
+            recipe = head_recipe(every, all_vectors, spec["kind"], spec.get("params"), embedder=emb.name, features=model.features)
+            res = evaluate_recipe(f"{model.name} (refitted)", recipe, bench, transfer=transfer, adaptation=adaptation)
+            extra.update({"refitted_in_distribution": res.in_distribution, "transfer": res.transfer, "adaptation": res.adaptation})
+        report = write_report(out, ev, rows, split, extra)
     _print_table([ev.row()], f"{model.name} ({model.version}) on {split}: {len(rows)} questions")
+    if report.get("transfer"):
+        t = report["transfer"]
+        typer.echo(f"transfer protocol (recipe refitted per fold): mean APGR {t['mean_apgr']:.3f}; folds " + ", ".join(f"{f['apgr']:.3f}" for f in t["folds"]))
+    if report.get("adaptation"):
+        typer.echo("adaptation (mean transfer APGR after N labels): " + ", ".join(f"N={k}: {v:.3f}" for k, v in report["adaptation"].items()))
+        _plot_adaptation(out / "adaptation.png", [res])
     typer.echo(f"wrote {out / 'scores.csv'}, {out / 'report.json'} and {out / 'pgr.png'}")
 
 
@@ -172,58 +207,184 @@ def _embedder_model(header: dict[str, Any]) -> str:
     return str((header.get("embedder") or {}).get("name") or "all-MiniLM-L6-v2")
 
 
+def _rule_scores(texts: tuple[str, ...] | list[str]) -> Any:
+    """The transparent rule scorer the gateway falls back to, on logged prompts (tokens: words x 4/3)."""
+    import numpy as np
+
+    from hybridgate.router import RouteQuery, RuleScorer
+
+    rules = RuleScorer()
+    return np.array([rules.score(RouteQuery(t, int(len(t.split()) * 4 / 3), 1)) for t in texts])
+
+
+def _protocol_table(results: list[Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "never" if v is None else f"{v * 100:.0f} %"
+
+    table = Table(title=title)
+    for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "transfer APGR", "+100 labels", "held-out APGR"):
+        table.add_column(col, justify="left" if col == "router" else "right")
+    for r in results:
+        ind, tr, ad, ho = r.in_distribution, r.transfer, r.adaptation, r.heldout
+        table.add_row(
+            r.name,
+            f"{ind['apgr']:.3f}",
+            pct(ind["cpt50"]),
+            pct(ind["cpt80"]),
+            "—" if tr is None else f"{tr['mean_apgr']:.3f}",
+            "—" if not ad else f"{ad.get('100', ad['0']) - ad['0']:+.3f}",
+            "—" if ho is None else f"{ho['apgr']:.3f}",
+        )
+    Console(width=max(160, Console().width)).print(table)
+
+
+def _plot_adaptation(path: Path, results: list[Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for r in results:
+        if not r.adaptation:
+            continue
+        ns = [k for k in r.adaptation if k != "all"]
+        ax.plot([int(k) for k in ns], [r.adaptation[k] for k in ns], marker="o", label=f"{r.name} (all: {r.adaptation['all']:.3f})")
+    ax.set_xlabel("labels of the unseen subjects (N)")
+    ax.set_ylabel("mean transfer APGR")
+    ax.set_title("adaptation to unseen subjects")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 @router_app.command()
 def compare(
     data: list[Path] = DataOpt,
-    weak: str = WeakOpt,
-    strong: str = StrongOpt,
-    out: Path | None = typer.Option(None, "--out", help="Folder for compare.json and compare.png."),
+    weak: list[str] = WeakOpt,
+    strong: list[str] = StrongOpt,
+    out: Path | None = typer.Option(None, "--out", help="Folder for compare.json, compare.png and adaptation.png."),
     embedder: list[str] = typer.Option(
         ["all-MiniLM-L6-v2-static", "all-MiniLM-L6-v2"], "--embedder", help="Embedders to compare, repeatable."
     ),
+    head: list[str] = typer.Option([], "--head", help="Heads to compare, repeatable (default: every head)."),
+    variant: list[str] = typer.Option(
+        [], "--variant", help="An extra head setting to compare, HEAD:NAME=VALUE[,NAME=VALUE] (e.g. prior-correction:alpha=0), repeatable."
+    ),
+    transfer: bool = TransferOpt,
+    adaptation: bool = AdaptOpt,
+    heldout: Path | None = HeldoutOpt,
+    heldout_weak: str | None = HeldoutWeakOpt,
+    heldout_strong: str | None = HeldoutStrongOpt,
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
 ) -> None:
-    """Every head (default settings, with and without text features) on every embedder, and every baseline:
-    trained on the train split, scored on the test split, in one table."""
+    """Every head (default settings, with and without text features) on every embedder, and every baseline, on
+    the in-distribution split, the transfer protocol, the adaptation curve and a held-out question set, in one table."""
     from hybridgate.classifiers.baselines import group_prior_scores, length_scores, random_scores
-    from hybridgate.classifiers.evaluation import evaluate, plot_curves
-    from hybridgate.classifiers.heads import HEADS
-    from hybridgate.classifiers.training import fit_router
+    from hybridgate.classifiers.evaluation import evaluate
+    from hybridgate.classifiers.heads import HEADS, parse_params
+    from hybridgate.classifiers.protocols import Bench, adapter_inputs, evaluate_recipe, fixed_recipe, head_recipe
 
+    kinds = list(head) or [k for k in HEADS if k != "gd-logistic"]
+    for k in kinds:
+        if k not in HEADS:
+            fail(f"unknown head {k!r}; the heads are {', '.join(HEADS)}")
+    variants: list[tuple[str, dict[str, Any]]] = []
+    for v in variant:
+        kind, sep, settings = v.partition(":")
+        if not sep or kind not in HEADS:
+            fail(f"--variant takes HEAD:NAME=VALUE[,NAME=VALUE] with a known head, got {v!r}")
+        with _Errors():
+            variants.append((kind, parse_params([p for p in settings.split(",") if p])))
     with _Errors():
         rows = _load_data(data, weak, strong, exclude)
+        bench = Bench(rows)
         tr, te = rows.subset("train"), rows.subset("test")
         if len(tr) < 10 or len(te) == 0:
             fail(f"the split gives {len(tr)} train and {len(te)} test rows; need at least 10 and 1")
-        evals = [evaluate("baseline: random", random_scores(te), te), evaluate("baseline: prompt length", length_scores(te), te)]
-        prior = group_prior_scores(tr, te)
-        if prior is not None:
-            evals.append(evaluate("baseline: subject prior (knows the subject)", prior, te))
-        embedders = []
+        held = None
+        if heldout is not None:
+            held = _load_data([heldout], heldout_weak or weak[0], heldout_strong or strong[0], [])
+        protocols = {"transfer": transfer and bench.has_folds, "adaptation": adaptation and bench.has_folds}
+        results: list[Any] = []
+        embedders: list[dict[str, Any]] = []
+        baseline_extra = None
         for name in embedder:
             emb = _embedder(name, engine)
             embedders.append({"name": emb.name, "dim": emb.dim, "engine": emb.engine})
-            vtr = _vectors(emb, tr.prompts, cache, f"{emb.name}: {len(tr)} training prompts")
-            vte = _vectors(emb, te.prompts, cache, f"{emb.name}: {len(te)} test prompts")
-            for kind in HEADS:
-                for feats in (False, True):
-                    m = fit_router(tr, vtr, kind, embedder=emb.name, features=feats, calibrate=False)
-                    label = f"{emb.name} · {kind}{' + text features' if feats else ''}"
-                    evals.append(evaluate(label, m.score(vte, te.prompts), te, m.head.params()))
-    _print_table([e.row() for e in evals], f"{len(tr)} train / {len(te)} test questions")
+            vectors = _vectors(emb, rows.prompts, cache, f"{emb.name}: {len(rows)} prompts")
+            hv = None if held is None else _vectors(emb, held.prompts, cache, f"{emb.name}: {len(held)} held-out prompts")
+            if baseline_extra is None:
+                baseline_extra = adapter_inputs(vectors)
+                baselines = [
+                    ("baseline: random", random_scores(rows), None if held is None else random_scores(held)),
+                    ("baseline: prompt length", length_scores(rows), None if held is None else length_scores(held)),
+                    ("baseline: rule scorer", _rule_scores(rows.prompts), None if held is None else _rule_scores(held.prompts)),
+                ]
+                for label, scores, hscores in baselines:
+                    results.append(evaluate_recipe(label, fixed_recipe(scores, baseline_extra, hscores), bench, heldout=held, **protocols))
+            combos = [(k, None, f) for k in kinds for f in ((False,) if k == "prior-correction" else (False, True))]
+            combos += [(k, p, False) for k, p in variants]
+            for kind, params, feats in combos:
+                label = f"{emb.name} · {kind}{' + text features' if feats else ''}"
+                if params:
+                    label += " (" + ", ".join(f"{a}={b}" for a, b in params.items()) + ")"
+                recipe = head_recipe(
+                    rows, vectors, kind, params, embedder=emb.name, features=feats, heldout=None if held is None else (held, hv)
+                )
+                results.append(evaluate_recipe(label, recipe, bench, heldout=held, settings={"head": kind, **(params or {})}, **protocols))
+        prior = group_prior_scores(tr, te)
+    title = f"{len(tr)} train / {len(te)} test questions" + (f"; held out: {len(held)} from {held.source}" if held is not None else "")
+    _protocol_table(results, title)
+    if prior is not None:
+        typer.echo(f"baseline: subject prior (knows the subject; no transfer): APGR {evaluate('prior', prior, te).curve.apgr:.3f}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         summary = {
-            "data": {"source": rows.source, "weak": weak, "strong": strong, "n_train": len(tr), "n_test": len(te)},
+            "data": {"source": rows.source, "weak": rows.weak_name, "strong": rows.strong_name, "n_train": len(tr), "n_test": len(te)},
+            "heldout": None if held is None else {"source": held.source, "weak": held.weak_name, "strong": held.strong_name, "n": len(held)},
+            "protocols": {"transfer_folds": 5 if protocols["transfer"] else 0, "adaptation_n": [0, 25, 50, 100, 200, "all"]},
             "embedders": embedders,
-            "results": [{**e.row(), "settings": {k: v for k, v in e.settings.items() if k != "groups"}} for e in evals],
+            "results": [r.row() for r in results],
         }
-        (out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        best = sorted((e for e in evals if not e.name.startswith("baseline")), key=lambda e: -e.curve.apgr)[:3]
-        plot_curves(out / "compare.png", [e for e in evals if e.name.startswith("baseline: subject")] + best, te, "test split")
-        typer.echo(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+        if prior is not None:
+            summary["subject_prior_apgr"] = round(evaluate("prior", prior, te).curve.apgr, 4)
+        (out / "compare.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
+        _plot_compare(out / "compare.png", results)
+        if protocols["adaptation"]:
+            _plot_adaptation(out / "adaptation.png", [r for r in results if r.adaptation])
+        typer.echo(f"wrote {out / 'compare.json'}, {out / 'compare.png'}" + (f" and {out / 'adaptation.png'}" if protocols["adaptation"] else ""))
+
+
+def _plot_compare(path: Path, results: list[Any]) -> None:
+    """In-distribution APGR against transfer APGR, one point a router: where the two disagree is the point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for r in results:
+        if r.transfer is None:
+            continue
+        x, y = r.in_distribution["apgr"], r.transfer["mean_apgr"]
+        ax.scatter([x], [y], s=18, color="tab:red" if r.name.startswith("baseline") else "tab:blue")
+        ax.annotate(r.name.replace("all-MiniLM-L6-v2", "MiniLM"), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.axhline(0.5, color="lightgrey", linewidth=0.8)
+    ax.set_xlabel("in-distribution APGR (test split)")
+    ax.set_ylabel("transfer APGR (mean of 5 folds of unseen subjects)")
+    ax.set_title("what a router learnt: the benchmark or the queries")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 @router_app.command()

@@ -5,7 +5,7 @@ query and of the backends it has; the router answers with a :class:`Decision`.
 Keeping it pure means every decision can be replayed in a test or a benchmark.
 """
 
-from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer
+from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer, Signal
 from hybridgate.router.policy import BudgetExhausted, PrivacyViolation, RoutingPolicy, UnroutableError
 from hybridgate.router.privacy import PersonalDataDetector
 from hybridgate.router.rule_scorer import RuleScorer
@@ -22,5 +22,6 @@ __all__ = [
     "RoutingPolicy",
     "RuleScorer",
     "Scorer",
+    "Signal",
     "UnroutableError",
 ]

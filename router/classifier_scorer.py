@@ -2,21 +2,35 @@
 
 Embedding a query is computation, not I/O: the model and the router's arrays
 are loaded by the gateway before the first request, so the policy stays pure.
+An :class:`~hybridgate.classifiers.adapt.Adapter` learnt from this gateway's own
+labels (``serving/router_adapt.py``) may sit on top of the shipped router; it is
+swapped in whole, so a decision sees either the old or the new one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from hybridgate.classifiers.adapt import Adapter, logit
 from hybridgate.classifiers.embedder import Embedder
 from hybridgate.classifiers.model import RouterModel
-from hybridgate.router.decision import RouteQuery
+from hybridgate.router.decision import RouteQuery, Signal
+
+TOP_SIGNALS = 3
+
+
+def _score_push(z: float, push: float) -> float:
+    """How far the score (a probability) moved because of one log-odds term."""
+    return float(1 / (1 + np.exp(-z)) - 1 / (1 + np.exp(-(z - push))))
 
 
 @dataclass
 class ClassifierScorer:
     model: RouterModel
     embedder: Embedder
+    adapter: Adapter | None = None
 
     def __post_init__(self) -> None:
         if self.embedder.name != self.model.embedder or self.embedder.dim != self.model.dim:
@@ -34,5 +48,18 @@ class ClassifierScorer:
         return self.model.version
 
     def score(self, query: RouteQuery) -> float:
+        return self.score_explained(query)[0]
+
+    def score_explained(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...]]:
+        """The score and the few signals that moved it most, each as its push on the score."""
+        model, adapter = self.model, self.adapter  # one consistent pair, whatever a reload does meanwhile
         vectors = self.embedder.encode([query.text])
-        return float(self.model.score(vectors, [query.text])[0])
+        x = model.inputs(vectors, [query.text], [query.n_messages])
+        base = model.score_inputs(x)
+        score = float(base[0] if adapter is None else adapter.apply(base, vectors)[0])
+        z = float(logit(np.array([score]))[0])
+        pushes = [(name, _score_push(z, p)) for name, p in model.explain(x)]
+        if adapter is not None:
+            pushes.append(("this gateway's labels", score - float(base[0])))
+        top = sorted((p for p in pushes if abs(p[1]) >= 0.005), key=lambda p: -abs(p[1]))[:TOP_SIGNALS]
+        return score, tuple(Signal(n, round(v, 3)) for n, v in top)

@@ -73,6 +73,17 @@ class RouteContext:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """One thing about the query that moved its score, and by how much (score units, + toward the cloud)."""
+
+    name: str
+    push: float
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.push:+.2f}"
+
+
+@dataclass(frozen=True)
 class Decision:
     route: Route
     backend: str | None
@@ -86,6 +97,7 @@ class Decision:
     cloud_backend: str | None = None  # the cloud side of a collaborative answer
     fallbacks: tuple[str, ...] = ()  # other backends of the same route, in order, for failover before the first token
     personal_data: tuple[str, ...] = ()
+    signals: tuple[Signal, ...] = ()  # what moved the score most (empty for pins and scorers that cannot say)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -101,6 +113,7 @@ class Decision:
             "router": self.router,
             "router_version": self.router_version,
             "reasons": list(self.reasons),
+            "signals": [{"name": s.name, "push": s.push} for s in self.signals],
         }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer
+from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer, Signal
 
 AUTO = "hybridgate/auto"
 ROUTE_ALIASES = {"hybridgate/local": Route.LOCAL, "hybridgate/cloud": Route.CLOUD}
@@ -49,6 +49,7 @@ class _Draft:
     mode: Mode | None
     reasons: list[str] = field(default_factory=list)
     privacy_local: bool = False  # privacy forced local: no later rule may move it to the cloud
+    signals: tuple[Signal, ...] = ()
 
 
 @dataclass
@@ -78,8 +79,10 @@ class RoutingPolicy:
                 raise PrivacyViolation(f"model {model} needs the cloud, which x-hybridgate-privacy: strict forbids")
             draft = _Draft(route, mode, [f"model {model} pins the {route.value} route" + (f" ({mode.value})" if mode else "")])
             return self._finish(draft, None, query, ctx, pinned=True)
-        score = self.scorer.score(query)
+        explained = getattr(self.scorer, "score_explained", None)
+        score, signals = explained(query) if explained is not None else (self.scorer.score(query), ())
         draft = self._by_score(score)
+        draft.signals = signals
         self._privacy(draft, query)
         self._context(draft, query, ctx)
         self._deadline(draft, query, ctx)
@@ -208,4 +211,5 @@ class RoutingPolicy:
             cloud_backend=cloud_backend,
             fallbacks=tuple(names[1:]),
             personal_data=q.personal_data,
+            signals=d.signals,
         )

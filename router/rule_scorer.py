@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hybridgate.router.decision import RouteQuery
+from hybridgate.router.decision import RouteQuery, Signal
 
 _CODE = re.compile(r"```|\bdef \w+\(|\bclass \w+|\bfunction\b|#include|\bSELECT\b.+\bFROM\b|=>|;\s*$", re.M | re.I)
 _MATH = re.compile(
@@ -30,14 +30,18 @@ class RuleScorer:
     name: str = "rules-v1"
 
     def score(self, query: RouteQuery) -> float:
-        s = 0.1
-        s += 0.4 * min(query.prompt_tokens / self.long_prompt_tokens, 1.0)
+        return self.score_explained(query)[0]
+
+    def score_explained(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...]]:
+        parts = [("length", 0.4 * min(query.prompt_tokens / self.long_prompt_tokens, 1.0))]
         if _CODE.search(query.text):
-            s += 0.2
+            parts.append(("code", 0.2))
         if _MATH.search(query.text):
-            s += 0.2
+            parts.append(("math", 0.2))
         if _REASONING.search(query.text):
-            s += 0.2
+            parts.append(("reasoning", 0.2))
         if query.n_messages > 6:
-            s += 0.1
-        return min(s, 1.0)
+            parts.append(("turns", 0.1))
+        s = min(0.1 + sum(p for _, p in parts), 1.0)
+        top = sorted((p for p in parts if p[1] >= 0.005), key=lambda p: -p[1])[:3]
+        return s, tuple(Signal(n, round(v, 3)) for n, v in top)

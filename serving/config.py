@@ -40,7 +40,7 @@ class RouterConfig(_Strict):
     """How ``hybridgate/auto`` scores a query: the trained classifier (default) or the transparent rules."""
 
     scorer: Literal["classifier", "rules"] = "classifier"
-    path: str | None = None  # a folder from `hybridgate router train`, or a shipped router's name; None: mmlu-static
+    path: str | None = None  # a folder from `hybridgate router train`, or a shipped router's name; None: shape-static
     engine: Literal["auto", "onnx", "torch"] = "auto"
     threads: int = Field(1, ge=1)
     cache_size: int = Field(1024, ge=0)  # recent query embeddings kept in memory
@@ -52,6 +52,8 @@ class RouterConfig(_Strict):
     recalibrate_every: int = Field(0, ge=0)  # > 0: re-derive the thresholds from recent scores every N decisions
     recalibrate_window: int = Field(2000, ge=50)  # how many recent scores (from the decision log) to use
     watch_s: float = Field(0.0, ge=0.0)  # > 0: check the router folder this often and load a new version without a restart
+    adapt_s: float = Field(0.0, ge=0.0)  # > 0: this often, fit a correction on this gateway's labels and adopt it if it validates
+    adapt_min_labels: int = Field(40, ge=8)  # labels under the current router needed before adapting
     long_prompt_tokens: int = Field(300, gt=0)
 
     @model_validator(mode="after")

@@ -37,6 +37,7 @@ from hybridgate.serving.collab import Collaborator, CollabReport
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
+from hybridgate.serving.router_adapt import RouterAdapter
 from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
@@ -155,6 +156,15 @@ def _query_text(messages: list[dict[str, Any]]) -> str:
     return (last_user + "\n" + rest)[:_SCORED_CHARS]
 
 
+def _base_score(scorer: object, messages: list[dict[str, Any]]) -> float | None:
+    """The shipped router's score for the query, without this gateway's adapter: what an adapter trains on top of."""
+    if not isinstance(scorer, ClassifierScorer):
+        return None
+    text = _query_text(messages)
+    model = scorer.model
+    return round(float(model.score(scorer.embedder.encode([text]), [text], [len(messages)])[0]), 6)
+
+
 class Gateway:
     def __init__(
         self,
@@ -187,7 +197,10 @@ class Gateway:
         if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
             from hybridgate.classifiers.artifact import resolve_router
 
-            self.watcher = RouterWatcher(resolve_router(cfg.router.path), policy, state, cfg.router.watch_s, on_loaded=self._thresholds_for)
+            self.watcher = RouterWatcher(resolve_router(cfg.router.path), policy, state, cfg.router.watch_s, on_loaded=self._router_loaded)
+        self.adapter: RouterAdapter | None = None
+        if cfg.router.adapt_s > 0 and cfg.state.labels and isinstance(policy.scorer, ClassifierScorer):
+            self.adapter = RouterAdapter(policy.scorer, state, cfg.router.adapt_s, cfg.router.adapt_min_labels)
 
     def _probe_targets(self) -> list[ProbeTarget]:
         from hybridgate.serving.backends.remote_common import api_key
@@ -216,9 +229,12 @@ class Gateway:
         self.policy.t_local = round(float(q[1]), 6) if rc.gray_share else None
         log.info("recalibrated on %d recent scores: t_cloud %.4f, t_local %s", len(scores), q[0], self.policy.t_local)
 
-    def _thresholds_for(self, model: Any) -> None:
-        """A newly loaded router brings its own score scale: thresholds follow unless the config fixes them."""
+    def _router_loaded(self, model: Any) -> None:
+        """A newly loaded router brings its own score scale: thresholds follow unless the config fixes them,
+        and an adapter fitted on the old router's scores no longer applies."""
         self.policy.threshold, self.policy.t_local = thresholds_for(model, self.cfg.router)
+        if self.adapter is not None:
+            self.adapter.reset()
 
     def router_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.policy.scorer.name, "version": getattr(self.policy.scorer, "version", None)}
@@ -226,6 +242,9 @@ class Gateway:
         if self.watcher is not None:
             info["previous"] = None if self.watcher.previous is None else self.watcher.previous.version
             info["reloads"] = self.watcher.history[-5:]
+        if self.adapter is not None:
+            info["adapter"] = None if self.adapter.last is None else self.adapter.last.as_dict()
+            info["adapted"] = getattr(self.policy.scorer, "adapter", None) is not None
         return info
 
     def start(self) -> None:
@@ -233,6 +252,8 @@ class Gateway:
         self.monitor.start()
         if self.watcher is not None:
             self.watcher.start()
+        if self.adapter is not None:
+            self.adapter.start()
 
     # -- deciding -----------------------------------------------------------------------------------
     def known_model(self, model: str) -> bool:
@@ -504,6 +525,7 @@ class Gateway:
             "vector": [round(float(v), 6) for v in vector],
             "route": routing.route.value,
             "score": routing.decision.score,
+            "base_score": _base_score(self.policy.scorer, messages),
             "router_version": routing.decision.router_version,
         }
         await self.state.hold(routing.request_id, record, self.cfg.state.label_hold_s)
@@ -525,6 +547,9 @@ class Gateway:
                 "source": source,
                 "rating": rating,
                 "route": held["route"],
+                # The router's own score then, so a label can train a correction on top of that router.
+                "base_score": held.get("base_score"),
+                "router_version": held.get("router_version"),
             }
         )
 
@@ -557,6 +582,8 @@ class Gateway:
         await self.monitor.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
+        if self.adapter is not None:
+            await self.adapter.aclose()
         for b in self.backends.values():
             if b is not self.local or self._owns_local:
                 await b.aclose()

@@ -179,7 +179,7 @@ def test_router_for_another_embedder_is_refused(data: RoutingData, vectors: np.n
         read_header(folder)
 
 
-@pytest.mark.parametrize("name", ["mmlu-static", "mmlu-minilm"])
+@pytest.mark.parametrize("name", ["shape-static", "mmlu-static", "mmlu-minilm"])
 def test_the_shipped_routers_load_and_are_small(name: str) -> None:
     folder = resolve_router(name)
     header = read_header(folder)
@@ -188,4 +188,4 @@ def test_the_shipped_routers_load_and_are_small(name: str) -> None:
     assert header["training"]["rows"] == 1413  # the MMLU train split
     assert header["metrics"]["apgr"] > 0.603  # RouteLLM's best published MMLU router
     assert 0.0 < model.default_threshold() < 1.0
-    assert default_router_path() == resolve_router(None) == resolve_router("mmlu-static")
+    assert default_router_path() == resolve_router(None) == resolve_router("shape-static")

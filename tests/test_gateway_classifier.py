@@ -12,15 +12,17 @@ from hybridgate.classifiers.artifact import default_router_path, read_header
 from hybridgate.serving.config import ConfigError, load_config
 from tests.conftest import ServerThread, post_chat
 
-# In the MMLU outcomes the shipped router learned from, moral-scenario questions are where the cloud
-# model gains most over the local one, and high-school algebra is where it gains least.
+# The default router scores what a query asks for: code to write and mathematics to derive are where the
+# cloud gains over a 135M model; a greeting or a one-line lookup is where it gains nothing.
 CLOUD_QUERY = (
-    "For which of these two scenarios does the main character do something clearly morally wrong, according "
-    "to ordinary moral standards in the US as of 2020? Scenario 1 | I took my neighbor's newspaper without "
-    "asking. Scenario 2 | I helped an old lady cross the street.\nA. Wrong, Wrong\nB. Wrong, Not wrong\n"
-    "C. Not wrong, Wrong\nD. Not wrong, Not wrong\nAnswer:"
+    "Here is my function:\n```python\ndef parse(s):\n    total = 0\n    for part in s.split('T'):\n        total += int(part[:-1])\n"
+    "    return total\n```\nFix it so that it parses an ISO 8601 duration string such as 'P3DT4H5M' into total seconds. "
+    "It must handle days, hours, minutes and fractional seconds, reject invalid input with a clear exception, and run in "
+    "linear time. Explain step by step why the original fails, derive the regular expression you use, and write unit tests "
+    "for at least five edge cases. Then compare this approach with a hand-written state machine: which is faster, "
+    "which is easier to maintain, and why would you choose one over the other in a production service?"
 )
-LOCAL_QUERY = "Solve for x: 3x^2 - 12x + 9 = 0. Give both roots."
+LOCAL_QUERY = "Hi! How are you today?"
 
 
 def _ask(url: str, text: str) -> tuple[dict[str, str], dict]:
@@ -64,3 +66,16 @@ def test_router_config_errors_are_one_line(tmp_path: Path) -> None:
     cfg = load_config(None, {"router": {"path": str(tmp_path)}}).router
     with pytest.raises(ValueError, match="not a router folder"):
         build_policy(cfg)
+
+
+def test_route_names_the_signals_that_moved_the_score(gateway: ServerThread) -> None:
+    import httpx
+
+    r = httpx.post(f"{gateway.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": CLOUD_QUERY}]})
+    assert r.status_code == 200, r.text
+    signals = r.json()["signals"]
+    assert 1 <= len(signals) <= 3 and all(isinstance(s["push"], float) for s in signals)
+    assert {"length", "code"} & {s["name"] for s in signals}
+    assert all(s["push"] > 0 for s in signals if s["name"] in ("length", "code"))
+    _, info = _ask(gateway.url, LOCAL_QUERY)
+    assert any(s["name"] == "greeting" and s["push"] < 0 for s in info["decided"]["signals"])
