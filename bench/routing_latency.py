@@ -3,7 +3,8 @@
 Each engine runs its shipped router on the same query ``--runs`` times after a
 warm-up, with the query-embedding cache off, so every run embeds for real:
 
-- ``static`` (the default router, ``mmlu-static``): word-piece vectors distilled from MiniLM;
+- ``static``: word-piece vectors distilled from MiniLM, under the default router (``shape-static``: shape
+  features, prior and gated topic correction, with its explanation) and under ``mmlu-static``;
 - ``torch`` and ``onnx`` with 1 and 2 threads (``mmlu-minilm``): the transformer itself.
 
 Then the whole ``RoutingPolicy.decide`` of the default router, uncached and on
@@ -80,10 +81,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "routing_latency.json")
     args = ap.parse_args()
 
+    default_router = load_router(resolve_router(None))
     static_router = load_router(resolve_router("mmlu-static"))
     minilm_router = load_router(resolve_router("mmlu-minilm"))
+    static = StaticEmbedder()
     engines: list[tuple[str, Embedder, object]] = [
-        ("static (default router)", StaticEmbedder(), static_router),
+        ("static (default router)", static, default_router),
+        ("static", static, static_router),
         ("torch, 1 thread", TorchEmbedder(threads=1), minilm_router),
         ("onnx, 1 thread", OnnxEmbedder(threads=1), minilm_router),
         ("onnx, 2 threads", OnnxEmbedder(threads=2), minilm_router),
@@ -105,7 +109,7 @@ def main() -> None:
     ctx = RouteContext({"local": Route.LOCAL, "cloud": Route.CLOUD}, frozenset({"local", "cloud"}))
     query = RouteQuery(QUERY, 200, 1)
     for label, size in (("default router, whole decide", 0), ("default router, whole decide, cache hit", 1024)):
-        policy = RoutingPolicy(ClassifierScorer(static_router, CachedEmbedder(engines[0][1], size=size)), static_router.default_threshold())
+        policy = RoutingPolicy(ClassifierScorer(default_router, CachedEmbedder(static, size=size)), default_router.default_threshold())
         for _ in range(20):
             policy.decide(query, ctx)
         samples = []
@@ -113,7 +117,7 @@ def main() -> None:
             t0 = time.perf_counter()
             policy.decide(query, ctx)
             samples.append(time.perf_counter() - t0)
-        rows.append({"engine": label, "router": static_router.name, **percentiles(samples), "score": None, "max_abs_diff_vs_torch": None})
+        rows.append({"engine": label, "router": default_router.name, **percentiles(samples), "score": None, "max_abs_diff_vs_torch": None})
 
     table = Table(title=f"embed + score one query of {tokens} word pieces, {args.runs} runs, {os.cpu_count()} cores")
     for col in ("engine", "router", "p50", "p99", "mean", "score", "max |diff| vs torch"):
@@ -134,7 +138,7 @@ def main() -> None:
     result = {
         "query_word_pieces": tokens,
         "runs": args.runs,
-        "routers": {m.name: m.version for m in (static_router, minilm_router)},
+        "routers": {m.name: m.version for m in (default_router, static_router, minilm_router)},
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor()},
         "results": rows,
     }

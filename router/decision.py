@@ -98,6 +98,8 @@ class Decision:
     fallbacks: tuple[str, ...] = ()  # other backends of the same route, in order, for failover before the first token
     personal_data: tuple[str, ...] = ()
     signals: tuple[Signal, ...] = ()  # what moved the score most (empty for pins and scorers that cannot say)
+    private: bool = False  # no cloud backend may see this request (strict, or personal data kept on the device)
+    redact_only: bool = False  # the cloud may see it only with its personal data replaced (the redact mode)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -110,6 +112,7 @@ class Decision:
             "cloud_backend": self.cloud_backend,
             "fallbacks": list(self.fallbacks),
             "personal_data": list(self.personal_data),
+            "private": self.private,
             "router": self.router,
             "router_version": self.router_version,
             "reasons": list(self.reasons),

@@ -6,7 +6,10 @@ The order is fixed and each step that changes the route says why:
 2. the score against two thresholds: below ``t_local`` local, at or above
    ``t_cloud`` cloud, between them the collaborative ``mode``;
 3. privacy: a strict request never reaches the cloud; personal data keeps the
-   query local (or sends it through the redact mode, if so configured);
+   query local (or sends it through the redact mode, if so configured). This is
+   an invariant, not a step: once a request is private, no later rule (context
+   overflow, deadline, budget, overload, health) may choose a cloud backend, and
+   the only outcomes are local, redact (where configured) or an error;
 4. a prompt the local model cannot hold goes to the cloud;
 5. a deadline picks the route whose expected first-token latency meets it;
 6. the daily cloud budget, spent, keeps it local;
@@ -48,7 +51,8 @@ class _Draft:
     route: Route
     mode: Mode | None
     reasons: list[str] = field(default_factory=list)
-    privacy_local: bool = False  # privacy forced local: no later rule may move it to the cloud
+    privacy_local: bool = False  # private: no later rule may move it to the cloud
+    redact_only: bool = False  # personal data under on_personal_data=redact: the cloud only through the redact mode
     signals: tuple[Signal, ...] = ()
 
 
@@ -68,16 +72,46 @@ class RoutingPolicy:
     def t_low(self) -> float:
         return self.threshold if self.t_local is None else min(self.t_local, self.threshold)
 
+    def private(self, q: RouteQuery) -> bool:
+        """Whether ``q`` may not reach a cloud backend at all (strict, or personal data kept on the device)."""
+        return q.privacy_strict or (bool(q.personal_data) and self.on_personal_data == "local")
+
+    def redact_only(self, q: RouteQuery) -> bool:
+        """Whether ``q`` may reach the cloud only with its personal data replaced (the redact mode)."""
+        return not q.privacy_strict and bool(q.personal_data) and self.on_personal_data == "redact"
+
     def decide(self, query: RouteQuery, ctx: RouteContext) -> Decision:
+        decision = self._decide(query, ctx)
+        # The invariant, checked on the way out as well as kept by every step: a private request never has a
+        # cloud backend, and a redact-only one reaches the cloud only through the redact mode.
+        cloud = [n for n in (decision.backend, decision.cloud_backend, *decision.fallbacks) if n and ctx.backends.get(n) is Route.CLOUD]
+        if cloud and (decision.private or (decision.redact_only and decision.mode is not Mode.REDACT)):
+            raise PrivacyViolation("this request's privacy forbids the cloud")  # unreachable unless a step is wrong
+        return decision
+
+    def _decide(self, query: RouteQuery, ctx: RouteContext) -> Decision:
         model = query.requested_model
         if model in ctx.backends:
             return self._pinned_backend(model, query, ctx)
         if model in ROUTE_ALIASES or model in MODE_ALIASES:
             route = ROUTE_ALIASES.get(model, Route.COLLAB)
             mode = MODE_ALIASES.get(model)
-            if query.privacy_strict and route is not Route.LOCAL:
-                raise PrivacyViolation(f"model {model} needs the cloud, which x-hybridgate-privacy: strict forbids")
             draft = _Draft(route, mode, [f"model {model} pins the {route.value} route" + (f" ({mode.value})" if mode else "")])
+            draft.privacy_local, draft.redact_only = self.private(query), self.redact_only(query)
+            if route is not Route.LOCAL:
+                if query.privacy_strict:
+                    raise PrivacyViolation(f"model {model} needs the cloud, which x-hybridgate-privacy: strict forbids")
+                if draft.privacy_local and mode is Mode.REDACT:
+                    # Asking for the redact mode by name keeps the personal data on the device: only placeholders leave.
+                    draft.privacy_local, draft.redact_only = False, True
+                elif draft.privacy_local:
+                    raise PrivacyViolation(
+                        f"model {model} needs the cloud, and the request holds personal data ({', '.join(query.personal_data)}) "
+                        "that this gateway keeps on the device; ask for hybridgate/redact or hybridgate/local"
+                    )
+                elif draft.redact_only and mode is not Mode.REDACT:
+                    draft.route, draft.mode = Route.COLLAB, Mode.REDACT
+                    draft.reasons.append(f"personal data ({', '.join(query.personal_data)}): redacted before the cloud sees it")
             return self._finish(draft, None, query, ctx, pinned=True)
         explained = getattr(self.scorer, "score_explained", None)
         score, signals = explained(query) if explained is not None else (self.scorer.score(query), ())
@@ -99,29 +133,37 @@ class RoutingPolicy:
         )
 
     def _privacy(self, d: _Draft, q: RouteQuery) -> None:
+        # The flags are set whatever the score said: a request that scored local is just as private, and
+        # the later steps (overflow, deadline, overload) must know it.
+        d.privacy_local, d.redact_only = self.private(q), self.redact_only(q)
         if d.route is Route.LOCAL:
             return
         if q.privacy_strict:
-            d.route, d.mode, d.privacy_local = Route.LOCAL, None, True
+            d.route, d.mode = Route.LOCAL, None
             d.reasons.append("x-hybridgate-privacy: strict forbids the cloud")
-            return
-        if not q.personal_data or self.on_personal_data == "allow":
-            return
-        found = ", ".join(q.personal_data)
-        if self.on_personal_data == "redact":
+        elif d.privacy_local:
+            d.route, d.mode = Route.LOCAL, None
+            d.reasons.append(f"personal data ({', '.join(q.personal_data)}) stays on the device")
+        elif d.redact_only:
             d.route, d.mode = Route.COLLAB, Mode.REDACT
-            d.reasons.append(f"personal data ({found}): redacted before the cloud sees it")
+            d.reasons.append(f"personal data ({', '.join(q.personal_data)}): redacted before the cloud sees it")
+
+    def _to_cloud(self, d: _Draft, reason: str) -> None:
+        """Move to the cloud: plainly, or through the redact mode when only that is allowed."""
+        assert not d.privacy_local
+        if d.redact_only:
+            d.route, d.mode = Route.COLLAB, Mode.REDACT
+            d.reasons.append(f"{reason} (redacted: personal data)")
         else:
-            d.route, d.mode, d.privacy_local = Route.LOCAL, None, True
-            d.reasons.append(f"personal data ({found}) stays on the device")
+            d.route, d.mode = Route.CLOUD, None
+            d.reasons.append(reason)
 
     def _context(self, d: _Draft, q: RouteQuery, ctx: RouteContext) -> None:
         limit = ctx.local_context_tokens
         if limit is None or q.prompt_tokens <= limit or not ctx.overflow_to_cloud or d.privacy_local:
             return
         if d.route is Route.LOCAL or (d.route is Route.COLLAB and d.mode is not None and d.mode.local_generates):
-            d.route, d.mode = Route.CLOUD, None
-            d.reasons.append(f"prompt of {q.prompt_tokens} tokens exceeds the local context of {limit}")
+            self._to_cloud(d, f"prompt of {q.prompt_tokens} tokens exceeds the local context of {limit}")
 
     def _deadline(self, d: _Draft, q: RouteQuery, ctx: RouteContext) -> None:
         if q.deadline_ms is None or d.privacy_local:
@@ -140,23 +182,30 @@ class RoutingPolicy:
         ms, route = min(options, key=lambda o: o[0])
         if ms >= mine:
             return
-        if route is Route.CLOUD and (q.privacy_strict or (q.personal_data and self.on_personal_data != "allow")):
-            return
-        d.route, d.mode = route, None
         met = "meets" if ms <= q.deadline_ms else "comes closest to"
-        d.reasons.append(f"deadline {q.deadline_ms:.0f} ms: {route.value} ({ms:.0f} ms expected) {met} it, not {mine:.0f} ms")
+        reason = f"deadline {q.deadline_ms:.0f} ms: {route.value} ({ms:.0f} ms expected) {met} it, not {mine:.0f} ms"
+        if route is Route.CLOUD:
+            self._to_cloud(d, reason)
+        else:
+            d.route, d.mode = route, None
+            d.reasons.append(reason)
 
     def _pinned_backend(self, name: str, q: RouteQuery, ctx: RouteContext) -> Decision:
         route = ctx.backends[name]
         if route is Route.CLOUD and q.privacy_strict:
             raise PrivacyViolation(f"backend {name} is in the cloud, which x-hybridgate-privacy: strict forbids")
+        if route is Route.CLOUD and (self.private(q) or self.redact_only(q)):
+            raise PrivacyViolation(
+                f"backend {name} is in the cloud, and the request holds personal data ({', '.join(q.personal_data)}); "
+                "ask for hybridgate/auto or hybridgate/redact instead"
+            )
         if route is Route.CLOUD and ctx.cloud_budget_exhausted:
             raise BudgetExhausted("the daily cloud budget of this key is spent")
         if name not in ctx.healthy:
             raise UnroutableError(f"backend {name!r} is not healthy")
         return Decision(
             route, name, None, None, self.scorer.name, (f"model {name} pins backend {name}",), self.version,
-            personal_data=q.personal_data,
+            personal_data=q.personal_data, private=self.private(q), redact_only=self.redact_only(q),
         )
 
     def _finish(self, d: _Draft, score: float | None, q: RouteQuery, ctx: RouteContext, *, pinned: bool) -> Decision:
@@ -191,7 +240,12 @@ class RoutingPolicy:
         if pinned or not others or (other is Route.CLOUD and d.privacy_local):
             raise UnroutableError(f"no healthy {d.route.value} backend")
         busy = [n for n in ctx.overloaded if ctx.backends.get(n) is d.route]
-        d.reasons.append(f"{'the ' + d.route.value + ' backends are busy' if busy else 'no healthy ' + d.route.value + ' backend'}; using {other.value}")
+        why = f"{'the ' + d.route.value + ' backends are busy' if busy else 'no healthy ' + d.route.value + ' backend'}; using {other.value}"
+        if other is Route.CLOUD and d.redact_only:
+            d.route, d.mode = Route.COLLAB, Mode.REDACT
+            d.reasons.append(f"{why} (redacted: personal data)")
+            return self._decision(Route.COLLAB, others, score, q, d, cloud_backend=others[0])
+        d.reasons.append(why)
         d.route = other
         return self._decision(other, others, score, q, d)
 
@@ -212,4 +266,6 @@ class RoutingPolicy:
             fallbacks=tuple(names[1:]),
             personal_data=q.personal_data,
             signals=d.signals,
+            private=d.privacy_local,
+            redact_only=d.redact_only,
         )

@@ -22,6 +22,8 @@ local model answers the original request.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -116,12 +118,16 @@ class Collaborator:
     # -- the local part -------------------------------------------------------------------------------
     async def plan(self, mode: Mode, params: ChatParams) -> Plan:
         report = CollabReport(mode)
+        # Scanning, tokenising and embedding a long prompt is CPU work: off the event loop, so that one large
+        # request does not stall every other stream (and /healthz).
         if mode is Mode.REDACT:
-            messages, red = redact_messages(params.messages, self.detector)
+            messages, red = await asyncio.to_thread(redact_messages, params.messages, self.detector)
             report.redacted = red.count
             return Plan(report, replace(params, messages=messages), redaction=red)
         if mode is Mode.CONDENSE:
-            done = condense(params.messages, self.relevance, self._count, self.cfg.condense_keep, self.cfg.condense_min_tokens)
+            done = await asyncio.to_thread(
+                condense, params.messages, self.relevance, self._count, self.cfg.condense_keep, self.cfg.condense_min_tokens
+            )
             if done is None:
                 return Plan(report, params)
             report.context_tokens, report.kept_tokens = done.context_tokens, done.kept_tokens

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hybridgate.router import Decision, Mode, PersonalDataDetector, Route, RouteContext, RouteQuery, RoutingPolicy
+from hybridgate.router import Decision, Mode, PersonalDataDetector, PrivacyViolation, Route, RouteContext, RouteQuery, RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import (
     Backend,
@@ -101,6 +101,9 @@ class Routing:
         }
         if self.decision.threshold is not None:
             h["x-hybridgate-threshold"] = f"{self.decision.threshold:.4f}"
+        if self.decision.signals:
+            # Signal names are fixed identifiers from the router, never text from the request.
+            h["x-hybridgate-signals"] = ",".join(f"{sig.name.replace(',', ' ')}={sig.push:+.3f}" for sig in self.decision.signals)
         if self.decision.mode is not None:
             h["x-hybridgate-mode"] = self.decision.mode.value
         if self.fallback_from:
@@ -276,15 +279,9 @@ class Gateway:
         """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates)."""
         budget_spent = await self._budget_exhausted(api_key)
         t0 = time.perf_counter()
-        query = RouteQuery(
-            text=_query_text(messages),
-            prompt_tokens=self.local.count_prompt_tokens(messages),
-            n_messages=len(messages),
-            requested_model=req.model,
-            personal_data=self.detector.kinds(m["content"] for m in messages),
-            privacy_strict=hints.privacy_strict,
-            deadline_ms=hints.deadline_ms,
-        )
+        # Rendering and tokenising the conversation and scanning it for personal data grow with the request:
+        # off the event loop, like the classifier below.
+        query = await asyncio.to_thread(self._query, req, messages, hints)
         ctx = RouteContext(
             backends={name: b.route for name, b in self.backends.items()},
             healthy=frozenset(name for name, b in self.backends.items() if b.health.healthy),
@@ -304,21 +301,43 @@ class Gateway:
         self.metrics.decision.observe(ms / 1000)
         return decision, ms, query.prompt_tokens
 
+    def _query(self, req: ChatCompletionRequest, messages: list[dict[str, Any]], hints: RequestHints) -> RouteQuery:
+        return RouteQuery(
+            text=_query_text(messages),
+            prompt_tokens=self.local.count_prompt_tokens(messages),
+            n_messages=len(messages),
+            requested_model=req.model,
+            personal_data=self.detector.kinds(m["content"] for m in messages),
+            privacy_strict=hints.privacy_strict,
+            deadline_ms=hints.deadline_ms,
+        )
+
     def _fallback_target(self, routing: Routing, failed: Backend, exc: Exception) -> Backend | None:
         """Another node of the same route first (failover), then the local model for a failed cloud call."""
         if isinstance(exc, UpstreamRejected) or not isinstance(exc, BackendError | QueueFull):
             return None
         for name in routing.decision.fallbacks:
             b = self.backends.get(name)
-            if b is not None and b is not failed and name not in routing.tried and b.health.healthy:
+            if b is None or (b.route is Route.CLOUD and not self._cloud_allowed(routing.decision)):
+                continue
+            if b is not failed and name not in routing.tried and b.health.healthy:
                 return b
         if isinstance(exc, BackendError) and failed.route is Route.CLOUD and self.fallback_to_local and self.local.health.healthy:
             return self.local if self.local.name not in routing.tried else None
         return None
 
+    @staticmethod
+    def _cloud_allowed(decision: Decision) -> bool:
+        """A plain cloud call: never for a private request, nor for a redact-only one (it goes through the redact mode)."""
+        return not decision.private and not decision.redact_only
+
     def _routing(self, decision: Decision, ms: float) -> Routing:
         assert decision.backend is not None
         backend = self.backends[decision.backend]
+        # Defence in depth: the policy keeps privacy as an invariant, and the gateway refuses to act against it.
+        redacted = decision.route is Route.COLLAB and decision.mode is Mode.REDACT and not decision.private
+        if backend.route is Route.CLOUD and not self._cloud_allowed(decision) and not redacted:
+            raise PrivacyViolation("this request's privacy forbids the cloud")
         collab = decision.route is Route.COLLAB
         return Routing(
             request_id=f"chatcmpl-hg-{uuid.uuid4().hex[:24]}",
@@ -363,7 +382,7 @@ class Gateway:
             await self._account(routing, completion.usage, api_key, time.perf_counter() - started, status="ok")
             await self._hold_for_feedback(routing, params.messages, api_key)
             return Answer(completion, routing)  # collaborative answers label themselves (cascade)
-        cache_key = self._cache_key(req, params) if self.cfg.state.cache_enabled else None
+        cache_key = self._cache_key(req, params, api_key) if self.cfg.state.cache_enabled else None
         if cache_key:
             hit = await self.state.cache_get(cache_key)
             if hit is not None:
@@ -432,9 +451,14 @@ class Gateway:
             await self._hold_for_feedback(answer.routing, answer.messages, api_key)
 
     # -- bookkeeping --------------------------------------------------------------------------------
-    def _cache_key(self, req: ChatCompletionRequest, params: ChatParams) -> str:
+    def _cache_key(self, req: ChatCompletionRequest, params: ChatParams, api_key: str | None) -> str:
+        """Keyed by tenant (a key never sees another key's answers, nor learns what it asked) and by everything
+        that changes the answer."""
         blob = json.dumps(
-            [req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop, params.seed],
+            [
+                key_id(api_key), req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop,
+                params.seed, params.presence_penalty, params.frequency_penalty,
+            ],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -479,7 +503,7 @@ class Gateway:
         """A sampled quality inspection: a local answer to a query with no privacy constraint, at ``shadow_rate``."""
         rate = self.cfg.state.shadow_rate
         d = routing.decision
-        if rate <= 0 or routing.route is not Route.LOCAL or d.personal_data or any("privacy" in r for r in d.reasons):
+        if rate <= 0 or routing.route is not Route.LOCAL or d.private or d.redact_only or d.personal_data:
             return False
         # Sampled by the answer id's hash, so the share is exact over many requests and a test can force it.
         return int(hashlib.sha256(routing.request_id.encode()).hexdigest()[:8], 16) / 2**32 < rate
@@ -560,8 +584,8 @@ class Gateway:
         one no, a bad cloud answer no (the cloud did not help); a good cloud
         answer says nothing about the local model, so it is not a label.
         """
-        held = await self.state.take_held(request_id)
-        if held is None or held.get("key") != key_id(api_key):
+        held = await self.state.take_held(request_id, key_id(api_key))
+        if held is None:
             return None
         good = rating >= 0.5
         label: int | None

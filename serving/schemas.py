@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # OpenAI fields that are accepted but have no effect on the answer.
 _ACCEPTED_NOOPS = {"metadata", "store", "service_tier", "logit_bias", "parallel_tool_calls"}
@@ -25,6 +25,33 @@ _UNSUPPORTED = {
     "top_logprobs": "log-probabilities",
     "web_search_options": "web search",
 }
+
+
+MAX_MESSAGES = 2048  # a conversation longer than this is a mistake or an attack, not a chat
+
+
+def _lone_surrogate(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first string holding a lone UTF-16 surrogate (valid JSON, but no text): it cannot be
+    encoded for the tokenizer or the cloud, and used to surface as a 500."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if depth > 32:
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for k, v in items:
+        found = _lone_surrogate(k, path, depth + 1) or _lone_surrogate(v, f"{path}.{k}" if path else str(k), depth + 1)
+        if found:
+            return found
+    return None
 
 
 class UnsupportedField(ValueError):
@@ -57,7 +84,15 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        where = _lone_surrogate(data, "")
+        if where is not None:
+            raise ValueError(f"{where or 'the body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text")
+        return data
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(None, ge=1)

@@ -94,6 +94,7 @@ class RoutingInfo:
     threshold: float | None = None
     mode: str | None = None
     collaboration: dict[str, Any] | None = None
+    signals: tuple[tuple[str, float], ...] = ()  # what moved the score most: (name, push on the score)
 
     @classmethod
     def from_headers(cls, h: httpx.Headers) -> RoutingInfo:
@@ -112,6 +113,7 @@ class RoutingInfo:
             router_version=version or None,
             threshold=None if threshold is None else float(threshold),
             mode=h.get("x-hybridgate-mode"),
+            signals=_signals_header(h.get("x-hybridgate-signals")),
         )
 
     def with_body(self, info: dict[str, Any] | None) -> RoutingInfo:
@@ -133,7 +135,26 @@ class RoutingInfo:
             threshold=decided.get("threshold", self.threshold),
             mode=decided.get("mode", self.mode),
             collaboration=info.get("collaboration", self.collaboration),
+            signals=_signals(decided.get("signals")) or self.signals,
         )
+
+
+def _signals(items: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(items, list):
+        return ()
+    return tuple((str(s["name"]), float(s["push"])) for s in items if isinstance(s, dict) and "name" in s and "push" in s)
+
+
+def _signals_header(value: str | None) -> tuple[tuple[str, float], ...]:
+    out = []
+    for part in (value or "").split(","):
+        name, sep, push = part.rpartition("=")
+        try:
+            if sep:
+                out.append((name, float(push)))
+        except ValueError:
+            continue
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,7 @@ class RouteDecision:
     fallbacks: tuple[str, ...]
     decision_ms: float
     prompt_tokens: int
+    signals: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RouteDecision:
@@ -172,6 +194,7 @@ class RouteDecision:
             fallbacks=tuple(d.get("fallbacks", ())),
             decision_ms=float(d.get("decision_ms", 0.0)),
             prompt_tokens=int(d.get("prompt_tokens", 0)),
+            signals=_signals(d.get("signals")),
         )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from hybridgate.serving.backends.remote_common import pseudonym
 from tests.conftest import ServerThread, free_port, post_chat
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 6}
@@ -36,7 +37,8 @@ def test_cloud_streaming_passes_through(make_gateway: Callable[..., ServerThread
     assert text == stub[1].reply
     assert stub[1].received[-1]["stream"] is True
     if transport == "openai":  # litellm 1.106 drops `user` on its own; the native transport forwards it
-        assert stub[1].received[-1]["user"] == "u2"
+        # The end-user id reaches the provider as a stable pseudonym, never as given (it may be an e-mail address).
+        assert stub[1].received[-1]["user"] == pseudonym("u2") != "u2" and pseudonym("u2").startswith("hg-")
 
 
 @pytest.mark.parametrize("transport", ["litellm", "openai"])

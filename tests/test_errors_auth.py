@@ -142,3 +142,20 @@ def test_readyz_and_metrics(gateway: ServerThread) -> None:
     assert 'hybridgate_tokens_total{backend="local",kind="completion"}' in m
     log = httpx.get(f"{gateway.url}/v1/hybridgate/decisions?limit=5").json()["data"]
     assert log[0]["route"] == "local" and log[0]["completion_tokens"] > 0 and "hello" not in str(log)
+
+
+def test_hostile_bodies_get_a_4xx_in_openai_shape(gateway) -> None:
+    """A lone surrogate used to be a 500; a conversation of a million messages is refused, not rendered."""
+    import json as _json
+
+    import httpx as _httpx
+
+    raw = '{"model": "hybridgate/local", "max_tokens": 2, "messages": [{"role": "user", "content": "hi \\ud800 there"}]}'
+    r = _httpx.post(f"{gateway.url}/v1/chat/completions", content=raw, headers={"content-type": "application/json"}, timeout=30)
+    assert 400 <= r.status_code < 500 and "surrogate" in r.json()["error"]["message"], r.text
+    many = {"model": "hybridgate/local", "messages": [{"role": "user", "content": "x"}] * 5000, "max_tokens": 2}
+    r = _httpx.post(f"{gateway.url}/v1/chat/completions", content=_json.dumps(many), headers={"content-type": "application/json"}, timeout=30)
+    assert 400 <= r.status_code < 500 and "error" in r.json(), r.text
+    paired = '{"model": "hybridgate/local", "max_tokens": 2, "messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
+    r = _httpx.post(f"{gateway.url}/v1/chat/completions", content=paired, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 200, r.text  # a surrogate pair is an emoji, not an error

@@ -53,6 +53,9 @@ def test_feedback_from_another_key_or_for_a_cloud_success_is_not_a_label(make_ga
     rid = r.json()["id"]
     other = httpx.post(f"{srv.url}/v1/feedback", json={"id": rid, "rating": "bad"}, headers={"Authorization": "Bearer b"})
     assert other.status_code == 404 and other.json()["error"]["code"] == "answer_not_found"
+    # Key b's attempt did not spend key a's one rating of its own answer.
+    mine = httpx.post(f"{srv.url}/v1/feedback", json={"id": rid, "rating": "bad"}, headers={"Authorization": "Bearer a"})
+    assert mine.status_code == 200 and mine.json()["id"] == rid
     r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 3}, headers={"Authorization": "Bearer a"})
     good = httpx.post(f"{srv.url}/v1/feedback", json={"id": r.json()["id"], "rating": "good"}, headers={"Authorization": "Bearer a"})
     assert good.json()["label"] is None and good.json()["stored"] is False

@@ -48,6 +48,9 @@ def test_sdk_exposes_score_threshold_and_router_version(gateway: ServerThread) -
         out = c.chat(CLOUD_QUERY, max_tokens=2)
     info = out.routing
     assert info.route == "cloud" and info.router_version == read_header(default_router_path())["version"]
+    assert info.signals and all(isinstance(n, str) and isinstance(p, float) for n, p in info.signals)
+    with Client(gateway.url) as c:
+        assert c.route(LOCAL_QUERY).signals[0][0] == "greeting"
     assert info.score is not None and info.threshold is not None and info.score >= info.threshold
 
 

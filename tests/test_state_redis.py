@@ -41,7 +41,7 @@ def wait_for(client: redis.Redis) -> None:
 
 def test_counters_log_and_cache_live_in_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:
     srv = make_gateway(
-        server={"api_keys": ["key-a"]},
+        server={"api_keys": ["key-a", "key-b"]},
         state={"redis_url": REDIS_URL, "cache_enabled": True, "cache_ttl_s": 60},
         cloud={"cost_per_1k_prompt_usd": 0.5, "cost_per_1k_completion_usd": 1.0},
     )
@@ -59,6 +59,9 @@ def test_counters_log_and_cache_live_in_redis(make_gateway: Callable[..., Server
     assert shared_redis.llen("hybridgate:decisions") == 2
     assert len(shared_redis.keys("hybridgate:cache:*")) == 1
     assert shared_redis.ttl(shared_redis.keys("hybridgate:cache:*")[0]) <= 60
+    # Another key replaying the same prompt gets its own answer, not key-a's (nor the fact that key-a asked).
+    other = post_chat(srv.url, body, headers={"Authorization": "Bearer key-b"})
+    assert other.headers["x-hybridgate-cache"] == "miss" and len(shared_redis.keys("hybridgate:cache:*")) == 2
 
 
 def test_two_gateways_share_one_budget_through_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:

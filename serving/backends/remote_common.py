@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -25,6 +26,12 @@ def optional_params(params: ChatParams) -> dict[str, Any]:
         "seed": params.seed,
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
-        "user": params.user,
+        "user": None if params.user is None else pseudonym(params.user),
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def pseudonym(user: str) -> str:
+    """The OpenAI ``user`` field as a stable digest: a provider can still tell one end user from another (what
+    the field is for), but an e-mail address or a name used as the id never leaves the device."""
+    return "hg-" + hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -50,7 +50,10 @@ class StateStore(Protocol):
         """Keep what a later rating of this answer needs (its query vector, route, key), for ``ttl_s``."""
         ...
 
-    async def take_held(self, request_id: str) -> dict[str, Any] | None: ...
+    async def take_held(self, request_id: str, owner: str) -> dict[str, Any] | None:
+        """The held record of ``request_id`` if ``owner`` (a key id) made it, removed; otherwise None and untouched,
+        so another key can neither read a record nor spend its owner's one rating."""
+        ...
 
     async def add_label(self, record: dict[str, Any]) -> None:
         """A labelled query vector (no text) for federated training; the store keeps the newest ones."""

@@ -62,11 +62,12 @@ class MemoryStore:
         while len(self._held) > self._held_entries:
             self._held.popitem(last=False)
 
-    async def take_held(self, request_id: str) -> dict[str, Any] | None:
-        hit = self._held.pop(request_id, None)
-        if hit is None or time.monotonic() >= hit[0]:
+    async def take_held(self, request_id: str, owner: str) -> dict[str, Any] | None:
+        hit = self._held.get(request_id)
+        if hit is None or hit[1].get("key") != owner:
             return None
-        return hit[1]
+        del self._held[request_id]
+        return None if time.monotonic() >= hit[0] else hit[1]
 
     async def add_label(self, record: dict[str, Any]) -> None:
         self._labels.append(record)

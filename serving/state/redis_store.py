@@ -64,10 +64,11 @@ class RedisStore:
         await self._r.set(f"{_PREFIX}cache:{key}", json.dumps(value, separators=(",", ":")), ex=ttl_s)
 
     async def hold(self, request_id: str, record: dict[str, Any], ttl_s: int) -> None:
-        await self._r.set(f"{_PREFIX}held:{request_id}", json.dumps(record, separators=(",", ":")), ex=ttl_s)
+        # The owner is part of the name: another key's GETDEL can only miss, never take the record.
+        await self._r.set(f"{_PREFIX}held:{record.get('key')}:{request_id}", json.dumps(record, separators=(",", ":")), ex=ttl_s)
 
-    async def take_held(self, request_id: str) -> dict[str, Any] | None:
-        raw = await self._r.getdel(f"{_PREFIX}held:{request_id}")  # one rating per answer
+    async def take_held(self, request_id: str, owner: str) -> dict[str, Any] | None:
+        raw = await self._r.getdel(f"{_PREFIX}held:{owner}:{request_id}")  # one rating per answer
         return None if raw is None else json.loads(raw)
 
     async def add_label(self, record: dict[str, Any]) -> None:

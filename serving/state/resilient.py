@@ -80,8 +80,8 @@ class ResilientStore:
     async def hold(self, request_id: str, record: dict[str, Any], ttl_s: int) -> None:
         await self._call(lambda s: s.hold(request_id, record, ttl_s))
 
-    async def take_held(self, request_id: str) -> dict[str, Any] | None:
-        return await self._call(lambda s: s.take_held(request_id))
+    async def take_held(self, request_id: str, owner: str) -> dict[str, Any] | None:
+        return await self._call(lambda s: s.take_held(request_id, owner))
 
     async def add_label(self, record: dict[str, Any]) -> None:
         await self._call(lambda s: s.add_label(record))
