@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hybridgate.router import BudgetExhausted, PrivacyViolation, UnroutableError
 from hybridgate.serving.auth import KeyCheck
+from hybridgate.serving.state.base import key_id
 from hybridgate.serving.backends.base import (
     BackendError,
     BackendTimeout,
@@ -81,7 +82,8 @@ def request_hints(request: Request) -> RequestHints:
 
 def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> FastAPI:
     """``gateway_factory`` runs at start-up, so the model loads once the server is about to listen."""
-    keys = KeyCheck(cfg.server.api_keys)
+    keys = KeyCheck(cfg.server.api_keys, cfg.server.admin_keys)
+    operator = keys.operator
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +94,8 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         finally:
             await app.state.gateway.aclose()
 
-    app = FastAPI(title="hybridgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # The schema and its page are served by the routes below, behind the operator's key when keys are configured.
+    app = FastAPI(title="hybridgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.server.max_body_bytes)
     install_error_handlers(app)
 
@@ -183,29 +186,50 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         return {"object": "list", "data": data}
 
     @app.get("/v1/hybridgate/decisions")
-    async def decisions(limit: int = 100, gateway: Gateway = Depends(gw), _: str | None = Depends(keys)) -> dict[str, Any]:
+    async def decisions(limit: int = 100, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)) -> dict[str, Any]:
+        """The newest decisions: a tenant sees its own, an admin key (or an open gateway) every one."""
         if not 1 <= limit <= 10_000:
             raise ApiError(400, "limit must be between 1 and 10000", param="limit")
-        return {"object": "list", "data": await gateway.state.recent_decisions(limit)}
+        recent = await gateway.state.recent_decisions(limit if keys.is_admin(api_key) or not keys.enabled else 10_000)
+        if keys.enabled and not keys.is_admin(api_key):
+            mine = key_id(api_key)
+            recent = [d for d in recent if d.get("key") == mine][:limit]
+        return {"object": "list", "data": recent}
 
     @app.get("/v1/hybridgate/labels")
-    async def labels(
-        request: Request, limit: int = 1000, gateway: Gateway = Depends(gw), _: str | None = Depends(keys)
-    ) -> dict[str, Any]:
-        """This device's labelled query vectors, for the federated client on the same device: loopback only."""
-        host = request.client.host if request.client else ""
-        if not is_loopback(host):
-            raise ApiError(403, "labels are served to this device only (loopback)", type="permission_error", code="loopback_only")
+    async def labels(request: Request, limit: int = 1000, gateway: Gateway = Depends(gw), api_key: str | None = Depends(operator)) -> dict[str, Any]:
+        """This device's labelled query vectors, for the federated client on the same device.
+
+        With admin keys configured, an admin key is what counts. Without, only a direct loopback caller: a
+        request that came through a proxy (forwarding headers) could be anyone's, whatever its peer address."""
+        if not keys.is_admin(api_key):
+            host = request.client.host if request.client else ""
+            forwarded = any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
+            if not is_loopback(host) or forwarded:
+                raise ApiError(
+                    403, "labels are served to this device only (loopback, not through a proxy), or to an admin key",
+                    type="permission_error", code="loopback_only",
+                )
         if not 1 <= limit <= 100_000:
             raise ApiError(400, "limit must be between 1 and 100000", param="limit")
         return {"object": "list", "data": await gateway.state.labels(limit)}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_: str | None = Depends(operator)) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_: str | None = Depends(operator)) -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="hybridgate")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz(gateway: Gateway = Depends(gw)) -> JSONResponse:
+    async def readyz(gateway: Gateway = Depends(gw), _: str | None = Depends(operator)) -> JSONResponse:
         try:
             await gateway.state.ping()
         except Exception as exc:  # a store that cannot even fall back is a real outage
@@ -223,7 +247,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
-    async def metrics(gateway: Gateway = Depends(gw)) -> Response:
+    async def metrics(gateway: Gateway = Depends(gw), _: str | None = Depends(operator)) -> Response:
         m = gateway.metrics
         m.queue_depth.labels(gateway.local.name).set(gateway.local.queue_depth)
         m.state_degraded.set(1 if gateway.state.describe().get("degraded") else 0)

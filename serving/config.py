@@ -32,6 +32,7 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     api_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list)  # operators: health details, metrics, all decisions, labels, the schema
     max_body_bytes: int = Field(1_048_576, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -200,6 +201,8 @@ def _conventional_env() -> dict[str, Any]:
         extra.setdefault("state", {})["redis_url"] = url
     if keys := os.environ.get(f"{ENV_PREFIX}API_KEYS"):
         extra.setdefault("server", {})["api_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
+    if admin := os.environ.get(f"{ENV_PREFIX}ADMIN_KEYS"):
+        extra.setdefault("server", {})["admin_keys"] = [k.strip() for k in admin.split(",") if k.strip()]
     return extra
 
 

@@ -159,3 +159,30 @@ def test_hostile_bodies_get_a_4xx_in_openai_shape(gateway) -> None:
     paired = '{"model": "hybridgate/local", "max_tokens": 2, "messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
     r = _httpx.post(f"{gateway.url}/v1/chat/completions", content=paired, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 200, r.text  # a surrogate pair is an emoji, not an error
+
+
+def test_tenants_see_only_their_own_and_operator_endpoints_need_the_admin_key(make_gateway) -> None:
+    import httpx as _httpx
+
+    srv = make_gateway(server={"api_keys": ["key-a", "key-b"], "admin_keys": ["root"]})
+    a, b, root = ({"Authorization": f"Bearer {k}"} for k in ("key-a", "key-b", "root"))
+    body = {"model": "hybridgate/local", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
+    rid = post_chat(srv.url, body, headers=a).json()["id"]
+    assert _httpx.get(f"{srv.url}/healthz").status_code == 200  # liveness stays open
+    for path in ("/readyz", "/metrics", "/openapi.json", "/docs", "/v1/hybridgate/labels"):
+        assert _httpx.get(f"{srv.url}{path}").status_code == 401, path
+        denied = _httpx.get(f"{srv.url}{path}", headers=a)
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_only", path
+        assert _httpx.get(f"{srv.url}{path}", headers=root).status_code == 200, path
+    mine = _httpx.get(f"{srv.url}/v1/hybridgate/decisions", headers=a).json()["data"]
+    theirs = _httpx.get(f"{srv.url}/v1/hybridgate/decisions", headers=b).json()["data"]
+    every = _httpx.get(f"{srv.url}/v1/hybridgate/decisions", headers=root).json()["data"]
+    assert [d["id"] for d in mine] == [rid] and theirs == [] and rid in [d["id"] for d in every]
+
+
+def test_labels_refuse_a_proxied_request_even_from_loopback(gateway) -> None:
+    import httpx as _httpx
+
+    assert _httpx.get(f"{gateway.url}/v1/hybridgate/labels").status_code == 200
+    proxied = _httpx.get(f"{gateway.url}/v1/hybridgate/labels", headers={"X-Forwarded-For": "203.0.113.7"})
+    assert proxied.status_code == 403 and proxied.json()["error"]["code"] == "loopback_only"
