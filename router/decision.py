@@ -101,6 +101,11 @@ class Decision:
     private: bool = False  # no cloud backend may see this request (strict, or personal data kept on the device)
     redact_only: bool = False  # the cloud may see it only with its personal data replaced (the redact mode)
 
+    @property
+    def pinned(self) -> bool:
+        """The client named the route, a mode or a backend: only ``auto`` decisions carry a score."""
+        return self.score is None
+
     def as_dict(self) -> dict[str, object]:
         return {
             "route": self.route.value,

@@ -157,9 +157,9 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         try:
             decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints)
             if not body.stream:
-                answer = await gateway.chat(body, params, decision, ms, api_key)
+                answer = await gateway.chat(body, params, decision, ms, api_key, prompt_tokens)
                 return JSONResponse(completion_body(answer.completion, answer.routing), headers=answer.routing.headers())
-            stream = await gateway.stream(params, decision, ms)
+            stream = await gateway.stream(params, decision, ms, api_key, prompt_tokens)
         except ApiError:
             raise
         except Exception as exc:

@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from hybridgate.router import Decision, Mode, PersonalDataDetector, PrivacyViolation, Route, RouteContext, RouteQuery, RoutingPolicy
+from hybridgate.router import (
+    BudgetExhausted,
+    Decision,
+    Mode,
+    PersonalDataDetector,
+    PrivacyViolation,
+    Route,
+    RouteContext,
+    RouteQuery,
+    RoutingPolicy,
+)
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import (
     Backend,
@@ -70,6 +80,7 @@ class Routing:
     cost_usd: float = 0.0
     tried: set[str] = field(default_factory=set)
     collab: CollabReport | None = None
+    reserved_usd: float = 0.0  # set aside against the key's budget before a cloud call, released once it is accounted
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -157,6 +168,10 @@ def _query_text(messages: list[dict[str, Any]]) -> str:
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     rest = "\n".join(m["content"] for m in messages if m["content"] is not last_user)
     return (last_user + "\n" + rest)[:_SCORED_CHARS]
+
+
+# What a cloud answer without max_tokens is assumed to cost at most, for setting budget aside before the call.
+DEFAULT_CLOUD_ANSWER_TOKENS = 1024
 
 
 def _base_score(scorer: object, messages: list[dict[str, Any]]) -> float | None:
@@ -373,9 +388,41 @@ class Gateway:
         routing.collab = plan.report
         return plan, self.backends[d.cloud_backend]
 
-    async def chat(self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None) -> Answer:
+    async def _reserve(self, routing: Routing, params: ChatParams, prompt_tokens: int, api_key: str | None) -> None:
+        """Set the most this answer's cloud call can cost aside against the key's daily budget, atomically, before
+        making it: concurrent calls cannot together overspend (checking, then spending, let them). Refused: a
+        pinned request gets 429; ``auto`` answers locally."""
+        cloud_name = routing.decision.cloud_backend if routing.route is Route.COLLAB else routing.backend
+        rcfg = self._remote_cfg.get(cloud_name or "")
+        limit = self.cfg.budgets.limit_for(api_key or "")
+        if limit is None or rcfg is None or self.backends[cloud_name].route is not Route.CLOUD:  # type: ignore[index]
+            return
+        worst = cost_usd(rcfg, Usage(prompt_tokens, params.max_tokens or DEFAULT_CLOUD_ANSWER_TOKENS))
+        if await self.state.reserve(key_id(api_key), worst, limit):
+            routing.reserved_usd = worst
+            return
+        if routing.decision.pinned or not self.local.health.healthy:
+            raise BudgetExhausted("the daily cloud budget of this key is spent (or set aside for calls in flight)")
+        routing.fallback_from, routing.fallback_reason = routing.backend, "the daily cloud budget would be exceeded"
+        routing.backend, routing.route, routing.collab = self.local.name, Route.LOCAL, None
+
+    async def _release(self, routing: Routing, api_key: str | None) -> None:
+        if routing.reserved_usd:
+            reserved, routing.reserved_usd = routing.reserved_usd, 0.0
+            await self.state.release(key_id(api_key), reserved)
+
+    async def chat(
+        self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None, prompt_tokens: int = 0
+    ) -> Answer:
         routing = self._routing(decision, ms)
-        if decision.route is Route.COLLAB:
+        await self._reserve(routing, params, prompt_tokens, api_key)
+        try:
+            return await self._chat(routing, req, params, api_key)
+        finally:
+            await self._release(routing, api_key)
+
+    async def _chat(self, routing: Routing, req: ChatCompletionRequest, params: ChatParams, api_key: str | None) -> Answer:
+        if routing.route is Route.COLLAB:
             started = time.perf_counter()
             plan, cloud = await self._collab_plan(routing, params)
             completion = await self.collab.complete(plan, cloud, params)
@@ -421,9 +468,19 @@ class Gateway:
             )
         return Answer(completion, routing)
 
-    async def stream(self, params: ChatParams, decision: Decision, ms: float) -> StreamAnswer:
+    async def stream(
+        self, params: ChatParams, decision: Decision, ms: float, api_key: str | None = None, prompt_tokens: int = 0
+    ) -> StreamAnswer:
         routing = self._routing(decision, ms)
-        if decision.route is Route.COLLAB:
+        await self._reserve(routing, params, prompt_tokens, api_key)
+        try:
+            return await self._stream(routing, params)
+        except BaseException:
+            await self._release(routing, api_key)  # once a stream has started, finish_stream accounts and releases
+            raise
+
+    async def _stream(self, routing: Routing, params: ChatParams) -> StreamAnswer:
+        if routing.route is Route.COLLAB:
             started = time.perf_counter()
             plan, cloud = await self._collab_plan(routing, params)
             gen = self.collab.stream(plan, cloud, params)
@@ -485,6 +542,7 @@ class Gateway:
         await self.state.record_usage(
             kid, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cloud_cost_usd=cost
         )
+        await self._release(routing, api_key)  # the real cost is counted now: what was set aside goes back
         await self.state.log_decision(
             {
                 "id": routing.request_id,
@@ -513,24 +571,36 @@ class Gateway:
     ) -> None:
         """Ask the cloud too, then let the cloud judge which answer is better; the verdict is a label."""
         cloud_name = next((n for n, b in self.backends.items() if b.route is Route.CLOUD and b.health.healthy), None)
-        if cloud_name is None or await self._budget_exhausted(api_key):
+        if cloud_name is None:
             return
-        cloud = self.backends[cloud_name]
+        cloud, rcfg, kid = self.backends[cloud_name], self._remote_cfg.get(cloud_name), key_id(api_key)
+        limit = self.cfg.budgets.limit_for(api_key or "")
+        reserved = 0.0
+        if limit is not None and rcfg is not None:
+            # Two calls: the question again, then the judge reading both answers (about four characters a token).
+            chars = sum(len(m["content"]) for m in messages)
+            worst = cost_usd(rcfg, Usage(2 * chars // 3 + len(local_text) // 3 + 400, 2 * self.local.default_max_tokens + 2))
+            if not await self.state.reserve(kid, worst, limit):
+                return
+            reserved = worst
         try:
-            theirs = await cloud.complete(ChatParams(messages=messages, max_tokens=self.local.default_max_tokens))
-            question = messages[-1]["content"]
-            verdict = await cloud.complete(
-                ChatParams(messages=[{"role": "user", "content": JUDGE_PROMPT.format(q=question, a=local_text, b=theirs.text)}], max_tokens=2)
+            try:
+                theirs = await cloud.complete(ChatParams(messages=messages, max_tokens=self.local.default_max_tokens))
+                question = messages[-1]["content"]
+                verdict = await cloud.complete(
+                    ChatParams(messages=[{"role": "user", "content": JUDGE_PROMPT.format(q=question, a=local_text, b=theirs.text)}], max_tokens=2)
+                )
+            except Exception as exc:  # noqa: BLE001 - an inspection that fails is just skipped
+                log.info("shadow comparison skipped: %s", exc)
+                return
+            spent = Usage(theirs.usage.prompt_tokens + verdict.usage.prompt_tokens, theirs.usage.completion_tokens + verdict.usage.completion_tokens)
+            await self.state.record_usage(
+                kid, prompt_tokens=spent.prompt_tokens, completion_tokens=spent.completion_tokens,
+                cloud_cost_usd=cost_usd(rcfg, spent) if rcfg is not None else 0.0,
             )
-        except Exception as exc:  # noqa: BLE001 - an inspection that fails is just skipped
-            log.info("shadow comparison skipped: %s", exc)
-            return
-        rcfg = self._remote_cfg.get(cloud_name)
-        spent = Usage(theirs.usage.prompt_tokens + verdict.usage.prompt_tokens, theirs.usage.completion_tokens + verdict.usage.completion_tokens)
-        await self.state.record_usage(
-            key_id(api_key), prompt_tokens=spent.prompt_tokens, completion_tokens=spent.completion_tokens,
-            cloud_cost_usd=cost_usd(rcfg, spent) if rcfg is not None else 0.0,
-        )
+        finally:
+            if reserved:
+                await self.state.release(kid, reserved)
         pick = verdict.text.strip().upper()[:1]
         if pick in ("A", "B"):
             await self._add_label(held, int(pick == "B"), "shadow", None)

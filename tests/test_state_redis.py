@@ -69,12 +69,16 @@ def test_two_gateways_share_one_budget_through_redis(make_gateway: Callable[...,
         server={"api_keys": ["k"]},
         state={"redis_url": REDIS_URL},
         cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
-        budgets={"default_daily_usd": 0.01},
+        budgets={"default_daily_usd": 0.04},
     )
     a, b = make_gateway(**sections), make_gateway(**sections)
     auth = {"Authorization": "Bearer k"}
-    assert post_chat(a.url, {"model": "cloud", "messages": MSG}, headers=auth).status_code == 200
-    assert post_chat(b.url, {"model": "cloud", "messages": MSG}, headers=auth).status_code == 429
+    body = {"model": "cloud", "messages": MSG, "max_tokens": 5}  # at most 0.036 USD (31 + 5 tokens), costs 0.015: one fits, two do not
+    assert post_chat(a.url, body, headers=auth).status_code == 200
+    assert post_chat(b.url, body, headers=auth).status_code == 429
+    # Nothing stays set aside once the call is accounted: the hash holds the spend and a zero reservation.
+    h = {k.decode(): v.decode() for k, v in shared_redis.hgetall(shared_redis.keys("hybridgate:usage:*")[0]).items()}
+    assert float(h["reserved_usd"]) == pytest.approx(0.0, abs=1e-9) and float(h["cloud_cost_usd"]) > 0
 
 
 def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> None:
@@ -107,6 +111,34 @@ def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> 
         assert post_chat(srv.url, body).status_code == 200
         assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False
         assert client.llen("hybridgate:decisions") >= 1, "writes go to Redis again once it is back"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_redis_outage_does_not_reset_a_budget(make_gateway: Callable[..., ServerThread]) -> None:
+    """Before, counters fell back to an empty memory store: a Redis outage gave every key a fresh budget."""
+    server_bin = shutil.which("redis-server")
+    assert server_bin, "redis-server must be installed (.ci/run installs it)"
+    port = free_port()
+    proc = subprocess.Popen([server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(redis.Redis.from_url(url))
+        srv = make_gateway(
+            server={"api_keys": ["k"]},
+            state={"redis_url": url, "reconnect_interval_s": 30},
+            cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
+            budgets={"default_daily_usd": 0.04},
+        )
+        auth = {"Authorization": "Bearer k"}
+        body = {"model": "cloud", "messages": MSG, "max_tokens": 5}
+        assert post_chat(srv.url, body, headers=auth).status_code == 200  # spends 0.015 of 0.04, recorded in Redis
+        assert post_chat(srv.url, {**body, "model": "hybridgate/local"}, headers=auth).status_code == 200  # reads the spend
+        proc.terminate()
+        proc.wait(timeout=10)
+        refused = post_chat(srv.url, body, headers=auth)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exhausted", refused.text
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -14,6 +14,7 @@ class MemoryStore:
 
     def __init__(self, decision_log_size: int = 10_000, cache_entries: int = 1024, label_store_size: int = 10_000) -> None:
         self._usage: dict[tuple[str, str], UsageTotals] = {}
+        self._reserved: dict[tuple[str, str], float] = {}
         self._decisions: deque[dict[str, Any]] = deque(maxlen=decision_log_size)
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_entries = cache_entries
@@ -33,6 +34,18 @@ class MemoryStore:
 
     async def usage_today(self, key: str) -> UsageTotals:
         return self._usage.get((today(), key), UsageTotals())
+
+    async def reserve(self, key: str, usd: float, limit: float) -> bool:
+        slot = (today(), key)  # no await between the check and the write: atomic on the event loop
+        held = self._reserved.get(slot, 0.0)
+        if self._usage.get(slot, UsageTotals()).cloud_cost_usd + held + usd > limit + 1e-12:
+            return False
+        self._reserved[slot] = held + usd
+        return True
+
+    async def release(self, key: str, usd: float) -> None:
+        slot = (today(), key)
+        self._reserved[slot] = max(0.0, self._reserved.get(slot, 0.0) - usd)
 
     async def log_decision(self, record: dict[str, Any]) -> None:
         self._decisions.append(record)

@@ -13,6 +13,17 @@ _PREFIX = "hybridgate:"
 _USAGE_TTL_S = 3 * 24 * 3600
 
 
+# Check and set aside in one step on the server: spent + reserved + wanted must stay within the limit.
+_RESERVE = """
+local spent = tonumber(redis.call('HGET', KEYS[1], 'cloud_cost_usd') or '0')
+local held = tonumber(redis.call('HGET', KEYS[1], 'reserved_usd') or '0')
+if spent + held + tonumber(ARGV[1]) > tonumber(ARGV[2]) + 1e-12 then return 0 end
+redis.call('HINCRBYFLOAT', KEYS[1], 'reserved_usd', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class RedisStore:
     kind = "redis"
 
@@ -36,6 +47,13 @@ class RedisStore:
             p.hincrbyfloat(k, "cloud_cost_usd", cloud_cost_usd)
             p.expire(k, _USAGE_TTL_S)
             await p.execute()
+
+    async def reserve(self, key: str, usd: float, limit: float) -> bool:
+        ok = await self._r.eval(_RESERVE, 1, self._usage_key(key), repr(float(usd)), repr(float(limit)), _USAGE_TTL_S)
+        return bool(int(ok))
+
+    async def release(self, key: str, usd: float) -> None:
+        await self._r.hincrbyfloat(self._usage_key(key), "reserved_usd", -float(usd))
 
     async def usage_today(self, key: str) -> UsageTotals:
         h = await self._r.hgetall(self._usage_key(key))

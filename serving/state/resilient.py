@@ -36,6 +36,7 @@ class ResilientStore:
         self.degraded = False
         self.last_error: str | None = None
         self._retry_at = 0.0
+        self._last_seen: dict[str, UsageTotals] = {}  # today's counters as Redis last reported them, per key
 
     async def _call(self, op: Callable[[Any], Awaitable[T]]) -> T:
         if self.degraded and time.monotonic() < self._retry_at:
@@ -63,7 +64,34 @@ class ResilientStore:
         )
 
     async def usage_today(self, key: str) -> UsageTotals:
-        return await self._call(lambda s: s.usage_today(key))
+        seen = await self._call(lambda s: s.usage_today(key))
+        if not self.degraded:
+            self._last_seen[key] = seen
+            return seen
+        return self._with_last_seen(key, seen)
+
+    def _with_last_seen(self, key: str, local: UsageTotals) -> UsageTotals:
+        """While Redis is away, today's spend is what Redis last said plus what was spent since in memory: a
+        budget must not start again from zero because the shared store went down."""
+        last = self._last_seen.get(key, UsageTotals())
+        return UsageTotals(
+            last.requests + local.requests,
+            last.prompt_tokens + local.prompt_tokens,
+            last.completion_tokens + local.completion_tokens,
+            last.cloud_cost_usd + local.cloud_cost_usd,
+        )
+
+    async def reserve(self, key: str, usd: float, limit: float) -> bool:
+        if not self.degraded:
+            ok = await self._call(lambda s: s.reserve(key, usd, limit))
+            if not self.degraded:
+                return ok
+        # In memory, against what Redis last said was spent (plus what memory has seen since).
+        already = self._last_seen.get(key, UsageTotals()).cloud_cost_usd
+        return await self.fallback.reserve(key, usd, max(0.0, limit - already))
+
+    async def release(self, key: str, usd: float) -> None:
+        await self._call(lambda s: s.release(key, usd))
 
     async def log_decision(self, record: dict[str, Any]) -> None:
         await self._call(lambda s: s.log_decision(record))
