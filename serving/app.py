@@ -143,9 +143,12 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         checked(body, gateway)
         hints = request_hints(request)
         messages = body.plain_messages()
+        cap = cfg.budgets.max_tokens_for(api_key or "")
+        if cap is not None and body.answer_limit is not None and body.answer_limit > cap:
+            raise ApiError(400, f"max_tokens {body.answer_limit} is above this key's cap of {cap}", code="max_tokens_exceeded", param="max_tokens")
         params = ChatParams(
             messages=messages,
-            max_tokens=body.answer_limit,
+            max_tokens=body.answer_limit if cap is None else min(body.answer_limit or cap, cap),
             temperature=body.temperature,
             top_p=body.top_p,
             stop=body.stop_list(),

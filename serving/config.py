@@ -156,9 +156,14 @@ class StateConfig(_Strict):
 class BudgetConfig(_Strict):
     default_daily_usd: float | None = Field(None, ge=0)
     per_key_daily_usd: dict[str, float] = Field(default_factory=dict)
+    max_tokens: int | None = Field(None, ge=1)  # the most answer tokens one request may ask for (None: no cap)
+    per_key_max_tokens: dict[str, int] = Field(default_factory=dict)
 
     def limit_for(self, key: str) -> float | None:
         return self.per_key_daily_usd.get(key, self.default_daily_usd)
+
+    def max_tokens_for(self, key: str) -> int | None:
+        return self.per_key_max_tokens.get(key, self.max_tokens)
 
 
 class GatewayConfig(BaseSettings):

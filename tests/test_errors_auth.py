@@ -217,3 +217,12 @@ def test_concurrent_cloud_calls_cannot_together_overspend_a_budget(make_gateway:
     assert spent <= 0.06 + 1e-9
     # Once accounted, what was set aside is given back: the real cost is small, so another call fits.
     assert post_chat(srv.url, body, headers={"Authorization": "Bearer k"}).status_code == 200
+
+
+def test_max_tokens_is_capped_per_key(make_gateway: Callable[..., ServerThread]) -> None:
+    srv = make_gateway(server={"api_keys": ["small", "big"]}, budgets={"max_tokens": 8, "per_key_max_tokens": {"big": 64}})
+    body = {"model": "hybridgate/local", "messages": MSG, "max_tokens": 32}
+    assert_openai_error(post_chat(srv.url, body, headers={"Authorization": "Bearer small"}), 400, "max_tokens_exceeded")
+    assert post_chat(srv.url, body, headers={"Authorization": "Bearer big"}).status_code == 200
+    unbounded = post_chat(srv.url, {"model": "hybridgate/local", "messages": MSG}, headers={"Authorization": "Bearer small"})
+    assert unbounded.status_code == 200 and unbounded.json()["usage"]["completion_tokens"] <= 8  # no max_tokens: the cap applies
