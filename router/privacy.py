@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 _SEP = r"[ .\-\u00a0\u2009\u202f]"  # what people put between the groups of a number: spaces (also non-breaking), dots, dashes
@@ -18,6 +18,7 @@ _CARD = re.compile(r"(?<!\d)(?:\d" + _SEP + r"{0,2}){12,18}\d(?!\d)")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}" + _SEP + r"{0,2}\d{2}(?:" + _SEP + r"{0,2}[A-Za-z0-9]){11,30}")
 _NINE_DIGITS = re.compile(r"(?:\d[^\d\n]{0,3}){9}")  # cards, IBANs and phone numbers all have nine digits close together
 _PHONE = re.compile(r"(?<![\w.])\+?\(?\d[\d ().\-\u00a0]{7,24}\d(?!\w)")
+_WINDOW, _OVERLAP = 16_384, 512  # every pattern's match is far shorter than the overlap
 _LOCAL_MAX, _DOMAIN_MAX = 64, 255  # RFC 5321 limits: what bounds the e-mail scan, so it is linear in the text
 _LOCAL_CHARS = frozenset("._%+-'")
 _TLD = re.compile(r"[^\W\d_]{2,63}")
@@ -31,6 +32,33 @@ class Finding:
     start: int
     end: int
     value: str
+
+
+def _finditer(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``, one window of text at a time.
+
+    One regular-expression call holds the interpreter lock from start to end: over a 600 KB message that is
+    tens of milliseconds during which no other thread (the event loop serving /healthz among them) runs. In
+    windows, the lock is released between calls. Lookbehinds still see the text before a window (``pos``);
+    every match is shorter than the overlap, so none is cut at a window's end.
+    """
+    n = len(text)
+    if n <= _WINDOW + _OVERLAP:
+        yield from pattern.finditer(text)
+        return
+    start, last_end = 0, 0
+    while start < n:
+        end = min(n, start + _WINDOW + _OVERLAP)
+        for m in pattern.finditer(text, max(start, last_end), end):
+            if m.start() >= start + _WINDOW and end < n:
+                break  # the next window finds it, with the text after it in view
+            last_end = m.end()
+            yield m
+        start += _WINDOW
+
+
+def _search(pattern: re.Pattern[str], text: str) -> bool:
+    return next(_finditer(pattern, text), None) is not None
 
 
 def _luhn(digits: str) -> bool:
@@ -133,20 +161,20 @@ class PersonalDataDetector:
         if "@" in text:
             for start, end in _emails(text):
                 add("email", start, end)
-        if _NINE_DIGITS.search(text):  # one cheap scan spares three on text without long numbers
-            for m in _IBAN.finditer(text):
+        if _search(_NINE_DIGITS, text):  # one cheap scan spares three on text without long numbers
+            for m in _finditer(_IBAN, text):
                 span = _iban_span(m)
                 if span is not None:
                     add("iban", *span)
-            for m in _CARD.finditer(text):
+            for m in _finditer(_CARD, text):
                 digits = re.sub(r"\D", "", m.group(0))
                 if 13 <= len(digits) <= 19 and _luhn(digits):
                     add("card", m.start(), m.end())
-            for m in _PHONE.finditer(text):
+            for m in _finditer(_PHONE, text):
                 if 9 <= len(re.sub(r"\D", "", m.group(0))) <= 15:  # E.164 numbers have at most 15 digits
                     add("phone", m.start(), m.end())
         if self._names is not None:
-            for m in self._names.finditer(text):
+            for m in _finditer(self._names, text):
                 add("name", m.start(), m.end())
         return sorted(found, key=lambda f: f.start)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hybridgate.router import BudgetExhausted, PrivacyViolation, UnroutableError
@@ -28,7 +28,7 @@ from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import ApiError, install_error_handlers
 from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
-from hybridgate.serving.schemas import ChatCompletionRequest, FeedbackRequest, UnsupportedField
+from hybridgate.serving.schemas import ErrorResponse, ChatCompletionRequest, FeedbackRequest, UnsupportedField
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,26 @@ def request_hints(request: Request) -> RequestHints:
     return RequestHints(privacy_strict=privacy == "strict", deadline_ms=deadline)
 
 
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses an endpoint answers, each in OpenAI's shape: so the schema says what the API does."""
+    what = {
+        400: "malformed JSON, an unsupported field or value, a bad header or parameter",
+        401: "a key is configured and none, or a wrong one, was sent",
+        403: "privacy forbids the cloud for this request, or the endpoint needs an admin key",
+        404: "unknown model, or no answer with this id awaits a rating",
+        413: "the body is over server.max_body_bytes, or the prompt does not fit the local model",
+        422: "the body does not match the schema",
+        429: "this key's daily cloud budget is spent",
+        502: "the backend failed and no fallback was allowed",
+        503: "the local queue is full or no backend is healthy (Retry-After says when to come back)",
+        504: "the backend timed out and no fallback was allowed",
+    }
+    return {code: {"model": ErrorResponse, "description": what[code]} for code in statuses}
+
+
+CHAT_ERRORS = _errors(400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
+
+
 def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> FastAPI:
     """``gateway_factory`` runs at start-up, so the model loads once the server is about to listen."""
     keys = KeyCheck(cfg.server.api_keys, cfg.server.admin_keys)
@@ -110,7 +130,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         if not gateway.known_model(body.model):
             raise ApiError(404, f"the model '{body.model}' does not exist on this gateway", type="not_found_error", code="model_not_found", param="model")
 
-    @app.post("/v1/route")
+    @app.post("/v1/route", responses=_errors(400, 401, 403, 404, 413, 422, 429, 503))
     async def route(
         body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
     ) -> dict[str, Any]:
@@ -122,7 +142,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             raise to_api_error(exc) from None
         return {"object": "hybridgate.route", "decision_ms": round(ms, 3), "prompt_tokens": prompt_tokens, **decision.as_dict()}
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", responses=_errors(400, 401, 404, 413, 422))
     async def feedback(body: FeedbackRequest, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)) -> dict[str, Any]:
         """Rate one answer by its id; the rating becomes a training label kept on this device."""
         result = await gateway.feedback(body.id, body.score(), api_key)
@@ -136,7 +156,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             )
         return result
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=CHAT_ERRORS)
     async def chat_completions(
         body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
     ) -> Response:
@@ -181,26 +201,28 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         )
         return StreamingResponse(events, media_type="text/event-stream", headers={**stream.routing.headers(), "Cache-Control": "no-cache"})
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_errors(401))
     async def models(gateway: Gateway = Depends(gw), _: str | None = Depends(keys)) -> dict[str, Any]:
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridgate"} for alias in ALIASES]
         for name, b in gateway.backends.items():
             data.append({"id": name, "object": "model", "created": 0, "owned_by": "hybridgate", "route": b.route.value, "model": b.model_id})
         return {"object": "list", "data": data}
 
-    @app.get("/v1/hybridgate/decisions")
-    async def decisions(limit: int = 100, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)) -> dict[str, Any]:
+    @app.get("/v1/hybridgate/decisions", responses=_errors(400, 401, 422))
+    async def decisions(
+        limit: int = Query(100, ge=1, le=10_000), gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
+    ) -> dict[str, Any]:
         """The newest decisions: a tenant sees its own, an admin key (or an open gateway) every one."""
-        if not 1 <= limit <= 10_000:
-            raise ApiError(400, "limit must be between 1 and 10000", param="limit")
         recent = await gateway.state.recent_decisions(limit if keys.is_admin(api_key) or not keys.enabled else 10_000)
         if keys.enabled and not keys.is_admin(api_key):
             mine = key_id(api_key)
             recent = [d for d in recent if d.get("key") == mine][:limit]
         return {"object": "list", "data": recent}
 
-    @app.get("/v1/hybridgate/labels")
-    async def labels(request: Request, limit: int = 1000, gateway: Gateway = Depends(gw), api_key: str | None = Depends(operator)) -> dict[str, Any]:
+    @app.get("/v1/hybridgate/labels", responses=_errors(400, 401, 403, 422))
+    async def labels(
+        request: Request, limit: int = Query(1000, ge=1, le=100_000), gateway: Gateway = Depends(gw), api_key: str | None = Depends(operator)
+    ) -> dict[str, Any]:
         """This device's labelled query vectors, for the federated client on the same device.
 
         With admin keys configured, an admin key is what counts. Without, only a direct loopback caller: a
@@ -213,13 +235,28 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
                     403, "labels are served to this device only (loopback, not through a proxy), or to an admin key",
                     type="permission_error", code="loopback_only",
                 )
-        if not 1 <= limit <= 100_000:
-            raise ApiError(400, "limit must be between 1 and 100000", param="limit")
         return {"object": "list", "data": await gateway.state.labels(limit)}
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(_: str | None = Depends(operator)) -> JSONResponse:
-        return JSONResponse(app.openapi())
+        return JSONResponse(_schema())
+
+    def _schema() -> dict[str, Any]:
+        """FastAPI's schema, plus the bearer-key scheme when keys are configured (/healthz stays open)."""
+        if app.openapi_schema is None:
+            schema = app.openapi()
+            if keys.enabled:
+                schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                schema["security"] = [{"bearer": []}]
+                schema["paths"].get("/healthz", {}).get("get", {})["security"] = []
+            for path in schema["paths"].values():  # FastAPI's own 422 (HTTPValidationError) is not what we send
+                for op in path.values():
+                    if "422" in op.get("responses", {}):
+                        op["responses"]["422"]["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
 
     @app.get("/docs", include_in_schema=False)
     async def docs(_: str | None = Depends(operator)) -> Response:
@@ -231,7 +268,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={**_errors(401, 403), 503: {"description": "models still loading"}})
     async def readyz(gateway: Gateway = Depends(gw), _: str | None = Depends(operator)) -> JSONResponse:
         try:
             await gateway.state.ping()
@@ -249,7 +286,11 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={**_errors(401, 403), 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+    )
     async def metrics(gateway: Gateway = Depends(gw), _: str | None = Depends(operator)) -> Response:
         m = gateway.metrics
         m.queue_depth.labels(gateway.local.name).set(gateway.local.queue_depth)

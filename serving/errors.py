@@ -38,6 +38,10 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+# Fields the schema restricts to what the gateway supports: a value outside is an unsupported feature (400, as
+# for tools), not a malformed request (422).
+_SCHEMA_UNSUPPORTED = {"n": "only n=1", "logprobs": "log-probabilities", "response_format": "only type 'text'"}
+
 _STATUS_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -63,6 +67,9 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(loc)
         if first.get("type") == "json_invalid":
             return ApiError(400, "the request body is not valid JSON", code="invalid_json").response()
+        if loc and loc[0] in _SCHEMA_UNSUPPORTED:
+            why = _SCHEMA_UNSUPPORTED[loc[0]]
+            return ApiError(400, f"'{loc[0]}' is not supported by this gateway ({why})", code="unsupported_parameter", param=loc[0]).response()
         msg = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return ApiError(422, msg, code="invalid_schema", param=where or None).response()
 

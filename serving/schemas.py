@@ -7,7 +7,7 @@ ignored; fields OpenAI does not define are refused the same way.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -80,11 +80,44 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"] = Field(description="only plain text: JSON modes are not supported yet")
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error object: every failure, 422 included, has this shape."""
+
+    error: ErrorBody
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    n: int | None = Field(None, ge=1, le=1, description="only 1: several choices are not supported")
+    user: str | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logprobs: Literal[False] | None = Field(None, description="log-probabilities are not supported: false or absent")
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -93,27 +126,6 @@ class ChatCompletionRequest(BaseModel):
         if where is not None:
             raise ValueError(f"{where or 'the body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text")
         return data
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    n: int | None = Field(None, ge=1)
-    user: str | None = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logprobs: bool | None = None
-    response_format: dict[str, Any] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return v
 
     def check_supported(self) -> None:
         """Raise :class:`UnsupportedField` for anything the gateway would otherwise have to ignore."""
@@ -122,12 +134,6 @@ class ChatCompletionRequest(BaseModel):
                 raise UnsupportedField(name, _UNSUPPORTED[name])
             if name not in _ACCEPTED_NOOPS:
                 raise UnsupportedField(name, "not a chat-completions field")
-        if self.n not in (None, 1):
-            raise UnsupportedField("n", "only n=1")
-        if self.logprobs:
-            raise UnsupportedField("logprobs", "log-probabilities")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise UnsupportedField("response_format", "only type 'text'")
         for m in self.messages:
             m.text()
 

@@ -137,3 +137,40 @@ def test_detector_finds_each_kind_and_checks_checksums() -> None:
     assert det.kinds([text]) == ("email", "iban", "card", "phone", "name")
     clean = "Order 1234 5678 9012 3456 shipped in 2024; pi is 3.14159; IBAN DE00 1234 5678 9012 3456 78."
     assert det.find(clean) == []  # fails Luhn, and the IBAN's check digits are wrong
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("card 4111.1111.1111.1111 ok", "card", "4111.1111.1111.1111"),
+        ("card 4111  1111  1111  1111 ok", "card", "4111  1111  1111  1111"),
+        ("iban gb82 west 1234 5698 7654 32 thanks", "iban", "gb82 west 1234 5698 7654 32"),
+        ("iban GB82WEST12345698765432.", "iban", "GB82WEST12345698765432"),
+        ("mail jörg.müller@beispiel.de now", "email", "jörg.müller@beispiel.de"),
+        ("mail 山田@例え.日本 ok", "email", "山田@例え.日本"),
+        ("Ada\u00a0Lovelace wrote", "name", "Ada\u00a0Lovelace"),
+        ("Dear Ada\nLovelace,", "name", "Ada\nLovelace"),
+    ],
+)
+def test_detector_finds_what_it_used_to_miss(text: str, kind: str, value: str) -> None:
+    found = PersonalDataDetector(["Ada Lovelace"]).find(text)
+    assert [(f.kind, f.value) for f in found] == [(kind, value)]
+
+
+def test_detector_scans_long_text_in_windows_with_the_same_findings() -> None:
+    import random
+
+    import hybridgate.router.privacy as privacy
+
+    rng = random.Random(1)
+    items = ["lorem ipsum", "ada@example.org", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "+44 20 7946 0958", "Ada Lovelace"]
+    text = " ".join(rng.choice(items) + " " + "x" * rng.randint(1, 60) for _ in range(3000))
+    detector = PersonalDataDetector(["Ada Lovelace"])
+    windowed = [(f.kind, f.start, f.end) for f in detector.find(text)]
+    window = privacy._WINDOW
+    try:
+        privacy._WINDOW = 10**9
+        whole = [(f.kind, f.start, f.end) for f in detector.find(text)]
+    finally:
+        privacy._WINDOW = window
+    assert len(text) > 5 * window and windowed == whole and len(whole) > 1000

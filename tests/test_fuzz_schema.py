@@ -1,0 +1,83 @@
+"""The published OpenAPI schema, fuzzed against a running gateway with keys configured (schemathesis).
+
+Every operation gets generated requests, valid and not; every response must be no 5xx, a documented
+status, the documented content type and the documented body (errors in OpenAI's shape, 422 included).
+A bounded number of examples here; ``bench/fuzz.py`` runs longer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+from tests.conftest import ServerThread
+
+EXAMPLES = 25
+# Random model names are all 404s; half the generated chat bodies get a real one, so the routing, the local
+# model and the cloud stub see generated input too.
+MODELS = ["hybridgate/auto", "hybridgate/local", "hybridgate/cloud", "hybridgate/redact"]
+ADMIN = {"Authorization": "Bearer root"}
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def fuzzed(local_model, query_embedder, tmp_path_factory) -> ServerThread:  # type: ignore[no-untyped-def]
+    from hybridgate.serving.app import create_app
+    from hybridgate.serving.build import build_gateway
+    from hybridgate.serving.stub_upstream import create_stub_app
+    from tests.conftest import gateway_config
+
+    stub = ServerThread(create_stub_app()).__enter__()
+    cfg = gateway_config(stub.url, server={"api_keys": ["tenant"], "admin_keys": ["root"]}, budgets={"max_tokens": 4})
+    gateway = build_gateway(cfg, local=local_model, embedder=query_embedder)
+    srv = ServerThread(create_app(cfg, lambda: gateway)).__enter__()
+    yield srv
+    srv.__exit__(None, None, None)
+    stub.__exit__(None, None, None)
+
+
+def test_the_schema_declares_errors_and_the_bearer_scheme(fuzzed: ServerThread) -> None:
+    spec = httpx.get(f"{fuzzed.url}/openapi.json", headers=ADMIN).json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    chat = spec["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "413", "422", "429", "503"} <= set(chat)
+    assert chat["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def test_every_operation_survives_generated_requests(fuzzed: ServerThread) -> None:
+    spec = httpx.get(f"{fuzzed.url}/openapi.json", headers=ADMIN).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    failures: list[str] = []
+    statuses: dict[str, list[int]] = {}
+    operations = [r.ok() for r in schema.get_all_operations()]
+    assert len(operations) >= 8
+    for op in operations:
+
+        @given(case=op.as_strategy())
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def run(case) -> None:  # type: ignore[no-untyped-def]
+            if isinstance(case.body, dict) and isinstance(case.body.get("model"), str) and len(repr(case.body)) % 2 == 0:
+                case.body["model"] = MODELS[len(repr(case.body)) % len(MODELS)]
+            response = case.call(base_url=fuzzed.url, headers=ADMIN, timeout=60)
+            statuses.setdefault(op.label, []).append(response.status_code)
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except Exception as exc:  # noqa: BLE001 - collect every operation's failures, then report them together
+                failures.append(f"{op.label}: {str(exc)[:600]}")
+                raise
+
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001
+            if not any(f.startswith(op.label) for f in failures):
+                failures.append(f"{op.label}: {type(exc).__name__}: {str(exc)[:300]}")
+    assert not failures, "\n".join(failures)
+    assert all(statuses.get(op.label) for op in operations), statuses
+    assert 200 in statuses["POST /v1/chat/completions"], statuses  # generated requests were answered, not only refused
