@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 @dataclass
 class StubBehaviour:
-    mode: str = "ok"  # ok | error500 | slow | cut
+    mode: str = "ok"  # ok | error500 | slow | cut | reject (a 400, as a provider refusing the request)
     delay_s: float = 0.0
     reply: str = "Hello from the stub cloud."
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -38,6 +38,8 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
             b.received.append(body)
         if b.mode == "error500":
             return JSONResponse({"error": {"message": "stub failure", "type": "server_error"}}, status_code=500)
+        if b.mode == "reject":
+            return JSONResponse({"error": {"message": "stub refuses this request", "type": "invalid_request_error"}}, status_code=400)
         if b.mode == "slow" or b.delay_s:
             await asyncio.sleep(b.delay_s or 30)
         words = b.reply.split(" ")
