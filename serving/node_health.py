@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 
 from hybridgate.serving.backends.base import Health
+from hybridgate.serving.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class HealthMonitor:
         self.targets = list(targets)
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("hybridgate-health", self.check_once, interval_s)
         self._client: httpx.AsyncClient | None = None
 
     async def check_once(self) -> None:
@@ -80,27 +80,12 @@ class HealthMonitor:
         elif t.health.healthy:
             t.health.ok()
 
-    async def _run(self) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                await self.check_once()
-            except Exception:  # noqa: BLE001 - a probe bug must not kill the loop
-                log.exception("health probe round failed")
-            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
-
     def start(self) -> None:
-        if self.targets and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="hybridgate-health")
+        if self.targets:
+            self._loop.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._loop.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -21,6 +21,7 @@ import numpy as np
 
 from hybridgate.classifiers.adapt import Adapter, fit_adapter
 from hybridgate.router.classifier_scorer import ClassifierScorer
+from hybridgate.serving.periodic import Periodic
 from hybridgate.serving.router_reload import auc
 from hybridgate.serving.state import StateStore
 
@@ -52,7 +53,10 @@ class RouterAdapter:
     min_labels: int = 40
     last: AdaptResult | None = None
     _fitted_on: int = -1
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _loop: Periodic | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._loop = Periodic("hybridgate-router-adapt", self.adapt_once, self.interval_s)
 
     async def usable_labels(self) -> list[dict[str, Any]]:
         version, dim = self.scorer.version, self.scorer.model.dim
@@ -101,23 +105,10 @@ class RouterAdapter:
         self._fitted_on = -1
         self.last = None
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.adapt_once()
-            except Exception:  # noqa: BLE001 - a failed fit must not stop the loop
-                log.exception("router adaptation failed")
-            await asyncio.sleep(self.interval_s)
-
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="hybridgate-router-adapt")
+        assert self._loop is not None
+        self._loop.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        assert self._loop is not None
+        await self._loop.aclose()

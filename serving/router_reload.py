@@ -10,7 +10,6 @@ the new version is taken (the server validated it on its side).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from hybridgate.classifiers.model import RouterModel
 from hybridgate.router import RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.config import RouterConfig
+from hybridgate.serving.periodic import Periodic
 from hybridgate.serving.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,10 @@ class RouterWatcher:
     on_loaded: Callable[[RouterModel], None] | None = None
     previous: RouterModel | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
+    _loop: Periodic | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._loop = Periodic("hybridgate-router-watch", self.check_once, self.interval_s)
 
     @property
     def scorer(self) -> ClassifierScorer:
@@ -126,23 +129,10 @@ class RouterWatcher:
         texts = [""] * len(rows)  # labels keep no text: text features, if any, see an empty string for both routers
         return auc(old.score(x, texts), y), auc(new.score(x, texts), y), len(rows)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception:  # noqa: BLE001 - a bad file must not stop the watch
-                log.exception("router watch failed")
-            await asyncio.sleep(self.interval_s)
-
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="hybridgate-router-watch")
+        assert self._loop is not None
+        self._loop.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        assert self._loop is not None
+        await self._loop.aclose()

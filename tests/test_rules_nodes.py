@@ -92,16 +92,20 @@ def test_budget_spent_in_redis_flips_collaborative_and_cloud_to_local(make_gatew
         server={"api_keys": [key]},
         state={"redis_url": REDIS_URL},
         cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
-        budgets={"per_key_daily_usd": {key: 0.001}},
+        budgets={"per_key_daily_usd": {key: 0.1}},
         router={"threshold": 1.0, "t_local": 0.0},
     )
     auth = {"Authorization": f"Bearer {key}"}
-    spend = post_chat(srv.url, {"model": "hybridgate/redact", "messages": Q, "max_tokens": 5}, headers=auth)
-    assert spend.status_code == 200 and spend.json()["hybridgate"]["cost_usd"] > 0.001
+    # Pinned calls spend until what is left cannot cover another call's worst case: then they get 429.
+    statuses = [post_chat(srv.url, {"model": "hybridgate/redact", "messages": Q, "max_tokens": 5}, headers=auth) for _ in range(8)]
+    assert statuses[0].status_code == 200 and statuses[0].json()["hybridgate"]["cost_usd"] > 0.001
+    assert statuses[-1].status_code == 429 and statuses[-1].json()["error"]["code"] == "budget_exhausted"
     state = srv.gateway.state.describe()  # type: ignore[attr-defined]
     assert state["kind"] == "redis" and not state["degraded"]
-    r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 2}, headers=auth)
-    assert r.headers["x-hybridgate-route"] == "local" and "budget spent" in r.json()["hybridgate"]["decided"]["reasons"][-1]
+    r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 5}, headers=auth)  # the same worst case
+    info = r.json()["hybridgate"]
+    assert r.headers["x-hybridgate-route"] == "local"
+    assert "budget" in info["decided"]["reasons"][-1] or "budget" in (info.get("fallback") or {}).get("reason", "")
 
 
 def test_thresholds_follow_the_quantiles_of_recent_scores(make_gateway: Callable[..., ServerThread], stub) -> None:
