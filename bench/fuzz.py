@@ -69,13 +69,15 @@ def main() -> None:
                 statuses.setdefault(op.label, Counter())[response.status_code] += 1
                 try:
                     case.validate_response(response, checks=checks)
-                except Exception as exc:  # noqa: BLE001
+                except BaseException as exc:  # noqa: BLE001
                     failures.append({"operation": op.label, "failure": str(exc)[:2000]})
                     raise
 
             try:
                 run()
-            except Exception as exc:  # noqa: BLE001 - recorded above, or a generation problem recorded here
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a failure group recorded above, or a generation problem recorded here
                 if not any(f["operation"] == op.label for f in failures):
                     failures.append({"operation": op.label, "failure": f"{type(exc).__name__}: {exc}"[:2000]})
     finally:

@@ -156,7 +156,21 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             )
         return result
 
-    @app.post("/v1/chat/completions", response_model=None, responses=CHAT_ERRORS)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses={
+            200: {
+                "description": "chat.completion, or with stream: true chat.completion.chunk events",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    # one schema per server-sent event: a data line (a JSON chunk, or [DONE])
+                    "text/event-stream": {"schema": {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}},
+                },
+            },
+            **CHAT_ERRORS,
+        },
+    )
     async def chat_completions(
         body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gw), api_key: str | None = Depends(keys)
     ) -> Response:
