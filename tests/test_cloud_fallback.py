@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import httpx
@@ -97,3 +98,27 @@ def test_circuit_opens_after_repeated_failures_and_auto_goes_local(make_gateway:
     r = post_chat(srv.url, hard)
     assert r.status_code == 200 and r.headers["x-hybridgate-route"] == "local"
     assert any("no healthy cloud backend" in x for x in r.json()["hybridgate"]["decided"]["reasons"])
+
+
+def test_streams_the_client_drops_are_still_counted(make_gateway, stub) -> None:  # type: ignore[no-untyped-def]
+    """A dropped stream cancels the server's generator; its accounting must survive that cancellation."""
+    import asyncio
+
+    from hybridgate.serving.state.base import key_id
+
+    srv = make_gateway(server={"api_keys": ["k"]}, cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0})
+    stub[1].delay_s = 0.0
+    body = {"model": "hybridgate/cloud", "stream": True, "max_tokens": 5, **HELLO}
+    drops = 20
+    for _ in range(drops):
+        with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}, timeout=30) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())  # the first event, then the client goes away
+    deadline = time.monotonic() + 10
+    counted = 0
+    while time.monotonic() < deadline:
+        counted = asyncio.run(srv.gateway.state.usage_today(key_id("k"))).requests  # type: ignore[attr-defined]
+        if counted >= drops:
+            break
+        time.sleep(0.1)
+    assert counted == drops
