@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,6 +212,10 @@ class Gateway:
         self._scored = 0
         self._calibrating: asyncio.Task[None] | None = None
         self._shadows: set[asyncio.Task[None]] = set()
+        # The CPU work of deciding (rendering, tokenising, scanning, embedding) in one thread of its own: with a
+        # thread per request, five hostile requests competed with the event loop for the interpreter lock and
+        # /healthz waited over 100 ms; queued behind one thread, the loop waits a switch interval at most.
+        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-decide")
         self.watcher: RouterWatcher | None = None
         if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
             from hybridgate.classifiers.artifact import resolve_router
@@ -296,7 +301,8 @@ class Gateway:
         t0 = time.perf_counter()
         # Rendering and tokenising the conversation and scanning it for personal data grow with the request:
         # off the event loop, like the classifier below.
-        query = await asyncio.to_thread(self._query, req, messages, hints)
+        loop = asyncio.get_running_loop()
+        query = await loop.run_in_executor(self._cpu, self._query, req, messages, hints)
         ctx = RouteContext(
             backends={name: b.route for name, b in self.backends.items()},
             healthy=frozenset(name for name, b in self.backends.items() if b.health.healthy),
@@ -307,7 +313,7 @@ class Gateway:
             overloaded=frozenset({self.local.name}) if self._local_overloaded() else frozenset(),
         )
         # A classifier embeds the query: run it off the event loop so other requests keep streaming.
-        decision = await asyncio.to_thread(self.policy.decide, query, ctx)
+        decision = await loop.run_in_executor(self._cpu, self.policy.decide, query, ctx)
         if decision.score is not None and self.cfg.router.recalibrate_every:
             self._scored += 1
             if self._scored % self.cfg.router.recalibrate_every == 0 and (self._calibrating is None or self._calibrating.done()):
@@ -682,3 +688,4 @@ class Gateway:
             if b is not self.local or self._owns_local:
                 await b.aclose()
         await self.state.aclose()
+        self._cpu.shutdown(wait=False, cancel_futures=True)

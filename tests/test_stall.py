@@ -44,4 +44,5 @@ def test_healthz_answers_while_the_worst_inputs_are_scanned(make_gateway: Callab
     for w in workers:
         w.join()
     assert len(statuses) == len(WORST) and all(s < 500 for s in statuses), statuses
+    print(f"slowest healthz {slowest * 1000:.0f} ms")
     assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms while hostile requests were scanned"
