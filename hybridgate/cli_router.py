@@ -106,7 +106,7 @@ def train(
     weak: list[str] = WeakOpt,
     strong: list[str] = StrongOpt,
     out: Path = typer.Option(..., "--out", help="Folder to write the router to."),
-    head: str = typer.Option("group-prior", "--head", help="group-prior, logistic, mlp or knn."),
+    head: str = typer.Option("prior-correction", "--head", help="prior-correction (the default router's: shape prior + bounded topic correction), group-prior, logistic, mlp or knn."),
     param: list[str] = typer.Option([], "--param", "-p", help="Head setting NAME=VALUE, repeatable (e.g. -p C=0.5)."),
     features: bool = typer.Option(False, "--features/--no-features", help="Append length, number, math, code and negation features."),
     split: str = typer.Option("train", "--split", help="Rows to train on: train (the benchmark split) or all."),
