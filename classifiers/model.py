@@ -64,10 +64,17 @@ class RouterModel:
         """Scores of rows already turned into inputs (what a label on the device keeps instead of text)."""
         return np.clip(self.head.score(x), 0.0, 1.0)
 
+    def score_explained(self, x: np.ndarray) -> tuple[float, list[tuple[str, float]]]:
+        """One query's score and the signals that moved its log-odds, largest first (none for a head that
+        cannot say), from a single evaluation of the head."""
+        explained = getattr(self.head, "explained", None)
+        if explained is None:
+            return float(self.score_inputs(x[:1])[0]), []
+        score, pushes = explained(x[:1])
+        return float(np.clip(score[0], 0.0, 1.0)), list(pushes)
+
     def explain(self, x: np.ndarray) -> list[tuple[str, float]]:
-        """The signals that moved one query's log-odds, largest first; empty for a head that cannot say."""
-        explain = getattr(self.head, "explain", None)
-        return [] if explain is None else list(explain(x[:1]))
+        return self.score_explained(x)[1]
 
     def threshold_for(self, cloud_share: float) -> float:
         """The score above which ``cloud_share`` of the calibration queries fall."""

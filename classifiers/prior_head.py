@@ -132,13 +132,14 @@ class PriorCorrectionHead:
     def score(self, x: np.ndarray) -> np.ndarray:
         return _sigmoid(self.logit(x))
 
-    def explain(self, x: np.ndarray) -> list[tuple[str, float]]:
-        """Each signal's push on one query's log-odds, against the average training query, largest first."""
+    def explained(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, float]]]:
+        """The first row's score and each signal's push on its log-odds against the average training query,
+        largest first, from one evaluation of the head (the gateway asks for both on every decision)."""
         _, shape = self.split(x[:1])
         prior, corr, _ = self.parts(x[:1])
         pushes = [(name, float(self.w[i] * (shape[0, i] - self.shape_mean[i]))) for i, name in enumerate(SHAPE_NAMES)]
         pushes.append(("topic", float(corr[0])))
-        return sorted((p for p in pushes if abs(p[1]) >= 1e-4), key=lambda p: -abs(p[1]))
+        return _sigmoid(prior + corr), sorted((p for p in pushes if abs(p[1]) >= 1e-4), key=lambda p: -abs(p[1]))
 
     def params(self) -> dict[str, Any]:
         return {

@@ -54,12 +54,11 @@ class ClassifierScorer:
         """The score and the few signals that moved it most, each as its push on the score."""
         model, adapter = self.model, self.adapter  # one consistent pair, whatever a reload does meanwhile
         vectors = self.embedder.encode([query.text])
-        x = model.inputs(vectors, [query.text], [query.n_messages])
-        base = model.score_inputs(x)
-        score = float(base[0] if adapter is None else adapter.apply(base, vectors)[0])
+        base, explained = model.score_explained(model.inputs(vectors, [query.text], [query.n_messages]))
+        score = base if adapter is None else float(adapter.apply(np.array([base]), vectors)[0])
         z = float(logit(np.array([score]))[0])
-        pushes = [(name, _score_push(z, p)) for name, p in model.explain(x)]
+        pushes = [(name, _score_push(z, p)) for name, p in explained]
         if adapter is not None:
-            pushes.append(("this gateway's labels", score - float(base[0])))
+            pushes.append(("this gateway's labels", score - base))
         top = sorted((p for p in pushes if abs(p[1]) >= 0.005), key=lambda p: -abs(p[1]))[:TOP_SIGNALS]
         return score, tuple(Signal(n, round(v, 3)) for n, v in top)

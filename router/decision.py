@@ -102,6 +102,12 @@ class Decision:
     redact_only: bool = False  # the cloud may see it only with its personal data replaced (the redact mode)
 
     @property
+    def cloud_forbidden(self) -> bool:
+        """Whether a cloud backend may not see this request as decided: never when private, and only through the
+        redact mode when redact-only. The policy checks its decisions with it, the gateway its calls."""
+        return self.private or (self.redact_only and self.mode is not Mode.REDACT)
+
+    @property
     def pinned(self) -> bool:
         """The client named the route, a mode or a backend: only ``auto`` decisions carry a score."""
         return self.score is None

@@ -85,7 +85,7 @@ class RoutingPolicy:
         # The invariant, checked on the way out as well as kept by every step: a private request never has a
         # cloud backend, and a redact-only one reaches the cloud only through the redact mode.
         cloud = [n for n in (decision.backend, decision.cloud_backend, *decision.fallbacks) if n and ctx.backends.get(n) is Route.CLOUD]
-        if cloud and (decision.private or (decision.redact_only and decision.mode is not Mode.REDACT)):
+        if cloud and decision.cloud_forbidden:
             raise PrivacyViolation("this request's privacy forbids the cloud")  # unreachable unless a step is wrong
         return decision
 

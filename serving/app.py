@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hybridgate.router import BudgetExhausted, PrivacyViolation, UnroutableError
 from hybridgate.serving.auth import KeyCheck
-from hybridgate.serving.state.base import key_id
 from hybridgate.serving.backends.base import (
     BackendError,
     BackendTimeout,
@@ -28,7 +27,8 @@ from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import ApiError, install_error_handlers
 from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
-from hybridgate.serving.schemas import ErrorResponse, ChatCompletionRequest, FeedbackRequest, UnsupportedField
+from hybridgate.serving.schemas import ChatCompletionRequest, ErrorResponse, FeedbackRequest, UnsupportedField
+from hybridgate.serving.state.base import key_id
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -339,7 +339,7 @@ class Gateway:
             return None
         for name in routing.decision.fallbacks:
             b = self.backends.get(name)
-            if b is None or (b.route is Route.CLOUD and not self._cloud_allowed(routing.decision)):
+            if b is None or (b.route is Route.CLOUD and routing.decision.cloud_forbidden):
                 continue
             if b is not failed and name not in routing.tried and b.health.healthy:
                 return b
@@ -347,17 +347,11 @@ class Gateway:
             return self.local if self.local.name not in routing.tried else None
         return None
 
-    @staticmethod
-    def _cloud_allowed(decision: Decision) -> bool:
-        """A plain cloud call: never for a private request, nor for a redact-only one (it goes through the redact mode)."""
-        return not decision.private and not decision.redact_only
-
     def _routing(self, decision: Decision, ms: float) -> Routing:
         assert decision.backend is not None
         backend = self.backends[decision.backend]
         # Defence in depth: the policy keeps privacy as an invariant, and the gateway refuses to act against it.
-        redacted = decision.route is Route.COLLAB and decision.mode is Mode.REDACT and not decision.private
-        if backend.route is Route.CLOUD and not self._cloud_allowed(decision) and not redacted:
+        if backend.route is Route.CLOUD and decision.cloud_forbidden:
             raise PrivacyViolation("this request's privacy forbids the cloud")
         collab = decision.route is Route.COLLAB
         return Routing(
