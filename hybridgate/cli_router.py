@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from hybridgate.cli_common import fail
+from hybridgate.cli_common import fail, need_extra
 
 router_app = typer.Typer(no_args_is_help=True, help="Train, evaluate, compare and calibrate the routing classifier.")
 
@@ -112,13 +112,17 @@ def train(
     split: str = typer.Option("train", "--split", help="Rows to train on: train (the benchmark split) or all."),
     name: str | None = typer.Option(None, "--name", help="Router name recorded in the header."),
     embedder: str = typer.Option(
-        "all-MiniLM-L6-v2-static", "--embedder", help="sentence-transformers model name or folder; a -static suffix distils it."
+        "all-MiniLM-L6-v2-static",
+        "--embedder",
+        help="sentence-transformers model name or folder, a folder of static vectors (router distill), "
+        "or a -static name (shipped, or distilled once into the cache).",
     ),
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
 ) -> None:
     """Train a router and save it as arrays + a JSON header; report it on the test split when there is one."""
+    need_extra("train", "router train")
     from hybridgate.classifiers.artifact import save_router
     from hybridgate.classifiers.evaluation import evaluate
     from hybridgate.classifiers.heads import parse_params
@@ -164,6 +168,7 @@ def evaluate_cmd(
 
     With --split test on data of five or more subjects, the router's recipe (head, settings, features) is
     also refitted on the transfer protocol's folds and its adaptation curve measured."""
+    need_extra("train", "router eval")
     from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
     from hybridgate.classifiers.evaluation import evaluate, write_report
     from hybridgate.classifiers.protocols import Bench, evaluate_recipe, head_recipe
@@ -287,6 +292,7 @@ def compare(
 ) -> None:
     """Every head (default settings, with and without text features) on every embedder, and every baseline, on
     the in-distribution split, the transfer protocol, the adaptation curve and a held-out question set, in one table."""
+    need_extra("train", "router compare")
     from hybridgate.classifiers.baselines import group_prior_scores, length_scores, random_scores
     from hybridgate.classifiers.evaluation import evaluate
     from hybridgate.classifiers.heads import HEADS, parse_params
@@ -437,3 +443,26 @@ def calibrate(
     typer.echo(f"router:\n  threshold: {t_cloud:.6f}")
     if gray_share > 0:
         typer.echo(f"  # scores in [{t_local:.6f}, {t_cloud:.6f}) form the gray band ({gray_share:.0%} of queries)")
+
+
+@router_app.command()
+def distill(
+    model: str = typer.Argument("all-MiniLM-L6-v2", help="sentence-transformers model name or folder to distil."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the static vectors to (model2vec's layout)."),
+    dims: int | None = typer.Option(None, "--dims", help="Keep this many principal components (default: all)."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16, float32 or int8."),
+    engine: str = EngineOpt,
+) -> None:
+    """Distil a transformer into static word-piece vectors: what the default router reads, served without torch."""
+    need_extra("train", "router distill")
+    from hybridgate.classifiers.embedder import model_name, resolve_model_path
+    from hybridgate.classifiers.static_vectors import distil_static, static_name
+
+    if dtype not in ("float16", "float32", "int8"):
+        fail(f"--dtype must be float16, float32 or int8, not {dtype!r}")
+    with _Errors():
+        path = resolve_model_path(model)
+        name = static_name(model_name(model, path), dims, dtype)  # type: ignore[arg-type]
+        folder = distil_static(_embedder(model, engine), path / "tokenizer.json", out, name=name, dims=dims, dtype=dtype)  # type: ignore[arg-type]
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    typer.echo(f"static vectors {name} written to {folder} ({size / 2**20:.1f} MiB); use --embedder {folder} to train a router on them")

@@ -70,7 +70,8 @@ class Standin:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
         cmd = [sys.executable, "-m", "hybridgate.cli", "serve", "--config", str(self._config_file())]
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        self.proc = subprocess.Popen(cmd, env=env, preexec_fn=preexec)  # noqa: PLW1509 - only sets a signal
+        # Started in its own folder: a checkout in the working directory must not shadow the installed package.
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self._dir.name, preexec_fn=preexec)  # noqa: PLW1509 - only sets a signal
         deadline = time.monotonic() + self.cfg.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

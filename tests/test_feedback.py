@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from hybridgate import Client, HybridgateError
-from tests.conftest import REDIS_URL, ServerThread, post_chat
+from tests.conftest import ServerThread, post_chat
 
 Q = [{"role": "user", "content": "What is the capital of Australia?"}]
 
@@ -22,14 +22,16 @@ def _labels(srv: ServerThread, limit: int = 100) -> list[dict]:
     """Newest first: straight from Redis when the gateway uses it, else from its in-process store."""
     gw = srv.gateway  # type: ignore[attr-defined]
     if gw.state.kind == "redis":
-        r = redis.Redis.from_url(REDIS_URL)
+        r = redis.Redis.from_url(gw.cfg.state.redis_url)
         return [json.loads(x) for x in r.lrange("hybridgate:labels", 0, limit - 1)]
     return asyncio.run(gw.state.labels(limit))  # the in-process store is not bound to the server's loop
 
 
-def test_rating_a_local_answer_stores_a_label_in_redis_and_no_text(make_gateway: Callable[..., ServerThread], stub) -> None:
+def test_rating_a_local_answer_stores_a_label_in_redis_and_no_text(
+    make_gateway: Callable[..., ServerThread], stub, redis_url: str
+) -> None:
     key = f"k-{uuid.uuid4().hex[:12]}"
-    srv = make_gateway(server={"api_keys": [key]}, state={"redis_url": REDIS_URL}, router={"threshold": 1.0})
+    srv = make_gateway(server={"api_keys": [key]}, state={"redis_url": redis_url}, router={"threshold": 1.0})
     auth = {"Authorization": f"Bearer {key}"}
     r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 3}, headers=auth)
     assert r.headers["x-hybridgate-route"] == "local"

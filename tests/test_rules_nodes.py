@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 
 from hybridgate import Client
-from tests.conftest import REDIS_URL, ServerThread, free_port, post_chat
+from tests.conftest import ServerThread, free_port, post_chat
 
 Q = [{"role": "user", "content": "Explain how a heat pump works."}]
 
@@ -86,11 +86,13 @@ def test_lowest_latency_node_is_chosen_and_the_others_kept_for_failover(make_gat
     assert r.status_code == 200 and r.headers["x-hybridgate-backend"] == "local" and r.headers["x-hybridgate-fallback"] == "edge-box"
 
 
-def test_budget_spent_in_redis_flips_collaborative_and_cloud_to_local(make_gateway: Callable[..., ServerThread], stub) -> None:
+def test_budget_spent_in_redis_flips_collaborative_and_cloud_to_local(
+    make_gateway: Callable[..., ServerThread], stub, redis_url: str
+) -> None:
     key = f"k-{uuid.uuid4().hex[:12]}"  # a fresh key: the Redis database outlives the test
     srv = make_gateway(
         server={"api_keys": [key]},
-        state={"redis_url": REDIS_URL},
+        state={"redis_url": redis_url},
         cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
         budgets={"per_key_daily_usd": {key: 0.1}},
         router={"threshold": 1.0, "t_local": 0.0},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,37 +10,22 @@ import pytest
 import redis
 
 from hybridgate.serving.state.base import key_id
-from tests.conftest import REDIS_URL, ServerThread, free_port, post_chat
+from tests.conftest import RedisServer, ServerThread, post_chat
 
 MSG = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture
-def shared_redis() -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(REDIS_URL)
-    try:
-        r.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"the tests need a real Redis at {REDIS_URL} (.ci/run starts one)")
-    r.flushdb()
-    yield r
-    r.flushdb()
+def shared_redis(redis_url: str) -> Iterator[redis.Redis]:
+    yield redis.Redis.from_url(redis_url)
 
 
-def wait_for(client: redis.Redis) -> None:
-    for _ in range(100):
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    pytest.fail("the test's redis-server did not start")
-
-
-def test_counters_log_and_cache_live_in_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:
+def test_counters_log_and_cache_live_in_redis(
+    make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis, redis_url: str
+) -> None:
     srv = make_gateway(
         server={"api_keys": ["key-a", "key-b"]},
-        state={"redis_url": REDIS_URL, "cache_enabled": True, "cache_ttl_s": 60},
+        state={"redis_url": redis_url, "cache_enabled": True, "cache_ttl_s": 60},
         cloud={"cost_per_1k_prompt_usd": 0.5, "cost_per_1k_completion_usd": 1.0},
     )
     auth = {"Authorization": "Bearer key-a"}
@@ -64,10 +47,12 @@ def test_counters_log_and_cache_live_in_redis(make_gateway: Callable[..., Server
     assert other.headers["x-hybridgate-cache"] == "miss" and len(shared_redis.keys("hybridgate:cache:*")) == 2
 
 
-def test_two_gateways_share_one_budget_through_redis(make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis) -> None:
+def test_two_gateways_share_one_budget_through_redis(
+    make_gateway: Callable[..., ServerThread], shared_redis: redis.Redis, redis_url: str
+) -> None:
     sections = dict(
         server={"api_keys": ["k"]},
-        state={"redis_url": REDIS_URL},
+        state={"redis_url": redis_url},
         cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
         budgets={"default_daily_usd": 0.04},
     )
@@ -82,52 +67,34 @@ def test_two_gateways_share_one_budget_through_redis(make_gateway: Callable[...,
 
 
 def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> None:
-    server_bin = shutil.which("redis-server")
-    assert server_bin, "redis-server must be installed (.ci/run installs it)"
-    port = free_port()
-    cmd = [server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        wait_for(client)
-        srv = make_gateway(state={"redis_url": url, "reconnect_interval_s": 0.3})
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url())
+        srv = make_gateway(state={"redis_url": server.url(), "reconnect_interval_s": 0.3})
         body = {"model": "hybridgate/local", "messages": MSG, "max_tokens": 2}
         assert post_chat(srv.url, body).status_code == 200
         assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False
         assert client.llen("hybridgate:decisions") == 1
 
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
         r = post_chat(srv.url, body)
         assert r.status_code == 200, "requests must still succeed without Redis"
         ready = httpx.get(f"{srv.url}/readyz").json()
         assert ready["degraded"] is True and ready["state"]["last_error"]
         assert "hybridgate_state_degraded 1.0" in httpx.get(f"{srv.url}/metrics").text
 
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        wait_for(client)
+        server.start()
         time.sleep(0.4)
         assert post_chat(srv.url, body).status_code == 200
         assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False
         assert client.llen("hybridgate:decisions") >= 1, "writes go to Redis again once it is back"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_a_redis_outage_does_not_reset_a_budget(make_gateway: Callable[..., ServerThread]) -> None:
     """Before, counters fell back to an empty memory store: a Redis outage gave every key a fresh budget."""
-    server_bin = shutil.which("redis-server")
-    assert server_bin, "redis-server must be installed (.ci/run installs it)"
-    port = free_port()
-    proc = subprocess.Popen([server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        wait_for(redis.Redis.from_url(url))
+    with RedisServer() as server:
         srv = make_gateway(
             server={"api_keys": ["k"]},
-            state={"redis_url": url, "reconnect_interval_s": 30},
+            state={"redis_url": server.url(), "reconnect_interval_s": 30},
             cloud={"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0},
             budgets={"default_daily_usd": 0.04},
         )
@@ -135,10 +102,6 @@ def test_a_redis_outage_does_not_reset_a_budget(make_gateway: Callable[..., Serv
         body = {"model": "cloud", "messages": MSG, "max_tokens": 5}
         assert post_chat(srv.url, body, headers=auth).status_code == 200  # spends 0.015 of 0.04, recorded in Redis
         assert post_chat(srv.url, {**body, "model": "hybridgate/local"}, headers=auth).status_code == 200  # reads the spend
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
         refused = post_chat(srv.url, body, headers=auth)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exhausted", refused.text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
