@@ -21,7 +21,9 @@ def embed_cached(embedder: Embedder, texts: Sequence[str], cache_dir: Path | Non
     """Embed ``texts``, reading and extending ``cache_dir/<embedder>.npz``; no cache when ``cache_dir`` is None."""
     if cache_dir is None:
         return encode_with_progress(embedder, texts, description)
-    path = cache_dir / f"{embedder.name}-{embedder.dim}.npz"
+    # Static vectors carry a fingerprint of their table: new vectors under an old name never meet stale ones.
+    fingerprint = getattr(embedder, "fingerprint", None)
+    path = cache_dir / f"{embedder.name}-{embedder.dim}{'-' + fingerprint if fingerprint else ''}.npz"
     known: dict[str, np.ndarray] = {}
     if path.is_file():
         try:

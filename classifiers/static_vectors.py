@@ -19,6 +19,7 @@ the router's embedder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -84,8 +85,17 @@ class StaticEmbedder:
         # Vectors stored as float16 or int8 are widened once: model2vec averages in the stored type, and a
         # float16 average is unit length only to 1e-5 and moves scores near the threshold.
         self._model = StaticModel.from_pretrained(folder, normalize=True, quantize_to="float32")
+        # model2vec drops [UNK] pieces (meant for word-level vocabularies); a word-piece [UNK] marks characters the
+        # vocabulary lacks, and the shipped routers were trained with it: keep it, so vectors stay the same.
+        self._model.unk_token_id = None
         cfg = _config(folder)
         self.folder = folder
+        # What cached prompt vectors are keyed by besides the name: the stored table and how it is averaged.
+        digest = hashlib.sha256(b"float32-mean-with-unk")
+        with (folder / "model.safetensors").open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        self.fingerprint = digest.hexdigest()[:12]
         self.name = str(cfg.get("hybridgate_name") or folder.name)
         self.dim = int(self._model.dim)
         self.max_seq_length = MAX_PIECES

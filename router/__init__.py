@@ -6,7 +6,7 @@ Keeping it pure means every decision can be replayed in a test or a benchmark.
 """
 
 from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer, Signal
-from hybridgate.router.policy import BudgetExhausted, PrivacyViolation, RoutingPolicy, UnroutableError
+from hybridgate.router.policy import BudgetExhausted, PrivacyViolation, RoutingPolicy, ToolsRefused, UnroutableError
 from hybridgate.router.privacy import PersonalDataDetector
 from hybridgate.router.rule_scorer import RuleScorer
 
@@ -23,5 +23,6 @@ __all__ = [
     "RuleScorer",
     "Scorer",
     "Signal",
+    "ToolsRefused",
     "UnroutableError",
 ]

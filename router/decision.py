@@ -44,6 +44,7 @@ class RouteQuery:
     personal_data: tuple[str, ...] = ()  # kinds found in the messages (router.privacy)
     privacy_strict: bool = False  # the client forbids the cloud for this request
     deadline_ms: float | None = None  # the client's budget for the time to the first token
+    needs_tools: bool = False  # the answer may be a tool call (tools declared, tool_choice not none)
 
 
 @dataclass(frozen=True)

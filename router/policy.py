@@ -5,15 +5,17 @@ The order is fixed and each step that changes the route says why:
 1. an explicit pin (a backend name, ``hybridgate/local|cloud``, or ``hybridgate/<mode>``);
 2. the score against two thresholds: below ``t_local`` local, at or above
    ``t_cloud`` cloud, between them the collaborative ``mode``;
-3. privacy: a strict request never reaches the cloud; personal data keeps the
+3. tools: a request whose answer may be a tool call goes where ``tools`` says
+   (the cloud, the local model, or a refusal), whatever the score;
+4. privacy: a strict request never reaches the cloud; personal data keeps the
    query local (or sends it through the redact mode, if so configured). This is
    an invariant, not a step: once a request is private, no later rule (context
    overflow, deadline, budget, overload, health) may choose a cloud backend, and
    the only outcomes are local, redact (where configured) or an error;
-4. a prompt the local model cannot hold goes to the cloud;
-5. a deadline picks the route whose expected first-token latency meets it;
-6. the daily cloud budget, spent, keeps it local;
-7. a route with no healthy, unloaded backend moves to the other route.
+5. a prompt the local model cannot hold goes to the cloud;
+6. a deadline picks the route whose expected first-token latency meets it;
+7. the daily cloud budget, spent, keeps it local;
+8. a route with no healthy, unloaded backend moves to the other route.
 
 Within a route the backend with the lowest expected latency is chosen and the
 others are kept, in order, for failover.
@@ -30,6 +32,7 @@ AUTO = "hybridgate/auto"
 ROUTE_ALIASES = {"hybridgate/local": Route.LOCAL, "hybridgate/cloud": Route.CLOUD}
 MODE_ALIASES = {f"hybridgate/{m.value}": m for m in Mode}
 PersonalDataRule = Literal["local", "redact", "allow"]
+ToolsRule = Literal["cloud", "local", "reject"]
 
 
 class UnroutableError(Exception):
@@ -42,6 +45,10 @@ class BudgetExhausted(Exception):
 
 class PrivacyViolation(Exception):
     """The request forbids the cloud (``x-hybridgate-privacy: strict``) but insists on it."""
+
+
+class ToolsRefused(Exception):
+    """The request declares tools and this gateway answers none (``router.tools: reject``)."""
 
 
 @dataclass
@@ -63,6 +70,7 @@ class RoutingPolicy:
     t_local: float | None = None  # below, local; None: the same as threshold (no collaborative band)
     mode: Mode = Mode.CASCADE
     on_personal_data: PersonalDataRule = "local"
+    tools: ToolsRule = "cloud"  # where an automatic request with tools goes
 
     @property
     def version(self) -> str | None:
@@ -117,6 +125,7 @@ class RoutingPolicy:
         score, signals = explained(query) if explained is not None else (self.scorer.score(query), ())
         draft = self._by_score(score)
         draft.signals = signals
+        self._tools(draft, query)
         self._privacy(draft, query)
         self._context(draft, query, ctx)
         self._deadline(draft, query, ctx)
@@ -131,6 +140,21 @@ class RoutingPolicy:
         return _Draft(
             Route.COLLAB, self.mode, [f"score {score:.3f} between t_local {self.t_low:.3f} and t_cloud {self.threshold:.3f}: {self.mode.value}"]
         )
+
+    def _tools(self, d: _Draft, q: RouteQuery) -> None:
+        """A tool call is a contract (the right tool, arguments that match its schema) a small model often breaks:
+        by default it goes to the cloud. Privacy, the next step, still wins over this."""
+        if not q.needs_tools:
+            return
+        if self.tools == "reject":
+            raise ToolsRefused("this gateway answers no request with tools (router.tools: reject)")
+        if self.tools == "local":
+            if d.route is not Route.LOCAL:
+                d.route, d.mode = Route.LOCAL, None
+                d.reasons.append("the request declares tools: router.tools keeps it local")
+        elif d.route is Route.LOCAL or (d.route is Route.COLLAB and d.mode is not None and d.mode.local_generates):
+            d.route, d.mode = Route.CLOUD, None
+            d.reasons.append("the request declares tools: router.tools sends it to the cloud")
 
     def _privacy(self, d: _Draft, q: RouteQuery) -> None:
         # The flags are set whatever the score said: a request that scored local is just as private, and

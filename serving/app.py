@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from hybridgate.router import BudgetExhausted, PrivacyViolation, UnroutableError
+from hybridgate.router import BudgetExhausted, PrivacyViolation, ToolsRefused, UnroutableError
 from hybridgate.serving.auth import KeyCheck
 from hybridgate.serving.backends.base import (
     BackendError,
@@ -28,6 +28,7 @@ from hybridgate.serving.errors import ApiError, install_error_handlers
 from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
 from hybridgate.serving.schemas import ChatCompletionRequest, ErrorResponse, FeedbackRequest, UnsupportedField
+from hybridgate.serving.structured import StructuredOutputError
 from hybridgate.serving.state.base import key_id
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,23 @@ def to_api_error(exc: Exception) -> ApiError:
             503, str(exc), type="server_busy", code="queue_full", headers={"Retry-After": str(exc.retry_after_s)}
         )
     if isinstance(exc, PromptTooLong):
-        return ApiError(413, str(exc), code="context_length_exceeded", param="messages")
+        # 400 with OpenAI's own code, as OpenAI answers it: client libraries map it to their context-window error.
+        return ApiError(400, str(exc), code="context_length_exceeded", param="messages")
     if isinstance(exc, BudgetExhausted):
         return ApiError(429, str(exc), type="insufficient_quota", code="budget_exhausted", headers={"Retry-After": "3600"})
     if isinstance(exc, PrivacyViolation):
-        return ApiError(403, str(exc), type="permission_error", code="privacy_strict", param="model")
+        # OpenAI's SDK (and LangChain through it) maps the status to PermissionDeniedError; litellm maps no 403 from
+        # an OpenAI-compatible server and reads the type instead: invalid_request_error makes it a BadRequestError
+        # with the reason, not a generic APIError.
+        return ApiError(403, str(exc), type="invalid_request_error", code="privacy_strict", param="model")
     if isinstance(exc, UnroutableError):
         return ApiError(503, str(exc), type="server_busy", code="no_healthy_backend", headers={"Retry-After": "5"})
     if isinstance(exc, UpstreamRejected):
         return ApiError(400, str(exc), code=exc.code)
+    if isinstance(exc, ToolsRefused):
+        return ApiError(400, str(exc), code="tools_not_allowed", param="tools")
+    if isinstance(exc, StructuredOutputError):
+        return ApiError(400, str(exc), code="unsupported_schema", param="response_format")
     if isinstance(exc, BackendTimeout):
         return ApiError(504, str(exc), type="api_error", code=exc.code)
     if isinstance(exc, BackendError):
@@ -83,11 +92,11 @@ def request_hints(request: Request) -> RequestHints:
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error statuses an endpoint answers, each in OpenAI's shape: so the schema says what the API does."""
     what = {
-        400: "malformed JSON, an unsupported field or value, a bad header or parameter",
+        400: "malformed JSON, an unsupported field or value, a bad header or parameter, a prompt the local model cannot hold (context_length_exceeded)",
         401: "a key is configured and none, or a wrong one, was sent",
         403: "privacy forbids the cloud for this request, or the endpoint needs an admin key",
         404: "unknown model, or no answer with this id awaits a rating",
-        413: "the body is over server.max_body_bytes, or the prompt does not fit the local model",
+        413: "the body is over server.max_body_bytes",
         422: "the body does not match the schema",
         429: "this key's daily cloud budget is spent",
         502: "the backend failed and no fallback was allowed",
@@ -190,6 +199,13 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             presence_penalty=body.presence_penalty,
             frequency_penalty=body.frequency_penalty,
             user=body.user,
+            response_format=None if body.response_format is None or body.response_format.type == "text" else body.response_format.wire(),
+            tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+            tool_choice=body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice,  # type: ignore[union-attr]
+            parallel_tool_calls=body.parallel_tool_calls,
+            n=body.n or 1,
+            logprobs=bool(body.logprobs),
+            top_logprobs=body.top_logprobs,
         )
         try:
             decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints)

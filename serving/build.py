@@ -55,7 +55,7 @@ def build_policy(cfg: RouterConfig, privacy: PrivacyConfig | None = None, *, emb
         threshold = 0.5 if cfg.threshold is None else cfg.threshold
         if cfg.gray_share:
             raise ValueError("router.gray_share needs a classifier router's calibration; with scorer: rules set router.t_local")
-        return RoutingPolicy(RuleScorer(cfg.long_prompt_tokens), threshold, cfg.t_local, mode, on_pd)
+        return RoutingPolicy(RuleScorer(cfg.long_prompt_tokens), threshold, cfg.t_local, mode, on_pd, cfg.tools)
     folder = resolve_router(cfg.path)
     header = read_header(folder)
     if embedder is None:
@@ -63,7 +63,7 @@ def build_policy(cfg: RouterConfig, privacy: PrivacyConfig | None = None, *, emb
     model = load_router(folder, embedder=embedder.name, dim=embedder.dim)
     threshold, t_local = thresholds_for(model, cfg)
     scorer: Scorer = ClassifierScorer(model, CachedEmbedder(embedder, cfg.cache_size))
-    return RoutingPolicy(scorer, threshold, t_local, mode, on_pd)
+    return RoutingPolicy(scorer, threshold, t_local, mode, on_pd, cfg.tools)
 
 
 def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None, embedder: Embedder | None = None) -> Gateway:

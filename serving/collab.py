@@ -37,6 +37,7 @@ from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.condense import condense, word_overlap
 from hybridgate.serving.config import CollaborationConfig
 from hybridgate.serving.redaction import Redaction, StreamRestorer, redact_messages
+from hybridgate.serving.structured import invalid
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,15 @@ class CollabReport:
         return out
 
 
+def merged_report(reports: list[CollabReport]) -> CollabReport:
+    """One report for a mode run once per choice (n > 1): the last one's details, everyone's usage and calls."""
+    out = replace(reports[-1])
+    out.local, out.cloud, out.cloud_calls = Usage(0, 0), Usage(0, 0), 0
+    for r in reports:
+        out.local, out.cloud, out.cloud_calls = _add(out.local, r.local), _add(out.cloud, r.cloud), out.cloud_calls + r.cloud_calls
+    return out
+
+
 @dataclass
 class Plan:
     report: CollabReport
@@ -132,6 +142,10 @@ class Collaborator:
                 return Plan(report, params)
             report.context_tokens, report.kept_tokens = done.context_tokens, done.kept_tokens
             return Plan(report, replace(params, messages=done.messages))
+        if params.uses_tools:
+            # A draft cannot be a tool call, and a call is not refined: the cloud answers a request with tools.
+            report.fallback = "the request declares tools: the cloud answers it alone"
+            return Plan(report, params)
         limit = self.cfg.cascade_max_tokens if mode is Mode.CASCADE else self.cfg.draft_max_tokens
         local_params = replace(params, max_tokens=min(params.max_tokens or limit, limit))
         try:
@@ -144,6 +158,9 @@ class Collaborator:
         if mode is Mode.CASCADE:
             report.confidence = draft.confidence
             keep = draft.confidence is not None and draft.confidence >= self.cfg.cascade_min_confidence
+            broken = invalid(draft.text, params.response_format)
+            if broken:  # constrained decoding only breaks the format when max_tokens cuts the answer off
+                keep, report.fallback = False, f"the local answer {broken}"[:200]
             report.escalated = not keep
             return Plan(report, None if keep else params, answer=draft)
         refine = [*params.messages, {"role": "assistant", "content": draft.text}, {"role": "user", "content": REFINE_PROMPT.format(draft=draft.text)}]
@@ -160,8 +177,10 @@ class Collaborator:
         except Exception as exc:  # noqa: BLE001 - the local side answers instead
             return replace(await self._local_fallback(plan, params, exc), usage=plan.report.total)
         plan.report.cloud = out.usage
-        text = plan.redaction.restore(out.text) if plan.redaction else out.text
-        return replace(out, text=text, usage=plan.report.total)
+        if plan.redaction is None:
+            return replace(out, usage=plan.report.total)
+        calls = [{**c, "function": {**c["function"], "arguments": plan.redaction.restore(c["function"]["arguments"])}} for c in out.tool_calls or []]
+        return replace(out, text=plan.redaction.restore(out.text), tool_calls=calls or None, usage=plan.report.total)
 
     async def _local_fallback(self, plan: Plan, params: ChatParams, exc: Exception) -> Completion:
         log.warning("%s: the cloud side failed (%s); answering locally", plan.report.mode.value, exc)
@@ -194,17 +213,32 @@ class Collaborator:
                 yield d
             return
         restorer = StreamRestorer(plan.redaction) if plan.redaction else None
+        arg_restorers: dict[int, StreamRestorer] = {}  # one per streamed tool call: arguments arrive in pieces too
         delta: Delta | None = first
         while delta is not None:
             if delta.usage is not None:
                 plan.report.cloud = delta.usage
             text = restorer.feed(delta.text) if restorer else delta.text
+            calls = delta.tool_calls
+            if calls and plan.redaction is not None:
+                calls = [self._restore_call(c, arg_restorers, plan.redaction) for c in calls]
             if delta.finish_reason:
                 text += restorer.flush() if restorer else ""
+                tail = [{"index": i, "function": {"arguments": r.flush()}} for i, r in arg_restorers.items()]
+                if any(t["function"]["arguments"] for t in tail):
+                    yield Delta(tool_calls=[t for t in tail if t["function"]["arguments"]])
                 yield Delta(text=text, finish_reason=delta.finish_reason, usage=plan.report.total)
-            elif text:
-                yield Delta(text=text)
+            elif text or calls:
+                yield Delta(text=text, tool_calls=calls)
             delta = await anext(it, None)
+
+    @staticmethod
+    def _restore_call(call: dict[str, Any], restorers: dict[int, StreamRestorer], redaction: Redaction) -> dict[str, Any]:
+        fn = call.get("function") or {}
+        if not fn.get("arguments"):
+            return call
+        r = restorers.setdefault(int(call.get("index", 0)), StreamRestorer(redaction))
+        return {**call, "function": {**fn, "arguments": r.feed(fn["arguments"])}}
 
     async def _local_stream(self, plan: Plan, params: ChatParams) -> AsyncGenerator[Delta, None]:
         async for d in self.local.stream(params):

@@ -50,6 +50,7 @@ class RouterConfig(_Strict):
     t_local: float | None = Field(None, ge=0.0, le=1.0)  # below: local. None: from gray_share (0: no collaborative band)
     gray_share: float = Field(0.0, ge=0.0, le=1.0)  # the share just below the cloud band answered collaboratively
     mode: Literal["cascade", "condense", "redact", "draft-refine"] = "cascade"  # how the collaborative band is answered
+    tools: Literal["cloud", "local", "reject"] = "cloud"  # where an automatic request that declares tools goes
     recalibrate_every: int = Field(0, ge=0)  # > 0: re-derive the thresholds from recent scores every N decisions
     recalibrate_window: int = Field(2000, ge=50)  # how many recent scores (from the decision log) to use
     watch_s: float = Field(0.0, ge=0.0)  # > 0: check the router folder this often and load a new version without a restart

@@ -40,7 +40,7 @@ class ApiError(Exception):
 
 # Fields the schema restricts to what the gateway supports: a value outside is an unsupported feature (400, as
 # for tools), not a malformed request (422).
-_SCHEMA_UNSUPPORTED = {"n": "only n=1", "logprobs": "log-probabilities", "response_format": "only type 'text'"}
+_SCHEMA_UNSUPPORTED = {"n": "at most 8 choices a request"}
 
 _STATUS_TYPES = {
     400: "invalid_request_error",

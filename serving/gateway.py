@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from hybridgate.serving.backends.base import (
 )
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.backends.pricing import cost_usd
-from hybridgate.serving.collab import Collaborator, CollabReport
+from hybridgate.serving.collab import Collaborator, CollabReport, merged_report
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
@@ -53,6 +53,7 @@ from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
+from hybridgate.serving.structured import message_texts
 
 log = logging.getLogger(__name__)
 
@@ -328,9 +329,10 @@ class Gateway:
             prompt_tokens=self.local.count_prompt_tokens(messages),
             n_messages=len(messages),
             requested_model=req.model,
-            personal_data=self.detector.kinds(m["content"] for m in messages),
+            personal_data=self.detector.kinds(message_texts(messages)),
             privacy_strict=hints.privacy_strict,
             deadline_ms=hints.deadline_ms,
+            needs_tools=req.uses_tools,
         )
 
     def _fallback_target(self, routing: Routing, failed: Backend, exc: Exception) -> Backend | None:
@@ -424,12 +426,21 @@ class Gateway:
     async def _chat(self, routing: Routing, req: ChatCompletionRequest, params: ChatParams, api_key: str | None) -> Answer:
         if routing.route is Route.COLLAB:
             started = time.perf_counter()
-            plan, cloud = await self._collab_plan(routing, params)
-            completion = await self.collab.complete(plan, cloud, params)
+            choices, reports = [], []
+            for _ in range(params.n):  # each choice runs the whole mode; the report adds their usage up
+                plan, cloud = await self._collab_plan(routing, replace(params, n=1))
+                choices.append(await self.collab.complete(plan, cloud, replace(params, n=1)))
+                reports.append(plan.report)
+            completion = choices[0]
+            if len(choices) > 1:
+                routing.collab = merged_report(reports)
+                completion = replace(completion, usage=routing.collab.total, alternatives=tuple(choices[1:]))
             await self._account(routing, completion.usage, api_key, time.perf_counter() - started, status="ok")
             await self._hold_for_feedback(routing, params.messages, api_key)
             return Answer(completion, routing)  # collaborative answers label themselves (cascade)
-        cache_key = self._cache_key(req, params, api_key) if self.cfg.state.cache_enabled else None
+        # Only a plain single answer is cached (tool calls, several choices and log-probabilities are not).
+        cacheable = self.cfg.state.cache_enabled and not params.uses_tools and params.n == 1 and not params.logprobs
+        cache_key = self._cache_key(req, params, api_key) if cacheable else None
         if cache_key:
             hit = await self.state.cache_get(cache_key)
             if hit is not None:
@@ -514,7 +525,7 @@ class Gateway:
         blob = json.dumps(
             [
                 key_id(api_key), req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop,
-                params.seed, params.presence_penalty, params.frequency_penalty,
+                params.seed, params.presence_penalty, params.frequency_penalty, params.response_format,
             ],
             sort_keys=True,
             separators=(",", ":"),

@@ -68,8 +68,8 @@ def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetect
     by_value: dict[tuple[str, str], str] = {}
     counters: dict[str, int] = {}
     out: list[dict[str, Any]] = []
-    for m in messages:
-        text = m["content"]
+
+    def redact(text: str) -> str:
         pieces: list[str] = []
         pos = 0
         for f in detector.find(text):
@@ -82,7 +82,13 @@ def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetect
             pieces.append(by_value[key])
             pos = f.end
         pieces.append(text[pos:])
-        out.append({**m, "content": "".join(pieces)})
+        return "".join(pieces)
+
+    for m in messages:
+        msg = {**m, "content": redact(m["content"] or "")}
+        if m.get("tool_calls"):  # the arguments of earlier calls are content too
+            msg["tool_calls"] = [{**c, "function": {**c["function"], "arguments": redact(c["function"]["arguments"])}} for c in m["tool_calls"]]
+        out.append(msg)
     if red.count:
         out.insert(0, {"role": "system", "content": NOTE})
     return out, red

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,15 +16,21 @@ def _usage(u: Usage) -> dict[str, int]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
+def _choice(index: int, c: Completion) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": c.text}
+    if c.tool_calls:
+        message["content"] = c.text or None
+        message["tool_calls"] = c.tool_calls
+    return {"index": index, "message": message, "finish_reason": c.finish_reason, "logprobs": c.logprobs}
+
+
 def completion_body(c: Completion, routing: Routing) -> dict[str, Any]:
     return {
         "id": routing.request_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": c.model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason, "logprobs": None}
-        ],
+        "choices": [_choice(i, choice) for i, choice in enumerate((c, *c.alternatives))],
         "usage": _usage(c.usage),
         "hybridgate": routing.as_dict(),
     }
@@ -77,6 +82,9 @@ async def sse_events(
             if delta.text:
                 pieces += 1
                 yield chunk({"content": delta.text})
+            if delta.tool_calls:
+                pieces += 1
+                yield chunk({"tool_calls": delta.tool_calls})
             if delta.finish_reason:
                 last = delta
             delta = await anext(answer.rest, None)

@@ -1,8 +1,11 @@
 """The OpenAI chat-completions request, as the gateway accepts it.
 
-Fields OpenAI defines but the gateway cannot honour (several choices, tools,
-log-probabilities) are refused with a 400 that names them, rather than silently
-ignored; fields OpenAI does not define are refused the same way.
+Structured output (``response_format``), tools, several choices and
+log-probabilities are answered on both routes. Fields OpenAI defines but the
+gateway cannot honour (legacy functions, audio, other modalities) are refused
+with a 400 that names them, rather than silently ignored; so are fields OpenAI
+does not define, and combinations a route cannot serve (several choices or
+log-probabilities in a stream).
 """
 
 from __future__ import annotations
@@ -12,22 +15,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # OpenAI fields that are accepted but have no effect on the answer.
-_ACCEPTED_NOOPS = {"metadata", "store", "service_tier", "logit_bias", "parallel_tool_calls"}
+_ACCEPTED_NOOPS = {"metadata", "store", "service_tier", "logit_bias"}
 # OpenAI fields the gateway does not support: a request using them gets a 400.
 _UNSUPPORTED = {
-    "tools": "tool calling",
-    "tool_choice": "tool calling",
-    "functions": "function calling",
-    "function_call": "function calling",
+    "functions": "the legacy function-calling fields: use tools",
+    "function_call": "the legacy function-calling fields: use tool_choice",
     "audio": "audio output",
     "modalities": "non-text modalities",
     "prediction": "predicted outputs",
-    "top_logprobs": "log-probabilities",
     "web_search_options": "web search",
 }
 
 
 MAX_MESSAGES = 2048  # a conversation longer than this is a mistake or an attack, not a chat
+MAX_CHOICES = 8  # n: each local choice is a whole generation on the device
+MAX_TOOLS = 128  # OpenAI's own limit
+_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 def _lone_surrogate(value: Any, path: str, depth: int = 0) -> str | None:
@@ -60,12 +63,39 @@ class UnsupportedField(ValueError):
         self.field = field
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    arguments: str = Field(max_length=1_000_000, description="the arguments as a JSON text, as the model wrote them")
+
+
+class ToolCall(BaseModel):
+    """A call an assistant turn made earlier in the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
+    tool_call_id: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message of role tool needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -80,10 +110,60 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(BaseModel):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema`` (an object that matches the schema)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["text"] = Field(description="only plain text: JSON modes are not supported yet")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given with, and only with, type json_schema")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = Field(None, max_length=100_000)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ErrorBody(BaseModel):
@@ -111,13 +191,17 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    n: int | None = Field(None, ge=1, le=1, description="only 1: several choices are not supported")
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES, description=f"several choices, at most {MAX_CHOICES}; not with stream")
     user: str | None = None
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logprobs: Literal[False] | None = Field(None, description="log-probabilities are not supported: false or absent")
+    logprobs: bool | None = Field(None, description="log-probabilities of the answer's tokens; not with stream")
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -136,6 +220,24 @@ class ChatCompletionRequest(BaseModel):
                 raise UnsupportedField(name, "not a chat-completions field")
         for m in self.messages:
             m.text()
+        if (self.n or 1) > 1 and self.stream:
+            raise UnsupportedField("n", "several choices are answered whole, not streamed: n > 1 needs stream false")
+        if self.logprobs and self.stream:
+            raise UnsupportedField("logprobs", "log-probabilities come with whole answers, not streams")
+        if self.top_logprobs and not self.logprobs:
+            raise UnsupportedField("top_logprobs", "top_logprobs needs logprobs: true")
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise UnsupportedField("tools", "two tools share a name")
+        if self.tool_choice is not None and not self.tools:
+            raise UnsupportedField("tool_choice", "tool_choice needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise UnsupportedField("tool_choice", f"no tool named {self.tool_choice.function.name!r} is declared")
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether the answer may be a tool call: tools declared and not switched off."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def stop_list(self) -> list[str] | None:
         if self.stop is None:
@@ -143,11 +245,17 @@ class ChatCompletionRequest(BaseModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
     def plain_messages(self) -> list[dict[str, Any]]:
-        """Messages as role/content strings: what every backend and chat template understands."""
+        """Messages as role/content strings, with the tool calls and results of earlier turns as OpenAI writes
+        them: what every backend understands (the local one renders the tool parts as text)."""
         out = []
         for m in self.messages:
             role = "system" if m.role == "developer" else m.role
-            out.append({"role": role, "content": m.text()})
+            msg: dict[str, Any] = {"role": role, "content": m.text()}
+            if m.tool_calls:
+                msg["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+            if m.tool_call_id:
+                msg["tool_call_id"] = m.tool_call_id
+            out.append(msg)
         return out
 
     @property

@@ -4,6 +4,12 @@ It answers with a fixed reply and no model, so a benchmark measures only the
 path in front of it, and it can be told (``POST /_control``) to fail the way
 real providers do: HTTP 500, a slow answer, or a stream cut short. Every body
 it receives is kept, so a test can check what the cloud was sent.
+
+It keeps the contracts a real provider keeps: with ``tools`` (and a
+``tool_choice`` other than none) it calls the named or first tool with
+arguments made from that tool's schema, streamed in pieces when asked; with a
+JSON ``response_format`` its reply is a JSON object that matches the schema;
+with ``n`` it gives n choices, and with ``logprobs`` log-probabilities.
 """
 
 from __future__ import annotations
@@ -29,6 +35,46 @@ class StubBehaviour:
     keep_bodies: bool = True
 
 
+def example_for(schema: Any, depth: int = 0) -> Any:
+    """The smallest value that matches a JSON schema (required properties only; enum and const honoured)."""
+    if not isinstance(schema, dict) or depth > 16:
+        return {}
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return example_for(schema[key][0], depth + 1)
+    kind = schema.get("type", "object")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: example_for(props.get(k, {}), depth + 1) for k in schema.get("required", list(props))}
+    if kind == "array":
+        return [example_for(schema.get("items", {}), depth + 1) for _ in range(int(schema.get("minItems", 0)))]
+    return {"string": "stub", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "stub")
+
+
+def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools, choice = body.get("tools") or [], body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+    fn = next(t["function"] for t in tools if t["function"]["name"] == name)
+    args = example_for(fn.get("parameters") or {"type": "object"})
+    return {"id": "call_stub", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def _reply_text(body: dict[str, Any], default: str) -> str:
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return json.dumps(example_for((fmt.get("json_schema") or {}).get("schema") or {}))
+    if fmt.get("type") == "json_object":
+        return json.dumps({"reply": default})
+    return default
+
+
 def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
     b = behaviour or StubBehaviour()
 
@@ -42,24 +88,38 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
             return JSONResponse({"error": {"message": "stub refuses this request", "type": "invalid_request_error"}}, status_code=400)
         if b.mode == "slow" or b.delay_s:
             await asyncio.sleep(b.delay_s or 30)
-        words = b.reply.split(" ")
+        reply = _reply_text(body, b.reply)
+        call = _tool_call(body)
+        words = reply.split(" ")
         model = body.get("model", "stub")
         created = int(time.time())
         usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
         if not body.get("stream"):
-            return JSONResponse(
-                {
-                    "id": "chatcmpl-stub",
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": b.reply}, "finish_reason": "stop"}],
-                    "usage": usage,
-                }
-            )
+            message: dict[str, Any] = {"role": "assistant", "content": None if call else reply}
+            if call:
+                message["tool_calls"] = [call]
+            logprobs = None
+            if body.get("logprobs"):
+                top = int(body.get("top_logprobs") or 0)
+                logprobs = {"content": [{"token": w, "logprob": -0.1, "bytes": list(w.encode()), "top_logprobs": [{"token": w, "logprob": -0.1, "bytes": list(w.encode())}] * top} for w in words]}
+            choices = [
+                {"index": i, "message": message, "finish_reason": "tool_calls" if call else "stop", "logprobs": logprobs}
+                for i in range(int(body.get("n") or 1))
+            ]
+            return JSONResponse({"id": "chatcmpl-stub", "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage})
 
         async def events() -> Any:
             base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": created, "model": model}
+            if call:  # as providers stream a call: id and name first, then the arguments in pieces
+                args = call["function"]["arguments"]
+                first = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+                for delta in (first, {"index": 0, "function": {"arguments": args[: len(args) // 2]}}, {"index": 0, "function": {"arguments": args[len(args) // 2 :]}}):
+                    yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}]}) + "\n\n"
+                yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}) + "\n\n"
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield "data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n"
+                yield "data: [DONE]\n\n"
+                return
             for i, w in enumerate(words):
                 if b.mode == "cut" and i == 1:
                     raise RuntimeError("stream cut by the stub")

@@ -28,8 +28,12 @@ def assert_openai_error(r: httpx.Response, status: int, code: str | None = None)
 @pytest.mark.parametrize(
     "body,status,code",
     [
-        ({"model": "hybridgate/auto", "messages": MSG, "n": 2}, 400, "unsupported_parameter"),
-        ({"model": "hybridgate/auto", "messages": MSG, "tools": [{"type": "function"}]}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": MSG, "n": 9}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": MSG, "n": 2, "stream": True}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": MSG, "tools": [{"type": "function"}]}, 422, "invalid_schema"),
+        ({"model": "hybridgate/auto", "messages": MSG, "functions": [{"name": "f"}]}, 400, "unsupported_parameter"),
+        ({"model": "hybridgate/auto", "messages": MSG, "response_format": {"type": "json_schema"}}, 422, "invalid_schema"),
+        ({"model": "hybridgate/auto", "messages": [{"role": "tool", "content": "x"}]}, 422, "invalid_schema"),
         ({"model": "hybridgate/auto", "messages": MSG, "frobnicate": 1}, 400, "unsupported_parameter"),
         ({"model": "hybridgate/auto", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "unsupported_parameter"),
         ({"model": "no-such-model", "messages": MSG}, 404, "model_not_found"),
@@ -64,8 +68,8 @@ def test_body_too_large_is_413(make_gateway: Callable[..., ServerThread]) -> Non
 def test_prompt_longer_than_local_context(make_gateway: Callable[..., ServerThread]) -> None:
     long = [{"role": "user", "content": "word " * 1500}]
     reject = make_gateway(local={"n_ctx": 1024, "context_overflow": "reject"}, router={"threshold": 1.0})
-    assert_openai_error(post_chat(reject.url, {"model": "hybridgate/local", "messages": long}), 413, "context_length_exceeded")
-    assert_openai_error(post_chat(reject.url, {"model": "hybridgate/auto", "messages": long, "max_tokens": 4}), 413)
+    assert_openai_error(post_chat(reject.url, {"model": "hybridgate/local", "messages": long}), 400, "context_length_exceeded")
+    assert_openai_error(post_chat(reject.url, {"model": "hybridgate/auto", "messages": long, "max_tokens": 4}), 400, "context_length_exceeded")
     to_cloud = make_gateway(local={"n_ctx": 1024, "context_overflow": "cloud"}, router={"threshold": 1.0})
     r = post_chat(to_cloud.url, {"model": "hybridgate/auto", "messages": long, "max_tokens": 4})
     assert r.status_code == 200 and r.headers["x-hybridgate-route"] == "cloud"

@@ -95,7 +95,7 @@ def test_openai_sdk_sees_typed_errors(gateway: ServerThread) -> None:
     with pytest.raises(openai.NotFoundError):
         client(gateway).chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
-        client(gateway).chat.completions.create(model="hybridgate/local", messages=[{"role": "user", "content": "x"}], n=3)
+        client(gateway).chat.completions.create(model="hybridgate/local", messages=[{"role": "user", "content": "x"}], n=9)
 
 
 def test_healthz_answers_during_a_long_generation(gateway: ServerThread) -> None:

@@ -21,6 +21,7 @@ from hybridgate.router import (
     RouteContext,
     RouteQuery,
     RoutingPolicy,
+    ToolsRefused,
     UnroutableError,
 )
 
@@ -46,6 +47,7 @@ def situations(draw: st.DrawFn) -> tuple[RoutingPolicy, RouteQuery, RouteContext
         t_local=draw(st.none() | st.floats(0.0, 1.0)),
         mode=draw(st.sampled_from(list(Mode))),
         on_personal_data=draw(st.sampled_from(["local", "redact", "allow"])),
+        tools=draw(st.sampled_from(["cloud", "local", "reject"])),
     )
     query = RouteQuery(
         "text",
@@ -55,6 +57,7 @@ def situations(draw: st.DrawFn) -> tuple[RoutingPolicy, RouteQuery, RouteContext
         personal_data=tuple(draw(st.sets(st.sampled_from(["email", "iban", "card", "phone", "name"]), max_size=3))),
         privacy_strict=draw(st.booleans()),
         deadline_ms=draw(st.none() | st.floats(1, 10_000)),
+        needs_tools=draw(st.booleans()),
     )
     ctx = RouteContext(
         BACKENDS,
@@ -86,8 +89,8 @@ def test_a_private_request_never_gets_a_cloud_backend(s: tuple[RoutingPolicy, Ro
     )
     try:
         d = policy.decide(query, ctx)
-    except (PrivacyViolation, UnroutableError, BudgetExhausted):
-        return  # a clear error (403, 503, 429) is always allowed
+    except (PrivacyViolation, UnroutableError, BudgetExhausted, ToolsRefused):
+        return  # a clear error (403, 503, 429, 400) is always allowed
     if private:
         assert d.route is Route.LOCAL and not _cloud_names(d, ctx) and d.private, d
     elif redact_only:

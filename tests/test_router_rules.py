@@ -174,3 +174,15 @@ def test_detector_scans_long_text_in_windows_with_the_same_findings() -> None:
     finally:
         privacy._WINDOW = window
     assert len(text) > 5 * window and windowed == whole and len(whole) > 1000
+
+
+def test_tools_rule_moves_a_tool_request_but_never_past_privacy() -> None:
+    from hybridgate.router import ToolsRefused
+
+    assert RoutingPolicy(Fixed(), 0.5).decide(q(0.1, needs_tools=True), ctx()).route is Route.CLOUD
+    assert RoutingPolicy(Fixed(), 0.5, tools="local").decide(q(0.9, needs_tools=True), ctx()).route is Route.LOCAL
+    with pytest.raises(ToolsRefused):
+        RoutingPolicy(Fixed(), 0.5, tools="reject").decide(q(0.1, needs_tools=True), ctx())
+    private = RoutingPolicy(Fixed(), 0.5).decide(q(0.1, needs_tools=True, privacy_strict=True), ctx())
+    assert private.route is Route.LOCAL and "tools" in private.reasons[-2] and "strict" in private.reasons[-1]
+    assert RoutingPolicy(Fixed(), 0.5).decide(q(0.1), ctx()).route is Route.LOCAL, "no tools, no rule"

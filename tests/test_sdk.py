@@ -50,7 +50,7 @@ def test_typed_errors(make_gateway: Callable[..., ServerThread]) -> None:
     with pytest.raises(sdk.NotFoundError):
         c.chat("x", model="nope")
     with pytest.raises(sdk.BadRequestError) as bad:
-        c.chat("x", n=2)
+        c.chat("x", n=9)
     assert bad.value.code == "unsupported_parameter"
     with pytest.raises(sdk.NotFoundError):
         with c.stream("x", model="nope"):

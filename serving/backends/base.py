@@ -21,6 +21,17 @@ class ChatParams:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     user: str | None = None
+    response_format: dict[str, Any] | None = None  # OpenAI's object: type json_object or json_schema (text: None)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    @property
+    def uses_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 @dataclass(frozen=True)
@@ -37,9 +48,12 @@ class Usage:
 class Completion:
     text: str
     finish_reason: str
-    usage: Usage
+    usage: Usage  # of every choice together
     model: str
     confidence: float | None = None  # geometric-mean probability of the generated tokens, when measured
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's shape: id, type function, name and JSON arguments
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs: {"content": [...]}
+    alternatives: tuple[Completion, ...] = ()  # choices 1..n-1 when n > 1 (their usage is in this one's)
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class Delta:
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's streamed tool-call pieces (index, id, function)
 
 
 class BackendError(Exception):
@@ -92,7 +107,9 @@ class QueueFull(Exception):
 class PromptTooLong(Exception):
     def __init__(self, backend: str, prompt_tokens: int, limit: int) -> None:
         super().__init__(
-            f"the prompt has {prompt_tokens} tokens; backend {backend!r} holds at most {limit} with room to answer"
+            # OpenAI's own wording, which client libraries (litellm) recognise as a context-window error.
+            f"This model's maximum context length is {limit} tokens with room to answer. However, your messages "
+            f"resulted in {prompt_tokens} tokens (backend {backend!r})."
         )
         self.prompt_tokens = prompt_tokens
         self.limit = limit

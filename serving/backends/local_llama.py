@@ -10,12 +10,14 @@ is kinder to a device than an unbounded queue.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
+from hybridgate.serving.structured import FLAT_OBJECT_GBNF, StructuredOutputError, grammar_schema, local_messages, read_tool_answer
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,11 @@ class ConfidenceMeter:
     of an answer, never followed by another call, is not counted.
     """
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, top: int | None = None) -> None:
         self.logprobs: list[float] = []
+        self.tokens: list[int] = []  # the sampled tokens the meter has seen, in order
+        self.top: list[list[tuple[int, float]]] = []  # for each, the ``top`` likeliest tokens (when asked for)
+        self._k = top
         self._ctx = llm._ctx
         self._n_vocab = int(llm.n_vocab())
         self._pending: np.ndarray | None = None
@@ -67,12 +73,30 @@ class ConfidenceMeter:
         if n == self._pending_len:
             return False
         if self._pending is not None and n == self._pending_len + 1:
-            self.logprobs.append(float(self._pending[int(input_ids[-1])]))
+            self.record(int(input_ids[-1]))
         row = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(self._n_vocab,)).astype(np.float64)
         top = float(row.max())
         self._pending = row - (top + math.log(float(np.exp(row - top).sum())))
         self._pending_len = n
         return False
+
+    def record(self, token: int) -> None:
+        """The pending distribution produced ``token``: keep its log-probability (and the top few)."""
+        assert self._pending is not None
+        self.tokens.append(token)
+        self.logprobs.append(float(self._pending[token]))
+        if self._k is not None:
+            k = min(self._k, self._n_vocab)
+            best = np.argpartition(-self._pending, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+            best = best[np.argsort(-self._pending[best])]
+            self.top.append([(int(i), float(self._pending[i])) for i in best])
+        self._pending = None
+
+    def finish(self, answer_tokens: list[int]) -> None:
+        """The last token of an answer never reaches another call: take it from the answer's own tokens,
+        when they extend what was seen by exactly one."""
+        if self._pending is not None and len(answer_tokens) == len(self.tokens) + 1 and answer_tokens[:-1] == self.tokens:
+            self.record(answer_tokens[-1])
 
     def confidence(self) -> float | None:
         """exp(mean log-probability): 1.0 when every token was certain; None when nothing was measured."""
@@ -128,6 +152,7 @@ class LlamaBackend:
             stop_token_ids=[eos_id],
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self._grammars: dict[str, Any] = {}
         self._inflight = 0
         self._gen_seconds_ewma = 2.0
         log.info("loaded %s in %.1f s (n_ctx=%d, threads=%d)", self.path.name, self.load_seconds, n_ctx, n_threads)
@@ -146,13 +171,29 @@ class LlamaBackend:
         return tokens, stop
 
     def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return len(self.render(messages)[0])
+        return len(self.render(local_messages(messages, None, None))[0])
 
     def count_text_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
 
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """llama.cpp's grammar for a JSON schema (``{}``: a JSON object), built once per schema."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        found = self._grammars.get(key)
+        if found is None:
+            try:
+                found = LlamaGrammar.from_string(FLAT_OBJECT_GBNF, verbose=False) if not schema else LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:  # noqa: BLE001 - the converter raises bare errors for schema features it lacks
+                raise StructuredOutputError(f"the local model cannot be constrained to this schema: {exc}") from None
+            if len(self._grammars) >= 64:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = found
+        return found
+
     def _prepare(self, params: ChatParams) -> tuple[list[int], dict[str, Any]]:
-        tokens, stop = self.render(params.messages)
+        tokens, stop = self.render(local_messages(params.messages, params.tools, params.tool_choice))
         max_tokens = params.max_tokens or self.default_max_tokens
         room = self.n_ctx - len(tokens)
         if room < 16:
@@ -169,6 +210,9 @@ class LlamaBackend:
             kwargs["presence_penalty"] = params.presence_penalty
         if params.frequency_penalty is not None:
             kwargs["frequency_penalty"] = params.frequency_penalty
+        schema = grammar_schema(params.response_format, params.tools, params.tool_choice)
+        if schema is not None:
+            kwargs["grammar"] = self._grammar(schema)
         return tokens, kwargs
 
     # -- admission --------------------------------------------------------------------------------
@@ -203,12 +247,26 @@ class LlamaBackend:
         return self._llm.create_completion(prompt=tokens, stream=stream, stopping_criteria=criteria, **kwargs)
 
     async def complete(self, params: ChatParams, *, confidence: bool = False) -> Completion:
-        """``confidence``: also measure how sure the model was of each token it produced (for the cascade mode)."""
+        """``confidence``: also measure how sure the model was of each token it produced (for the cascade mode).
+        ``params.n`` choices are generated one after another (a seed, if given, counts up per choice)."""
         tokens, kwargs = self._prepare(params)
+        choices: list[Completion] = []
+        for i in range(max(1, params.n)):
+            if params.seed is not None:
+                kwargs["seed"] = params.seed + i
+            choices.append(await self._complete_one(tokens, kwargs, params, confidence))
+        first = choices[0]
+        if len(choices) == 1:
+            return first
+        total = Usage(first.usage.prompt_tokens, sum(c.usage.completion_tokens for c in choices))
+        return replace(first, usage=total, alternatives=tuple(choices[1:]))
+
+    async def _complete_one(self, tokens: list[int], kwargs: dict[str, Any], params: ChatParams, confidence: bool) -> Completion:
         self._admit()
         started = time.perf_counter()
         cancel = threading.Event()
-        meter = ConfidenceMeter(self._llm) if confidence else None
+        top = (params.top_logprobs or 0) if params.logprobs else None
+        meter = ConfidenceMeter(self._llm, top=top) if confidence or params.logprobs else None
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(self._executor, self._generate, tokens, kwargs, cancel, False, meter)
@@ -220,15 +278,48 @@ class LlamaBackend:
         choice = out["choices"][0]
         usage = out["usage"]
         self.health.ok()
+        text, finish = choice["text"], choice.get("finish_reason") or "stop"
+        logprobs = None
+        if params.logprobs and meter is not None:
+            meter.finish(self._llm.tokenize(text.encode("utf-8"), add_bos=False) if text else [])
+            logprobs = self._logprobs(meter)
+        calls = None
+        if params.uses_tools:
+            text, calls = read_tool_answer(text)
+            finish = "tool_calls" if calls else finish
         return Completion(
-            text=choice["text"],
-            finish_reason=choice.get("finish_reason") or "stop",
+            text=text,
+            finish_reason=finish,
             usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
             model=self.model_id,
             confidence=None if meter is None else meter.confidence(),
+            tool_calls=calls,
+            logprobs=logprobs,
         )
 
+    def _logprobs(self, meter: ConfidenceMeter) -> dict[str, Any]:
+        """OpenAI's ``choice.logprobs``: each answer token, its log-probability and the likeliest alternatives."""
+
+        def entry(token: int, lp: float) -> dict[str, Any]:
+            raw = self._llm.detokenize([token])
+            return {"token": raw.decode("utf-8", errors="replace"), "logprob": round(lp, 6), "bytes": list(raw)}
+
+        content = []
+        for i, (token, lp) in enumerate(zip(meter.tokens, meter.logprobs, strict=True)):
+            top = meter.top[i] if i < len(meter.top) else []
+            content.append({**entry(token, lp), "top_logprobs": [entry(t, v) for t, v in top]})
+        return {"content": content, "refusal": None}
+
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        if params.uses_tools:
+            # A call is only a call once its JSON is whole: generate it, then stream it as OpenAI would.
+            done = await self.complete(params)
+            if done.tool_calls:
+                yield Delta(tool_calls=[{"index": i, **c} for i, c in enumerate(done.tool_calls)])
+            elif done.text:
+                yield Delta(text=done.text)
+            yield Delta(finish_reason=done.finish_reason, usage=done.usage)
+            return
         tokens, kwargs = self._prepare(params)
         self._admit()
         started = time.perf_counter()

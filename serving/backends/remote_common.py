@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from typing import Any
 
-from hybridgate.serving.backends.base import ChatParams
+from hybridgate.serving.backends.base import ChatParams, Completion, Usage
 from hybridgate.serving.config import RemoteConfig
 
 
@@ -27,11 +28,42 @@ def optional_params(params: ChatParams) -> dict[str, Any]:
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
         "user": None if params.user is None else pseudonym(params.user),
+        "response_format": params.response_format,
+        "tools": params.tools,
+        "tool_choice": params.tool_choice,
+        "parallel_tool_calls": params.parallel_tool_calls,
+        "n": params.n if params.n > 1 else None,
+        "logprobs": True if params.logprobs else None,
+        "top_logprobs": params.top_logprobs if params.logprobs else None,
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def completion_from_choices(choices: list[dict[str, Any]], usage: Usage, model: str) -> Completion:
+    """An OpenAI ``choices`` list (dicts) as one Completion: the first choice, the others as alternatives."""
+    parsed = [
+        Completion(
+            text=(c.get("message") or {}).get("content") or "",
+            finish_reason=c.get("finish_reason") or "stop",
+            usage=usage,
+            model=model,
+            tool_calls=[wire_tool_call(t) for t in (c.get("message") or {}).get("tool_calls") or []] or None,
+            logprobs=c.get("logprobs") or None,
+        )
+        for c in sorted(choices, key=lambda c: int(c.get("index", 0)))
+    ]
+    if not parsed:
+        raise KeyError("choices")
+    return replace(parsed[0], alternatives=tuple(parsed[1:]))
 
 
 def pseudonym(user: str) -> str:
     """The OpenAI ``user`` field as a stable digest: a provider can still tell one end user from another (what
     the field is for), but an e-mail address or a name used as the id never leaves the device."""
     return "hg-" + hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def wire_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call as OpenAI writes it, whatever extra fields a provider's client library added."""
+    fn = call.get("function") or {}
+    return {"id": call.get("id") or "", "type": "function", "function": {"name": fn.get("name") or "", "arguments": fn.get("arguments") or "{}"}}

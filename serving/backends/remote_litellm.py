@@ -18,7 +18,7 @@ from hybridgate.serving.backends.base import (
     UpstreamRejected,
     Usage,
 )
-from hybridgate.serving.backends.remote_common import api_key, optional_params
+from hybridgate.serving.backends.remote_common import api_key, completion_from_choices, optional_params
 from hybridgate.serving.config import RemoteConfig
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,13 @@ class LitellmBackend:
             resp = await self._litellm.acompletion(**self._kwargs(params))
         except Exception as exc:
             raise self._translate(exc) from None
-        choice = resp.choices[0]
         usage = getattr(resp, "usage", None)
+        choices = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in resp.choices]
         self.health.ok()
-        return Completion(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason or "stop",
-            usage=Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
-            model=resp.model or self.model_id,
+        return completion_from_choices(
+            choices,
+            Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
+            resp.model or self.model_id,
         )
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
@@ -104,8 +103,10 @@ class LitellmBackend:
                     usage = Usage(u.prompt_tokens or 0, u.completion_tokens or 0)
                 for choice in chunk.choices or []:
                     text = getattr(choice.delta, "content", None)
-                    if text:
-                        yield Delta(text=text)
+                    calls = getattr(choice.delta, "tool_calls", None)
+                    if text or calls:
+                        wire = [c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else dict(c) for c in calls or []]
+                        yield Delta(text=text or "", tool_calls=wire or None)
                     finish = choice.finish_reason or finish
         except BackendError:
             raise

@@ -26,7 +26,7 @@ from hybridgate.serving.backends.base import (
     UpstreamRejected,
     Usage,
 )
-from hybridgate.serving.backends.remote_common import api_key, optional_params
+from hybridgate.serving.backends.remote_common import api_key, completion_from_choices, optional_params
 from hybridgate.serving.config import RemoteConfig
 
 _OPENAI_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamacpp/")
@@ -106,13 +106,11 @@ class OpenAIHTTPBackend:
         resp = await self._send(self._body(params, stream=False), stream=False)
         try:
             data = resp.json()
-            choice = data["choices"][0]
             usage = data.get("usage") or {}
-            out = Completion(
-                text=choice["message"].get("content") or "",
-                finish_reason=choice.get("finish_reason") or "stop",
-                usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
-                model=data.get("model", self.model_id),
+            out = completion_from_choices(
+                data["choices"],
+                Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+                data.get("model", self.model_id),
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise self._fail(BackendError(f"{self.name} sent a malformed answer: {exc!r}", backend=self.name)) from None
@@ -137,9 +135,9 @@ class OpenAIHTTPBackend:
                     u = chunk["usage"]
                     usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
                 for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield Delta(text=text)
+                    delta = choice.get("delta") or {}
+                    if delta.get("content") or delta.get("tool_calls"):
+                        yield Delta(text=delta.get("content") or "", tool_calls=delta.get("tool_calls") or None)
                     finish = choice.get("finish_reason") or finish
         except httpx.TimeoutException:
             raise self._fail(BackendTimeout(f"{self.name} timed out mid-stream", backend=self.name)) from None
