@@ -16,14 +16,18 @@ llama-cpp-python turns a JSON schema into one. So:
   ``required`` leaves only the calls. The tools are described to the model in
   a system message, since its chat template knows nothing of them.
 
-Strings and arrays without a bound get one (a stricter schema, so whatever
-matches it matches the client's): a small model under a grammar can otherwise
-fill ``max_tokens`` with one string and never close the object.
+Strings and arrays without a bound get one, short enough for all of them to fit
+the answer's ``max_tokens``, and a two-sided numeric range (which the grammar
+cannot express) is spelt out as the values it allows: each a stricter schema,
+so whatever matches it matches the client's. A small model under a grammar can
+otherwise fill ``max_tokens`` with one string and never close the object, or
+write an age of 480 where the schema says at most 130.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any
 
@@ -49,37 +53,81 @@ class StructuredOutputError(ValueError):
     """The client's schema cannot be turned into a grammar; the message says why."""
 
 
-def bounded(schema: Any, depth: int = 0) -> Any:
-    """A copy of ``schema`` with a length on every unbounded string and array."""
+def _range(schema: dict[str, Any]) -> list[float] | None:
+    """The values a two-sided numeric range may take, for the grammar (which knows no minimum or maximum):
+    every integer of a span up to 1,000, or 101 evenly spaced numbers (two decimals) of a real span."""
+    lo, hi = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum", schema.get("exclusiveMaximum"))
+    if not isinstance(lo, int | float) or not isinstance(hi, int | float) or hi < lo:
+        return None
+    if schema.get("type") == "integer":
+        values: list[float] = list(range(math.ceil(lo), math.floor(hi) + 1)) if hi - lo <= 1000 else []
+    else:
+        values = sorted({round(lo + (hi - lo) * i / 100, 2) for i in range(101)})
+    values = [v for v in values if lo <= v <= hi and v != schema.get("exclusiveMinimum") and v != schema.get("exclusiveMaximum")]
+    return values or None
+
+
+def string_slots(schema: Any, depth: int = 0) -> int:
+    """How many strings an answer to ``schema`` may hold (an array counts its items): what a length budget is
+    shared between."""
     if depth > 32 or not isinstance(schema, dict):
-        return schema
-    out = {k: bounded(v, depth + 1) if k in ("items", "additionalProperties", "not") else v for k, v in schema.items()}
-    for key in ("properties", "$defs", "definitions", "patternProperties"):
-        if isinstance(schema.get(key), dict):
-            out[key] = {k: bounded(v, depth + 1) for k, v in schema[key].items()}
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-        if isinstance(schema.get(key), list):
-            out[key] = [bounded(v, depth + 1) for v in schema[key]]
+        return 0
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
-    if "string" in kinds and "maxLength" not in schema and "enum" not in schema and "const" not in schema and "format" not in schema:
-        out["maxLength"] = MAX_STRING
+    n = 1 if "string" in kinds and "enum" not in schema and "const" not in schema and "format" not in schema else 0
+    n += sum(string_slots(v, depth + 1) for v in (schema.get("properties") or {}).values())
+    for key in ("anyOf", "oneOf"):
+        n += max((string_slots(v, depth + 1) for v in schema.get(key) or []), default=0)
+    if isinstance(schema.get("items"), dict):
+        n += string_slots(schema["items"], depth + 1) * min(int(schema.get("maxItems", MAX_ITEMS)), MAX_ITEMS)
+    return n
+
+
+def bounded(schema: Any, depth: int = 0, max_string: int = MAX_STRING) -> Any:
+    """A copy of ``schema`` the grammar can keep: a length on every unbounded string and array, and a two-sided
+    numeric range spelt out as the values it allows. Each is a stricter schema than the client's."""
+    if depth > 32 or not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v, depth + 1, max_string) if k in ("items", "additionalProperties", "not") else v for k, v in schema.items()}
+    for key in ("properties", "$defs", "definitions", "patternProperties"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {k: bounded(v, depth + 1, max_string) for k, v in schema[key].items()}
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(schema.get(key), list):
+            out[key] = [bounded(v, depth + 1, max_string) for v in schema[key]]
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "string" in kinds and "enum" not in schema and "const" not in schema and "format" not in schema:
+        out["maxLength"] = max(min(max_string, int(schema.get("maxLength", max_string))), int(schema.get("minLength", 0)))
     if "array" in kinds and "maxItems" not in schema:
         out["maxItems"] = max(MAX_ITEMS, int(schema.get("minItems", 0)))
+    if kind in ("integer", "number") and "enum" not in schema and (values := _range(schema)) is not None:
+        out = {"enum": values}
     return out
+
+
+def budget_bounded(schema: dict[str, Any], max_tokens: int | None) -> dict[str, Any]:
+    """:func:`bounded`, with strings short enough that all of them fit ``max_tokens`` together: an answer that
+    runs out of tokens does not parse. A character can cost a whole token (SmolLM2 reads digits one by one, and
+    filled three date strings with them), so 60 % of the budget is shared as one token a character; the rest is
+    for keys, numbers and punctuation."""
+    slots = string_slots(schema)
+    if not slots or not max_tokens:
+        return bounded(schema)
+    return bounded(schema, max_string=max(4, min(MAX_STRING, (3 * max_tokens) // (5 * slots))))
 
 
 def _object_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return params if params else {"type": "object", "properties": {}}
 
 
-def tool_schema(tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]:
+def tool_schema(tools: list[dict[str, Any]], tool_choice: Any, max_tokens: int | None = None) -> dict[str, Any]:
     """The one schema a local answer to a request with tools must follow."""
     named = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
     calls = [
         {
             "type": "object",
-            "properties": {"name": {"const": t["function"]["name"]}, "arguments": bounded(_object_params(t["function"].get("parameters")))},
+            "properties": {"name": {"const": t["function"]["name"]}, "arguments": budget_bounded(_object_params(t["function"].get("parameters")), max_tokens)},
             "required": ["name", "arguments"],
         }
         for t in tools
@@ -120,6 +168,20 @@ def local_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] |
     return out
 
 
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def schema_gbnf(schema: dict[str, Any]) -> str:
+    """llama-cpp-python's grammar for ``schema``, in the client's property order, with JSON's own string characters:
+    its converter lets a string hold raw newlines and other control characters, which no JSON parser accepts
+    (SmolLM2 wrote one into a tool's argument)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return "\n".join(_JSON_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line for line in gbnf.split("\n"))
+
+
 def message_texts(messages: list[dict[str, Any]]) -> list[str]:
     """Every piece of text a conversation carries: contents, and the arguments of earlier tool calls (privacy rules
     read these too: a tool's arguments and results are content like any other)."""
@@ -130,16 +192,18 @@ def message_texts(messages: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def grammar_schema(response_format: dict[str, Any] | None, tools: list[dict[str, Any]] | None, tool_choice: Any) -> dict[str, Any] | None:
+def grammar_schema(
+    response_format: dict[str, Any] | None, tools: list[dict[str, Any]] | None, tool_choice: Any, max_tokens: int | None = None
+) -> dict[str, Any] | None:
     """The schema the local answer is constrained to, or None (free text). ``{}`` stands for any JSON object."""
     if tools and tool_choice != "none":
-        return tool_schema(tools, tool_choice)
+        return tool_schema(tools, tool_choice, max_tokens)
     if not response_format or response_format.get("type") == "text":
         return None
     if response_format["type"] == "json_object":
         return {}
     schema = (response_format.get("json_schema") or {}).get("schema") or {}
-    return bounded(schema) if schema else {}
+    return budget_bounded(schema, max_tokens) if schema else {}
 
 
 def read_tool_answer(text: str) -> tuple[str, list[dict[str, Any]] | None]:

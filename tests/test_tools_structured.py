@@ -162,3 +162,41 @@ def test_several_choices_and_log_probabilities_on_both_routes(make_gateway: Call
 def test_what_a_route_cannot_serve_is_a_400_naming_the_field(make_gateway: Callable[..., ServerThread], stub, extra: dict, param: str) -> None:
     r = post_chat(make_gateway().url, {"model": "hybridgate/local", "messages": [{"role": "user", "content": "hi"}], **extra})
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_collaborative_modes_keep_the_response_format(make_gateway: Callable[..., ServerThread], stub) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    # A cascade whose local draft is cut off (3 tokens) breaks the format: it escalates, whatever its confidence.
+    srv = make_gateway(collaboration={"cascade_max_tokens": 3, "cascade_min_confidence": 0.0})
+    r = post_chat(srv.url, {"model": "hybridgate/cascade", "messages": ASK, "response_format": fmt, "max_tokens": 64})
+    info = r.json()["hybridgate"]["collaboration"]
+    assert info["escalated"] is True and "not JSON" in info["fallback"], info
+    jsonschema.validate(json.loads(r.json()["choices"][0]["message"]["content"]), PERSON)
+    # Draft-refine: the cloud's final answer is asked for in the same format.
+    r = post_chat(srv.url, {"model": "hybridgate/draft-refine", "messages": ASK, "response_format": fmt, "max_tokens": 64})
+    assert r.status_code == 200 and stub[1].received[-1]["response_format"] == fmt
+    jsonschema.validate(json.loads(r.json()["choices"][0]["message"]["content"]), PERSON)
+
+
+def test_the_grammar_schema_is_always_stricter_than_the_clients() -> None:
+    """Whatever the bounds add, a value that meets them meets the client's schema too."""
+    from hybridgate.serving.structured import budget_bounded
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer", "minimum": 3, "maximum": 130},
+            "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "name": {"type": "string", "minLength": 2},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 500}},
+        },
+        "required": ["age", "p", "name", "tags"],
+    }
+    tight = budget_bounded(schema, 64)
+    props = tight["properties"]
+    assert props["age"]["enum"] == list(range(3, 131)) and 0 not in props["p"]["enum"] and max(props["p"]["enum"]) == 1
+    assert props["name"]["maxLength"] >= 2 and props["tags"]["items"]["maxLength"] <= 500 and props["tags"]["maxItems"] == 8
+    for age in props["age"]["enum"][::17]:
+        for p in props["p"]["enum"][::13]:
+            value = {"age": age, "p": p, "name": "x" * props["name"]["maxLength"], "tags": ["y" * props["tags"]["items"]["maxLength"]] * 8}
+            jsonschema.validate(value, schema)

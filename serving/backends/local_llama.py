@@ -25,7 +25,14 @@ import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
-from hybridgate.serving.structured import FLAT_OBJECT_GBNF, StructuredOutputError, grammar_schema, local_messages, read_tool_answer
+from hybridgate.serving.structured import (
+    FLAT_OBJECT_GBNF,
+    StructuredOutputError,
+    grammar_schema,
+    local_messages,
+    read_tool_answer,
+    schema_gbnf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +191,8 @@ class LlamaBackend:
         found = self._grammars.get(key)
         if found is None:
             try:
-                found = LlamaGrammar.from_string(FLAT_OBJECT_GBNF, verbose=False) if not schema else LlamaGrammar.from_json_schema(key, verbose=False)
+                # Properties in the client's order (a tool call's name before its arguments): the model writes them so.
+                found = LlamaGrammar.from_string(schema_gbnf(schema) if schema else FLAT_OBJECT_GBNF, verbose=False)
             except Exception as exc:  # noqa: BLE001 - the converter raises bare errors for schema features it lacks
                 raise StructuredOutputError(f"the local model cannot be constrained to this schema: {exc}") from None
             if len(self._grammars) >= 64:
@@ -210,7 +218,7 @@ class LlamaBackend:
             kwargs["presence_penalty"] = params.presence_penalty
         if params.frequency_penalty is not None:
             kwargs["frequency_penalty"] = params.frequency_penalty
-        schema = grammar_schema(params.response_format, params.tools, params.tool_choice)
+        schema = grammar_schema(params.response_format, params.tools, params.tool_choice, kwargs["max_tokens"])
         if schema is not None:
             kwargs["grammar"] = self._grammar(schema)
         return tokens, kwargs
