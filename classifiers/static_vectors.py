@@ -19,6 +19,7 @@ the router's embedder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -90,15 +91,19 @@ class StaticEmbedder:
         self._model.unk_token_id = None
         cfg = _config(folder)
         self.folder = folder
-        # What cached prompt vectors are keyed by besides the name: the stored table and how it is averaged.
-        digest = hashlib.sha256(b"float32-mean-with-unk")
-        with (folder / "model.safetensors").open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        self.fingerprint = digest.hexdigest()[:12]
         self.name = str(cfg.get("hybridgate_name") or folder.name)
         self.dim = int(self._model.dim)
         self.max_seq_length = MAX_PIECES
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What cached prompt vectors are keyed by besides the name: the stored table and how it is averaged
+        (read on first use: the gateway never needs it)."""
+        digest = hashlib.sha256(b"float32-mean-with-unk")
+        with (self.folder / "model.safetensors").open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:12]
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if not texts:

@@ -61,16 +61,14 @@ def serve(
     if standin and cfg.standin.enabled and cfg.cloud is not None and not cfg.cloud.api_base:
         helper = Standin(cfg.standin)
         typer.echo(f"starting the cloud stand-in on 127.0.0.1:{helper.port} (no cloud credentials configured)", err=True)
-        try:
-            api_base = helper.start()
-        except RuntimeError as exc:
-            _fail(str(exc))
-        cfg.cloud.api_base = api_base
+        cfg.cloud.api_base = helper.launch()  # it loads its model while this process loads the gateway's
         cfg.cloud.model = f"openai/{STANDIN_NAME}"
     try:
         try:
             gateway = build_gateway(cfg)
-        except (FileNotFoundError, ValueError) as exc:
+            if helper is not None:
+                helper.wait_ready()
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
             _fail(str(exc))
         web = create_app(cfg, lambda: gateway)
         uvicorn.run(web, host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level, access_log=False)

@@ -525,7 +525,8 @@ class Gateway:
         blob = json.dumps(
             [
                 key_id(api_key), req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop,
-                params.seed, params.presence_penalty, params.frequency_penalty, params.response_format,
+                params.seed, params.presence_penalty, params.frequency_penalty, params.response_format, params.tools,
+                params.tool_choice,
             ],
             sort_keys=True,
             separators=(",", ":"),

@@ -216,6 +216,13 @@ class ChatResult:
     model: str
     routing: RoutingInfo
     raw: dict[str, Any] = field(repr=False)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # OpenAI's shape: id, type, function name/arguments
+
+    def json(self) -> Any:
+        """The answer parsed as JSON (what ``response_format`` asked for); ValueError when it is not JSON."""
+        import json
+
+        return json.loads(self.text)
 
 
 def _payload(messages: Messages, model: str, stream: bool, params: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +243,7 @@ def _result(resp: httpx.Response, data: dict[str, Any]) -> ChatResult:
         model=data.get("model", ""),
         routing=RoutingInfo.from_headers(resp.headers).with_body(data.get("hybridgate")),
         raw=data,
+        tool_calls=list(choice["message"].get("tool_calls") or []),
     )
 
 

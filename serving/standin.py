@@ -46,6 +46,7 @@ class Standin:
         self.cfg = cfg
         self.port = cfg.port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._launched = 0.0
         self._dir = tempfile.TemporaryDirectory(prefix="hybridgate-standin-")
 
     @property
@@ -67,12 +68,22 @@ class Standin:
         return path
 
     def start(self) -> str:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> str:
+        """Start the process and return its address at once: the gateway loads its own models meanwhile."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
         cmd = [sys.executable, "-m", "hybridgate.cli", "serve", "--config", str(self._config_file())]
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
         # Started in its own folder: a checkout in the working directory must not shadow the installed package.
         self.proc = subprocess.Popen(cmd, env=env, cwd=self._dir.name, preexec_fn=preexec)  # noqa: PLW1509 - only sets a signal
-        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        self._launched = time.monotonic()
+        return self.api_base
+
+    def wait_ready(self) -> str:
+        assert self.proc is not None, "launch() first"
+        deadline = self._launched + self.cfg.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the cloud stand-in exited with code {self.proc.returncode}")

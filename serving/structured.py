@@ -109,12 +109,21 @@ def bounded(schema: Any, depth: int = 0, max_string: int = MAX_STRING) -> Any:
 def budget_bounded(schema: dict[str, Any], max_tokens: int | None) -> dict[str, Any]:
     """:func:`bounded`, with strings short enough that all of them fit ``max_tokens`` together: an answer that
     runs out of tokens does not parse. A character can cost a whole token (SmolLM2 reads digits one by one, and
-    filled three date strings with them), so 60 % of the budget is shared as one token a character; the rest is
-    for keys, numbers and punctuation."""
+    filled three date strings with them), so what the keys leave (about six tokens each) is shared, 60 % of it,
+    as one token a character; the rest is for numbers and punctuation."""
     slots = string_slots(schema)
     if not slots or not max_tokens:
         return bounded(schema)
-    return bounded(schema, max_string=max(4, min(MAX_STRING, (3 * max_tokens) // (5 * slots))))
+    spare = max(0, max_tokens - 6 * _properties(schema) - 8)  # about six tokens a key with its quotes and colon
+    return bounded(schema, max_string=max(4, min(MAX_STRING, (3 * spare) // (5 * slots))))
+
+
+def _properties(schema: Any, depth: int = 0) -> int:
+    if depth > 32 or not isinstance(schema, dict):
+        return 0
+    n = sum(1 + _properties(v, depth + 1) for v in (schema.get("properties") or {}).values())
+    n += max((_properties(v, depth + 1) for v in (schema.get("anyOf") or schema.get("oneOf") or [])), default=0)
+    return n + _properties(schema.get("items"), depth + 1)
 
 
 def _object_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -127,7 +136,11 @@ def tool_schema(tools: list[dict[str, Any]], tool_choice: Any, max_tokens: int |
     calls = [
         {
             "type": "object",
-            "properties": {"name": {"const": t["function"]["name"]}, "arguments": budget_bounded(_object_params(t["function"].get("parameters")), max_tokens)},
+            "properties": {
+                "name": {"const": t["function"]["name"]},
+                # the wrapper (tool_call, name and the tool's name) takes about 16 tokens of the budget
+                "arguments": budget_bounded(_object_params(t["function"].get("parameters")), None if max_tokens is None else max_tokens - 16),
+            },
             "required": ["name", "arguments"],
         }
         for t in tools

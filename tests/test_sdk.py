@@ -64,3 +64,13 @@ def test_rate_limit_error_carries_retry_after(make_gateway: Callable[..., Server
     with pytest.raises(sdk.RateLimitError) as e:
         hybridgate.Client(srv.url).chat("x", model="hybridgate/cloud")
     assert e.value.retry_after == 3600.0
+
+
+def test_the_sdk_returns_tool_calls_and_parses_structured_answers(make_gateway: Callable[..., ServerThread], stub) -> None:
+    srv = make_gateway(local={"n_ctx": 1024, "default_max_tokens": 48})
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    with hybridgate.Client(srv.url) as c:
+        called = c.chat("Weather in Rome?", model="hybridgate/local", tools=[weather], tool_choice="required", temperature=0, max_tokens=64)
+        assert called.finish_reason == "tool_calls" and called.tool_calls[0]["function"]["name"] == "get_weather"
+        fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}
+        assert isinstance(c.chat("Is water wet?", model="hybridgate/local", response_format=fmt, temperature=0, max_tokens=32).json()["ok"], bool)
