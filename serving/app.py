@@ -46,9 +46,9 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, BudgetExhausted):
         return ApiError(429, str(exc), type="insufficient_quota", code="budget_exhausted", headers={"Retry-After": "3600"})
     if isinstance(exc, PrivacyViolation):
-        # OpenAI's SDK (and LangChain through it) maps the status to PermissionDeniedError; litellm maps no 403 from
-        # an OpenAI-compatible server and reads the type instead: invalid_request_error makes it a BadRequestError
-        # with the reason, not a generic APIError.
+        # OpenAI's SDK (and LangChain through it) maps the status to PermissionDeniedError. litellm maps no 403 from
+        # an OpenAI-compatible server: it raises APIError with status_code 403, or, where the SDK's message carries
+        # the body (openai < 3), reads the type: invalid_request_error makes it a BadRequestError with the reason.
         return ApiError(403, str(exc), type="invalid_request_error", code="privacy_strict", param="model")
     if isinstance(exc, UnroutableError):
         return ApiError(503, str(exc), type="server_busy", code="no_healthy_backend", headers={"Retry-After": "5"})

@@ -34,6 +34,7 @@ def load_local(cfg: GatewayConfig) -> LlamaBackend:
         n_batch=c.n_batch,
         max_queue=c.max_queue,
         default_max_tokens=c.default_max_tokens,
+        watts_per_core=cfg.energy.watts_per_core,
     )
 
 

@@ -90,6 +90,14 @@ class CollaborationConfig(_Strict):
     draft_max_tokens: int = Field(256, ge=1)
 
 
+class EnergyConfig(_Strict):
+    """How an answer's energy is found where it cannot be measured (see serving/energy.py and the README)."""
+
+    watts_per_core: float = Field(7.5, gt=0)  # the local model's CPU time, priced where no RAPL counter is readable
+    cloud_joules_per_output_token: float = Field(2.0, ge=0)
+    cloud_joules_per_input_token: float = Field(0.2, ge=0)
+
+
 class HealthConfig(_Strict):
     interval_s: float = Field(10.0, gt=0)  # how often remote backends are probed
     timeout_s: float = Field(2.0, gt=0)
@@ -181,6 +189,7 @@ class GatewayConfig(BaseSettings):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
 
     @classmethod
     def settings_customise_sources(

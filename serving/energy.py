@@ -10,8 +10,9 @@ busy core. Cloud answers are estimated from their tokens and a configured figure
 of joules per token. Every figure says how it was obtained: ``measured-rapl``,
 ``estimated-cpu`` or ``estimated``.
 
-Step one of issue 15: the meters and their parsing. Wiring them into every
-answer, ``/metrics``, the decision log and an energy budget comes next.
+Each answer carries what was found under ``hybridgate.energy`` (joules and
+method per side), ``/metrics`` sums it per route (``hybridgate_energy_joules``)
+and the decision log keeps it. An energy budget is not built yet.
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ class LocalEnergyMeter:
             share = min(1.0, process_s / machine_s) if machine_s > 0 else 1.0
             return Energy(package_j * share, "measured-rapl")
         return Energy(process_s * self.watts_per_core, "estimated-cpu")
+
+
+def add_energy(a: Energy | None, b: Energy) -> Energy:
+    """Two measurements of one side (several choices, several drafts): the sum, labelled by the weaker method."""
+    if a is None:
+        return b
+    return Energy(a.joules + b.joules, a.method if a.method == b.method else "estimated-cpu")
 
 
 def cloud_energy(prompt_tokens: int, completion_tokens: int, joules_per_output_token: float, joules_per_input_token: float) -> Energy:

@@ -53,6 +53,7 @@ from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
+from hybridgate.serving.energy import Energy, add_energy, cloud_energy
 from hybridgate.serving.structured import message_texts
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Routing:
     tried: set[str] = field(default_factory=set)
     collab: CollabReport | None = None
     reserved_usd: float = 0.0  # set aside against the key's budget before a cloud call, released once it is accounted
+    energy_local: Energy | None = None  # what the local model's generation took, as its backend measured it
+    energy: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side (local, cloud), set when accounted
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -99,6 +102,8 @@ class Routing:
             out["collaboration"] = self.collab.as_dict()
         if self.cache:
             out["cache"] = self.cache
+        if self.energy:
+            out["energy"] = self.energy
         return out
 
     def headers(self) -> dict[str, str]:
@@ -431,6 +436,8 @@ class Gateway:
                 plan, cloud = await self._collab_plan(routing, replace(params, n=1))
                 choices.append(await self.collab.complete(plan, cloud, replace(params, n=1)))
                 reports.append(plan.report)
+                if plan.answer is not None and plan.answer.energy is not None:
+                    routing.energy_local = add_energy(routing.energy_local, plan.answer.energy)
             completion = choices[0]
             if len(choices) > 1:
                 routing.collab = merged_report(reports)
@@ -461,6 +468,7 @@ class Gateway:
                 backend = self._fallback_or_raise(routing, backend, exc)
         self.latency.observe(backend.name, time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
+        routing.energy_local = completion.energy
         await self._account(routing, completion.usage, api_key, elapsed, status="ok")
         await self._hold_for_feedback(routing, params.messages, api_key, completion.text)
         if cache_key:
@@ -542,6 +550,7 @@ class Gateway:
             rcfg = self._remote_cfg.get(routing.backend)
             cost = cost_usd(rcfg, usage) if rcfg is not None and routing.route is Route.CLOUD and not routing.cache else 0.0
         routing.cost_usd = cost
+        self._energy(routing, usage)
         m = self.metrics
         m.requests.labels(routing.route.value, routing.backend, status).inc()
         if not routing.cache:
@@ -567,6 +576,22 @@ class Gateway:
                 **routing.as_dict(),
             }
         )
+
+    def _energy(self, routing: Routing, usage: Usage) -> None:
+        """Each side's energy: the local model's as measured, the cloud's estimated from its tokens."""
+        if routing.cache:
+            return
+        e = self.cfg.energy
+        cloud_usage = routing.collab.cloud if routing.collab is not None else (usage if routing.route is Route.CLOUD else None)
+        sides = {"local": routing.energy_local}
+        if cloud_usage is not None and (cloud_usage.prompt_tokens or cloud_usage.completion_tokens):
+            sides["cloud"] = cloud_energy(
+                cloud_usage.prompt_tokens, cloud_usage.completion_tokens, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token
+            )
+        for side, energy in sides.items():
+            if energy is not None:
+                routing.energy[side] = energy.as_dict()
+                self.metrics.energy.labels(routing.route.value, side, energy.method).inc(energy.joules)
 
     # -- labels for federated training --------------------------------------------------------------
     def _shadow_due(self, routing: Routing) -> bool:

@@ -32,6 +32,9 @@ class Metrics:
             registry=r,
         )
         self.rejections = Counter("hybridgate_rejections", "Requests refused before generation", ["reason"], registry=r)
+        self.energy = Counter(
+            "hybridgate_energy_joules", "Energy of the answers, by route, side and how it was found", ["route", "side", "method"], registry=r
+        )
         self.cache_hits = Counter("hybridgate_cache_hits", "Answers served from the response cache", registry=r)
         self.queue_depth = Gauge("hybridgate_local_queue_depth", "Generations running or waiting", ["backend"], registry=r)
         self.state_degraded = Gauge("hybridgate_state_degraded", "1 while Redis is unreachable", registry=r)

@@ -94,6 +94,8 @@ async def sse_events(
         yield _event({"error": {"message": f"the backend failed mid-stream: {exc}", "type": "api_error", "code": "backend_error"}})
     finally:
         usage = last.usage or Usage(prompt_tokens_estimate, pieces)
+        if last.energy is not None:
+            routing.energy_local = last.energy
         # A client that drops the stream cancels this generator, and the server's cancel scope cancels every
         # await here too: the accounting runs as a task of its own, shielded, so a dropped stream is still
         # counted (the load benchmark lost 4 of 103 before).

@@ -66,3 +66,24 @@ def test_machine_busy_time_and_cloud_estimates(tmp_path: Path) -> None:
         busy_cpu_seconds(stat)
     e = cloud_energy(1000, 200, joules_per_output_token=2.0, joules_per_input_token=0.1)
     assert e.joules == pytest.approx(500.0) and e.method == "estimated"
+
+
+def test_every_answer_carries_its_energy_and_metrics_sum_it(make_gateway, stub) -> None:
+    import httpx
+
+    from tests.conftest import post_chat
+
+    srv = make_gateway(energy={"cloud_joules_per_output_token": 2.0, "cloud_joules_per_input_token": 0.5})
+    msg = [{"role": "user", "content": "Say hi."}]
+    local = post_chat(srv.url, {"model": "hybridgate/local", "messages": msg, "max_tokens": 4}).json()
+    e = local["hybridgate"]["energy"]
+    assert set(e) == {"local"} and e["local"]["method"] in ("measured-rapl", "estimated-cpu") and e["local"]["joules"] > 0
+    cloud = post_chat(srv.url, {"model": "hybridgate/cloud", "messages": msg, "max_tokens": 4}).json()
+    u = cloud["usage"]
+    assert cloud["hybridgate"]["energy"] == {"cloud": {"joules": round(u["completion_tokens"] * 2.0 + u["prompt_tokens"] * 0.5, 4), "method": "estimated"}}
+    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={"model": "hybridgate/local", "messages": msg, "max_tokens": 4, "stream": True}) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: {")]
+    assert '"energy":{"local"' in events[-1], "the last event of a stream reports it too"
+    text = httpx.get(f"{srv.url}/metrics").text
+    assert 'hybridgate_energy_joules_total{method="estimated",route="cloud",side="cloud"}' in text
+    assert any(line.startswith("hybridgate_energy_joules_total{") and 'side="local"' in line for line in text.splitlines())

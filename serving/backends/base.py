@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hybridgate.router import Route
+from hybridgate.serving.energy import Energy
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Completion:
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI's shape: id, type function, name and JSON arguments
     logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs: {"content": [...]}
     alternatives: tuple[Completion, ...] = ()  # choices 1..n-1 when n > 1 (their usage is in this one's)
+    energy: Energy | None = None  # what generating every choice took, where the backend can tell (the local model)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Delta:
     finish_reason: str | None = None
     usage: Usage | None = None
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI's streamed tool-call pieces (index, id, function)
+    energy: Energy | None = None  # on the last delta of a local stream
 
 
 class BackendError(Exception):

@@ -25,6 +25,7 @@ import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
+from hybridgate.serving.energy import DEFAULT_WATTS_PER_CORE, Energy, LocalEnergyMeter
 from hybridgate.serving.structured import (
     FLAT_OBJECT_GBNF,
     StructuredOutputError,
@@ -124,6 +125,7 @@ class LlamaBackend:
         max_queue: int = 4,
         default_max_tokens: int = 256,
         route: Route = Route.LOCAL,
+        watts_per_core: float = DEFAULT_WATTS_PER_CORE,
     ) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -160,6 +162,7 @@ class LlamaBackend:
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
         self._grammars: dict[str, Any] = {}
+        self.energy = LocalEnergyMeter(watts_per_core)
         self._inflight = 0
         self._gen_seconds_ewma = 2.0
         log.info("loaded %s in %.1f s (n_ctx=%d, threads=%d)", self.path.name, self.load_seconds, n_ctx, n_threads)
@@ -267,7 +270,9 @@ class LlamaBackend:
         if len(choices) == 1:
             return first
         total = Usage(first.usage.prompt_tokens, sum(c.usage.completion_tokens for c in choices))
-        return replace(first, usage=total, alternatives=tuple(choices[1:]))
+        joules = sum(c.energy.joules for c in choices if c.energy is not None)
+        energy = None if first.energy is None else Energy(joules, first.energy.method)
+        return replace(first, usage=total, alternatives=tuple(choices[1:]), energy=energy)
 
     async def _complete_one(self, tokens: list[int], kwargs: dict[str, Any], params: ChatParams, confidence: bool) -> Completion:
         self._admit()
@@ -276,6 +281,7 @@ class LlamaBackend:
         top = (params.top_logprobs or 0) if params.logprobs else None
         meter = ConfidenceMeter(self._llm, top=top) if confidence or params.logprobs else None
         loop = asyncio.get_running_loop()
+        reading = self.energy.start()
         try:
             out = await loop.run_in_executor(self._executor, self._generate, tokens, kwargs, cancel, False, meter)
         except asyncio.CancelledError:
@@ -283,6 +289,7 @@ class LlamaBackend:
             raise
         finally:
             self._release(started)
+        energy = self.energy.stop(reading)
         choice = out["choices"][0]
         usage = out["usage"]
         self.health.ok()
@@ -303,6 +310,7 @@ class LlamaBackend:
             confidence=None if meter is None else meter.confidence(),
             tool_calls=calls,
             logprobs=logprobs,
+            energy=energy,
         )
 
     def _logprobs(self, meter: ConfidenceMeter) -> dict[str, Any]:
@@ -326,7 +334,7 @@ class LlamaBackend:
                 yield Delta(tool_calls=[{"index": i, **c} for i, c in enumerate(done.tool_calls)])
             elif done.text:
                 yield Delta(text=done.text)
-            yield Delta(finish_reason=done.finish_reason, usage=done.usage)
+            yield Delta(finish_reason=done.finish_reason, usage=done.usage, energy=done.energy)
             return
         tokens, kwargs = self._prepare(params)
         self._admit()
@@ -336,6 +344,7 @@ class LlamaBackend:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         def produce() -> None:
+            reading = self.energy.start()
             try:
                 chunks: Iterator[dict[str, Any]] = self._generate(tokens, kwargs, cancel, True)
                 parts: list[str] = []
@@ -351,7 +360,8 @@ class LlamaBackend:
                         finish = choice["finish_reason"]
                 # Streamed chunks carry no usage: count the answer with the model's own tokenizer.
                 n = len(self._llm.tokenize("".join(parts).encode("utf-8"), add_bos=False)) if parts else 0
-                loop.call_soon_threadsafe(queue.put_nowait, Delta(finish_reason=finish, usage=Usage(len(tokens), n)))
+                last = Delta(finish_reason=finish, usage=Usage(len(tokens), n), energy=self.energy.stop(reading))
+                loop.call_soon_threadsafe(queue.put_nowait, last)
             except BaseException as exc:  # handed to the consumer, which raises it on the loop
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
