@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +72,22 @@ def routing_curve(
     accuracy = (weak.sum() + gain[k]) / n
     pgr = (accuracy - acc_weak) / (acc_strong - acc_weak)
     return RoutingCurve(GRID.copy(), accuracy, pgr, acc_weak, acc_strong)
+
+
+def accuracy_per_joule(curve: RoutingCurve, weak_joules: float, strong_joules: float) -> dict[str, Any]:
+    """"Intelligence per watt" of each share of cloud calls: the mix's accuracy over the energy of an average
+    answer (each model's energy per answer as configured), and the share where it peaks."""
+    if weak_joules <= 0 or strong_joules <= 0:
+        raise ValueError("energies per answer must be positive")
+    joules = (1.0 - curve.shares) * weak_joules + curve.shares * strong_joules
+    per_kj = curve.accuracy / joules * 1000.0
+    best = int(np.argmax(per_kj))
+    return {
+        "weak_joules": weak_joules,
+        "strong_joules": strong_joules,
+        "share": [round(float(c), 2) for c in curve.shares],
+        "accuracy": [round(float(a), 5) for a in curve.accuracy],
+        "joules_per_answer": [round(float(j), 4) for j in joules],
+        "accuracy_per_kj": [round(float(v), 5) for v in per_kj],
+        "best_share": round(float(curve.shares[best]), 2),
+    }

@@ -163,6 +163,8 @@ def evaluate_cmd(
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
+    weak_joules: float | None = typer.Option(None, "--weak-joules", help="Energy of one local answer (J): with --strong-joules, report accuracy per joule."),
+    strong_joules: float | None = typer.Option(None, "--strong-joules", help="Energy of one cloud answer (J)."),
 ) -> None:
     """Score a router on logged outcomes: APGR, CPT(50 %), CPT(80 %), a PNG and per-question scores.
 
@@ -175,6 +177,8 @@ def evaluate_cmd(
 
     if split not in ("test", "all"):
         fail("--split must be test or all")
+    if (weak_joules is None) != (strong_joules is None) or any(j is not None and j <= 0 for j in (weak_joules, strong_joules)):
+        fail("--weak-joules and --strong-joules go together, each a positive number of joules per answer")
     folder = resolve_router(router)
     with _Errors():
         header = read_header(folder)
@@ -190,6 +194,10 @@ def evaluate_cmd(
         except ValueError as e:
             fail(str(e))
         extra: dict[str, Any] = {"router_path": str(folder), "engine": emb.engine}
+        if weak_joules is not None and strong_joules is not None:
+            from hybridgate.classifiers.metrics import accuracy_per_joule
+
+            extra["intelligence_per_watt"] = accuracy_per_joule(ev.curve, weak_joules, strong_joules)
         bench = Bench(every)
         if split == "test" and bench.has_folds and (transfer or adaptation):
             all_vectors = _vectors(emb, every.prompts, cache, f"embedding {len(every)} prompts for the transfer protocol")
@@ -205,7 +213,33 @@ def evaluate_cmd(
     if report.get("adaptation"):
         typer.echo("adaptation (mean transfer APGR after N labels): " + ", ".join(f"N={k}: {v:.3f}" for k, v in report["adaptation"].items()))
         _plot_adaptation(out / "adaptation.png", [res])
+    if report.get("intelligence_per_watt"):
+        ipw = report["intelligence_per_watt"]
+        i = ipw["share"].index(ipw["best_share"])
+        typer.echo(
+            f"accuracy per kJ peaks at {ipw['best_share']:.0%} cloud calls: {ipw['accuracy_per_kj'][i]:.3f} "
+            f"(all local {ipw['accuracy_per_kj'][0]:.3f}, all cloud {ipw['accuracy_per_kj'][-1]:.3f})"
+        )
+        _plot_ipw(out / "ipw.png", ipw, model.name)
     typer.echo(f"wrote {out / 'scores.csv'}, {out / 'report.json'} and {out / 'pgr.png'}")
+
+
+def _plot_ipw(path: Path, ipw: dict[str, Any], name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.plot([100 * c for c in ipw["share"]], ipw["accuracy_per_kj"], label=name)
+    ax.set_xlabel("cloud calls (%)")
+    ax.set_ylabel("accuracy per kJ")
+    ax.set_title(f"intelligence per watt ({ipw['weak_joules']:g} J local, {ipw['strong_joules']:g} J cloud per answer)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _embedder_model(header: dict[str, Any]) -> str:

@@ -68,6 +68,19 @@ def test_compare_puts_every_head_and_baseline_in_one_table(tmp_path: Path) -> No
     assert "subject prior" in text and (tmp_path / "compare.png").is_file()
 
 
+def test_eval_reports_accuracy_per_joule_for_each_cloud_share(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ipw"
+    text = run("router", "eval", "--router", str(trained), "--data", FIXTURE, *COLS, "--out", str(out), "--no-cache",
+               "--no-transfer", "--no-adaptation", "--weak-joules", "20", "--strong-joules", "1000")
+    assert "accuracy per kJ peaks at" in text and (out / "ipw.png").read_bytes()[:4] == b"\x89PNG"
+    ipw = json.loads((out / "report.json").read_text())["intelligence_per_watt"]
+    assert ipw["joules_per_answer"][0] == 20 and ipw["joules_per_answer"][-1] == 1000
+    assert ipw["accuracy_per_kj"][0] == pytest.approx(ipw["accuracy"][0] / 20 * 1000, rel=1e-4)
+    assert ipw["accuracy_per_kj"][ipw["share"].index(ipw["best_share"])] == max(ipw["accuracy_per_kj"])
+    bad = runner.invoke(app, ["router", "eval", "--router", str(trained), "--data", FIXTURE, *COLS, "--out", str(out), "--weak-joules", "5"])
+    assert bad.exit_code == 2 and "go together" in bad.output
+
+
 def test_calibrate_gives_thresholds_for_a_cloud_share(trained: Path, tmp_path: Path) -> None:
     text = run("router", "calibrate", "--router", str(trained), "--cloud-share", "0.3", "--gray-share", "0.2")
     result = json.loads(text[: text.index("\n# paste")])
