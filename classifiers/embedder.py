@@ -38,7 +38,16 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from hybridgate.classifiers.static_vectors import STATIC_SUFFIX, EmbedderError, StaticEmbedder, cache_folder, distil_static, is_static_folder, shipped_folder
+from hybridgate.classifiers.static_vectors import (
+    STATIC_SUFFIX,
+    EmbedderError,
+    StaticEmbedder,
+    cache_folder,
+    cache_root,
+    distil_static,
+    is_static_folder,
+    shipped_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +156,7 @@ class TorchEmbedder:
 
 
 def onnx_cache_dir() -> Path:
-    root = os.environ.get("HYBRIDGATE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hybridgate"
-    )
-    return Path(root) / "onnx"
+    return cache_root() / "onnx"
 
 
 def _weights_digest(path: Path) -> str:

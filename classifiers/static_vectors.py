@@ -65,11 +65,16 @@ def shipped_folder(name: str) -> Path | None:
     return folder if is_static_folder(folder) else None
 
 
-def cache_folder(name: str) -> Path:
+def cache_root() -> Path:
+    """Where hybridgate keeps what it derives once (ONNX exports, distilled vectors, prompt vectors)."""
     root = os.environ.get("HYBRIDGATE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hybridgate"
     )
-    return Path(root) / "static" / name
+    return Path(root)
+
+
+def cache_folder(name: str) -> Path:
+    return cache_root() / "static" / name
 
 
 class StaticEmbedder:

@@ -40,8 +40,9 @@ def simulate(
     from rich.table import Table
 
     from hybridgate.classifiers.data import DataError, load_routing_data
-    from hybridgate.classifiers.embedder import EmbedderError, load_embedder, onnx_cache_dir
+    from hybridgate.classifiers.embedder import EmbedderError, load_embedder
     from hybridgate.classifiers.embedding_cache import embed_cached
+    from hybridgate.classifiers.static_vectors import cache_root
     from hybridgate.federated.apps import ServerPlan
     from hybridgate.federated.partition import assign
     from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, poisoned_gateways, run_federation
@@ -60,7 +61,7 @@ def simulate(
     train, test = rows.subset("train"), rows.subset("test")
     if len(train) < gateways or len(test) == 0:
         fail(f"{len(train)} training rows cannot be spread over {gateways} gateways")
-    cache = onnx_cache_dir().parent / "embeddings"
+    cache = cache_root() / "embeddings"
     x_tr = embed_cached(emb, list(train.prompts), cache, "training prompts")
     x_te = embed_cached(emb, list(test.prompts), cache, "test prompts")
     evaluator = Evaluator(x_te, test)

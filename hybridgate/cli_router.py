@@ -57,9 +57,9 @@ def _embedder(model: str, engine: str) -> Any:
 
 
 def _cache_dir(enabled: bool) -> Path | None:
-    from hybridgate.classifiers.embedder import onnx_cache_dir
+    from hybridgate.classifiers.static_vectors import cache_root
 
-    return onnx_cache_dir().parent / "embeddings" if enabled else None
+    return cache_root() / "embeddings" if enabled else None
 
 
 def _vectors(embedder: Any, texts: list[str] | tuple[str, ...], cache: bool, what: str) -> Any:

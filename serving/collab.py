@@ -36,7 +36,7 @@ from hybridgate.serving.backends.base import Backend, ChatParams, Completion, De
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.condense import condense, word_overlap
 from hybridgate.serving.config import CollaborationConfig
-from hybridgate.serving.redaction import Redaction, StreamRestorer, redact_messages
+from hybridgate.serving.redaction import Redaction, StreamRestorer, redact_messages, with_arguments
 from hybridgate.serving.structured import invalid
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Collaborator:
         plan.report.cloud = out.usage
         if plan.redaction is None:
             return replace(out, usage=plan.report.total)
-        calls = [{**c, "function": {**c["function"], "arguments": plan.redaction.restore(c["function"]["arguments"])}} for c in out.tool_calls or []]
+        calls = with_arguments(out.tool_calls or [], plan.redaction.restore)
         return replace(out, text=plan.redaction.restore(out.text), tool_calls=calls or None, usage=plan.report.total)
 
     async def _local_fallback(self, plan: Plan, params: ChatParams, exc: Exception) -> Completion:

@@ -16,6 +16,7 @@ a placeholder stays as it is.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,11 @@ def in_link(before: str) -> bool:
     return line.rfind("<") > line.rfind(">")  # inside an HTML tag
 
 
+def with_arguments(calls: list[dict[str, Any]], change: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Tool calls with ``change`` applied to each one's arguments (redacting them, or restoring them)."""
+    return [{**c, "function": {**c["function"], "arguments": change(c["function"]["arguments"])}} for c in calls]
+
+
 def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetector) -> tuple[list[dict[str, Any]], Redaction]:
     """Messages with personal data replaced, and a system note telling the cloud model to keep the placeholders."""
     red = Redaction()
@@ -87,7 +93,7 @@ def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetect
     for m in messages:
         msg = {**m, "content": redact(m["content"] or "")}
         if m.get("tool_calls"):  # the arguments of earlier calls are content too
-            msg["tool_calls"] = [{**c, "function": {**c["function"], "arguments": redact(c["function"]["arguments"])}} for c in m["tool_calls"]]
+            msg["tool_calls"] = with_arguments(m["tool_calls"], redact)
         out.append(msg)
     if red.count:
         out.insert(0, {"role": "system", "content": NOTE})
