@@ -6,13 +6,23 @@ Keeping it pure means every decision can be replayed in a test or a benchmark.
 """
 
 from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer, Signal
-from hybridgate.router.policy import BudgetExhausted, PrivacyViolation, RoutingPolicy, ToolsRefused, UnroutableError
+from hybridgate.router.policy import (
+    BudgetExhausted,
+    EnergyBudgetExhausted,
+    EnergyCapExceeded,
+    PrivacyViolation,
+    RoutingPolicy,
+    ToolsRefused,
+    UnroutableError,
+)
 from hybridgate.router.privacy import PersonalDataDetector
 from hybridgate.router.rule_scorer import RuleScorer
 
 __all__ = [
     "BudgetExhausted",
     "Decision",
+    "EnergyBudgetExhausted",
+    "EnergyCapExceeded",
     "Mode",
     "PersonalDataDetector",
     "PrivacyViolation",

@@ -58,6 +58,19 @@ class RouteContext:
     cloud_budget_exhausted: bool = False
     latency_ms: Mapping[str, float] = field(default_factory=dict)  # expected time to first token per backend
     overloaded: frozenset[str] = frozenset()  # backends whose queue is full
+    energy_budget_exhausted: bool = False  # the key's daily energy budget is spent
+    energy_cap_j: float | None = None  # the most one answer of this key may use, local and cloud together
+    expected_joules: Mapping[Route, float] = field(default_factory=dict)  # this request's energy estimate per route
+
+    def route_joules(self, route: Route, mode: Mode | None) -> float | None:
+        """This request's expected energy on ``route``: a collaborative answer in which the local model generates
+        costs both sides, the other modes about the cloud's (the local model only reads)."""
+        local, cloud = self.expected_joules.get(Route.LOCAL), self.expected_joules.get(Route.CLOUD)
+        if route is Route.COLLAB:
+            if cloud is None:
+                return None
+            return cloud + (local or 0.0) if mode is not None and mode.local_generates else cloud
+        return local if route is Route.LOCAL else cloud
 
     def available(self, route: Route, *, busy_ok: bool = False) -> list[str]:
         """Healthy backends of ``route`` (and not overloaded, unless ``busy_ok``), the lowest expected latency first.

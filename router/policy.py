@@ -15,7 +15,10 @@ The order is fixed and each step that changes the route says why:
 5. a prompt the local model cannot hold goes to the cloud;
 6. a deadline picks the route whose expected first-token latency meets it;
 7. the daily cloud budget, spent, keeps it local;
-8. a route with no healthy, unloaded backend moves to the other route.
+8. energy: a key whose daily energy budget is spent gets no answer (every route
+   uses energy); a route whose expected energy for this request is over the
+   key's per-request cap moves to one within it, or the request is refused;
+9. a route with no healthy, unloaded backend moves to the other route.
 
 Within a route the backend with the lowest expected latency is chosen and the
 others are kept, in order, for failover.
@@ -45,6 +48,14 @@ class BudgetExhausted(Exception):
 
 class PrivacyViolation(Exception):
     """The request forbids the cloud (``x-hybridgate-privacy: strict``) but insists on it."""
+
+
+class EnergyBudgetExhausted(Exception):
+    """The key's daily energy budget is spent: every route would use more."""
+
+
+class EnergyCapExceeded(Exception):
+    """No route this request may take is expected to stay within the key's per-request energy cap."""
 
 
 class ToolsRefused(Exception):
@@ -214,6 +225,44 @@ class RoutingPolicy:
             d.route, d.mode = route, None
             d.reasons.append(reason)
 
+    def _energy_pinned(self, route: Route, mode: Mode | None, ctx: RouteContext, what: str) -> None:
+        if ctx.energy_budget_exhausted:
+            raise EnergyBudgetExhausted("the daily energy budget of this key is spent")
+        cap, joules = ctx.energy_cap_j, ctx.route_joules(route, mode)
+        if cap is not None and joules is not None and joules > cap:
+            raise EnergyCapExceeded(
+                f"{what} is expected to use {joules:.0f} J for this request, over this key's cap of {cap:.0f} J per request; "
+                "ask for fewer tokens (max_tokens)"
+            )
+
+    def _energy(self, d: _Draft, ctx: RouteContext) -> None:
+        """The energy rule, applied like the spend budget: a spent day refuses, a cap moves the route or refuses."""
+        if ctx.energy_budget_exhausted:
+            raise EnergyBudgetExhausted("the daily energy budget of this key is spent")
+        cap, mine = ctx.energy_cap_j, ctx.route_joules(d.route, d.mode)
+        if cap is None or mine is None or mine <= cap:
+            return
+        options = [
+            (j, r)
+            for r in (Route.LOCAL, Route.CLOUD)
+            if r is not d.route
+            and (j := ctx.route_joules(r, None)) is not None
+            and j <= cap
+            and not (r is Route.CLOUD and (d.privacy_local or ctx.cloud_budget_exhausted))
+        ]
+        if not options:
+            raise EnergyCapExceeded(
+                f"this request is expected to use {mine:.0f} J on the {d.route.value} route, over this key's cap of "
+                f"{cap:.0f} J per request, and no other route it may take stays within it; ask for fewer tokens (max_tokens)"
+            )
+        joules, route = min(options, key=lambda o: o[0])
+        reason = f"energy cap {cap:.0f} J: {route.value} expects {joules:.0f} J, {d.route.value} {mine:.0f} J"
+        if route is Route.CLOUD:
+            self._to_cloud(d, reason)
+        else:
+            d.route, d.mode = route, None
+            d.reasons.append(reason)
+
     def _pinned_backend(self, name: str, q: RouteQuery, ctx: RouteContext) -> Decision:
         route = ctx.backends[name]
         if route is Route.CLOUD and q.privacy_strict:
@@ -225,6 +274,7 @@ class RoutingPolicy:
             )
         if route is Route.CLOUD and ctx.cloud_budget_exhausted:
             raise BudgetExhausted("the daily cloud budget of this key is spent")
+        self._energy_pinned(route, None, ctx, f"backend {name}")
         if name not in ctx.healthy:
             raise UnroutableError(f"backend {name!r} is not healthy")
         return Decision(
@@ -238,6 +288,10 @@ class RoutingPolicy:
                 raise BudgetExhausted("the daily cloud budget of this key is spent")
             d.route, d.mode = Route.LOCAL, None
             d.reasons.append("daily cloud budget spent; answering locally")
+        if pinned:
+            self._energy_pinned(d.route, d.mode, ctx, f"the {d.route.value} route")
+        else:
+            self._energy(d, ctx)
         # A pinned or privacy-bound request waits in a busy queue (and may get 503) rather than move.
         busy_ok = pinned or d.privacy_local
         local, cloud = ctx.available(Route.LOCAL, busy_ok=busy_ok), ctx.available(Route.CLOUD, busy_ok=busy_ok)

@@ -11,7 +11,14 @@ from typing import Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from hybridgate.router import BudgetExhausted, PrivacyViolation, ToolsRefused, UnroutableError
+from hybridgate.router import (
+    BudgetExhausted,
+    EnergyBudgetExhausted,
+    EnergyCapExceeded,
+    PrivacyViolation,
+    ToolsRefused,
+    UnroutableError,
+)
 from hybridgate.serving.auth import KeyCheck
 from hybridgate.serving.backends.base import (
     BackendError,
@@ -45,6 +52,10 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(400, str(exc), code="context_length_exceeded", param="messages")
     if isinstance(exc, BudgetExhausted):
         return ApiError(429, str(exc), type="insufficient_quota", code="budget_exhausted", headers={"Retry-After": "3600"})
+    if isinstance(exc, EnergyBudgetExhausted):
+        return ApiError(429, str(exc), type="insufficient_quota", code="energy_budget_exhausted", headers={"Retry-After": "3600"})
+    if isinstance(exc, EnergyCapExceeded):
+        return ApiError(400, str(exc), code="energy_cap_exceeded", param="max_tokens")
     if isinstance(exc, PrivacyViolation):
         # OpenAI's SDK (and LangChain through it) maps the status to PermissionDeniedError. litellm maps no 403 from
         # an OpenAI-compatible server: it raises APIError with status_code 403, or, where the SDK's message carries
@@ -92,13 +103,13 @@ def request_hints(request: Request) -> RequestHints:
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error statuses an endpoint answers, each in OpenAI's shape: so the schema says what the API does."""
     what = {
-        400: "malformed JSON, an unsupported field or value, a bad header or parameter, a prompt the local model cannot hold (context_length_exceeded)",
+        400: "malformed JSON, an unsupported field or value, a bad header or parameter, a prompt the local model cannot hold (context_length_exceeded), an answer expected to use more energy than the key's cap (energy_cap_exceeded)",
         401: "a key is configured and none, or a wrong one, was sent",
         403: "privacy forbids the cloud for this request, or the endpoint needs an admin key",
         404: "unknown model, or no answer with this id awaits a rating",
         413: "the body is over server.max_body_bytes",
         422: "the body does not match the schema",
-        429: "this key's daily cloud budget is spent",
+        429: "this key's daily cloud budget (budget_exhausted) or energy budget (energy_budget_exhausted) is spent",
         502: "the backend failed and no fallback was allowed",
         503: "the local queue is full or no backend is healthy (Retry-After says when to come back)",
         504: "the backend timed out and no fallback was allowed",

@@ -35,6 +35,7 @@ def load_local(cfg: GatewayConfig) -> LlamaBackend:
         max_queue=c.max_queue,
         default_max_tokens=c.default_max_tokens,
         watts_per_core=cfg.energy.watts_per_core,
+        n_gpu_layers=c.n_gpu_layers,
     )
 
 

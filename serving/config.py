@@ -96,6 +96,10 @@ class EnergyConfig(_Strict):
     watts_per_core: float = Field(7.5, gt=0)  # the local model's CPU time, priced where no RAPL counter is readable
     cloud_joules_per_output_token: float = Field(2.0, ge=0)
     cloud_joules_per_input_token: float = Field(0.2, ge=0)
+    # The local model's energy per token before any answer was measured (then learnt from its measured answers),
+    # for the per-request cap's estimate.
+    local_joules_per_output_token: float = Field(0.5, ge=0)
+    local_joules_per_input_token: float = Field(0.05, ge=0)
 
 
 class HealthConfig(_Strict):
@@ -112,6 +116,7 @@ class LocalConfig(_Strict):
     n_ctx: int = Field(2048, ge=128)
     n_threads: int = Field(1, ge=1)
     n_batch: int = Field(256, ge=8)
+    n_gpu_layers: int = Field(0, ge=-1)  # layers offloaded to a GPU (-1: all) where llama-cpp-python was built with one
     max_queue: int = Field(4, ge=0)  # requests allowed to wait behind the one generating
     max_wait_s: float | None = Field(None, gt=0)  # auto requests skip the local model when its expected wait is longer
     context_overflow: Literal["cloud", "reject"] = "cloud"
@@ -167,9 +172,19 @@ class BudgetConfig(_Strict):
     per_key_daily_usd: dict[str, float] = Field(default_factory=dict)
     max_tokens: int | None = Field(None, ge=1)  # the most answer tokens one request may ask for (None: no cap)
     per_key_max_tokens: dict[str, int] = Field(default_factory=dict)
+    default_daily_joules: float | None = Field(None, gt=0)  # energy one key may use a day, local and cloud together
+    per_key_daily_joules: dict[str, float] = Field(default_factory=dict)
+    max_joules_per_request: float | None = Field(None, gt=0)  # the most one answer may be expected to use
+    per_key_max_joules_per_request: dict[str, float] = Field(default_factory=dict)
 
     def limit_for(self, key: str) -> float | None:
         return self.per_key_daily_usd.get(key, self.default_daily_usd)
+
+    def energy_limit_for(self, key: str) -> float | None:
+        return self.per_key_daily_joules.get(key, self.default_daily_joules)
+
+    def energy_cap_for(self, key: str) -> float | None:
+        return self.per_key_max_joules_per_request.get(key, self.max_joules_per_request)
 
     def max_tokens_for(self, key: str) -> int | None:
         return self.per_key_max_tokens.get(key, self.max_tokens)

@@ -6,13 +6,18 @@ after the generation; the package serves every process, so the reading is
 attributed to the gateway by its share of the CPU time spent on the machine
 meanwhile (``/proc/stat``). Where no counter is readable (a VM, a container, a
 phone), the process's CPU time is multiplied by a configured figure of watts per
-busy core. Cloud answers are estimated from their tokens and a configured figure
-of joules per token. Every figure says how it was obtained: ``measured-rapl``,
-``estimated-cpu`` or ``estimated``.
+busy core. Where the local model runs on an NVIDIA GPU (``local.n_gpu_layers``)
+and ``nvidia-ml-py`` is installed, the GPU's own energy counter (NVML) is read
+around the generation as well and added. Cloud answers are estimated from their
+tokens and a configured figure of joules per token. Every figure says how it was
+obtained: ``measured-rapl``, ``measured-nvml``, ``estimated-cpu`` or
+``estimated`` (joined with ``+`` where two meters add up).
 
 Each answer carries what was found under ``hybridgate.energy`` (joules and
-method per side), ``/metrics`` sums it per route (``hybridgate_energy_joules``)
-and the decision log keeps it. An energy budget is not built yet.
+method per side), ``/metrics`` sums it per route (``hybridgate_energy_joules``),
+the decision log keeps it, and each key's daily total feeds the energy budget
+(``budgets.default_daily_joules``). :class:`EnergyRate` learns the local model's
+joules per token from its measured answers, for the per-request cap's estimate.
 """
 
 from __future__ import annotations
@@ -80,24 +85,72 @@ def busy_cpu_seconds(stat: Path = PROC_STAT) -> float:
     return (sum(jiffies[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+class NvmlMeter:
+    """One GPU's energy counter through NVML (millijoules since the driver loaded; Volta and newer).
+
+    The GPU serves every process on it, so a reading is attributed to the
+    gateway by its share of the processes computing there (all of it when it is
+    the only one, none when it is not among them). ``nvml`` is the ``pynvml``
+    module, or anything with the same four functions (tests pass recorded
+    readings).
+    """
+
+    def __init__(self, nvml: Any, index: int = 0, pid: int | None = None) -> None:
+        self.nvml = nvml
+        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        self.pid = os.getpid() if pid is None else pid
+        self.read()  # a GPU without the counter raises here, and is not metered
+
+    @classmethod
+    def open(cls, index: int = 0) -> NvmlMeter | None:
+        """The meter of GPU ``index``, or None where NVML, the GPU or its energy counter is missing."""
+        try:
+            import pynvml  # nvidia-ml-py
+
+            pynvml.nvmlInit()
+            return cls(pynvml, index)
+        except Exception:  # noqa: BLE001 - no NVML, no driver, no GPU, or a GPU older than the counter
+            return None
+
+    def read(self) -> int:
+        return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+
+    def share(self) -> float:
+        try:
+            pids = {int(p.pid) for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)}
+        except Exception:  # noqa: BLE001 - a driver that cannot list processes: count the GPU as ours
+            return 1.0
+        return 1.0 / len(pids) if self.pid in pids else 0.0
+
+
 @dataclass(frozen=True)
 class Reading:
     process_cpu_s: float
     machine_cpu_s: float | None
     rapl_uj: tuple[int, ...]
+    gpu_mj: int | None = None
 
 
 class LocalEnergyMeter:
     """Brackets a local generation: :meth:`start` before, :meth:`stop` after."""
 
-    def __init__(self, watts_per_core: float = DEFAULT_WATTS_PER_CORE, *, powercap: Path = POWERCAP, stat: Path = PROC_STAT) -> None:
+    def __init__(
+        self,
+        watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+        *,
+        powercap: Path = POWERCAP,
+        stat: Path = PROC_STAT,
+        gpu: NvmlMeter | None = None,
+    ) -> None:
         self.watts_per_core = watts_per_core
         self.zones = rapl_zones(powercap)
         self.stat = stat
+        self.gpu = gpu
 
     @property
     def method(self) -> str:
-        return "measured-rapl" if self.zones else "estimated-cpu"
+        cpu = "measured-rapl" if self.zones else "estimated-cpu"
+        return cpu + ("+measured-nvml" if self.gpu is not None else "")
 
     def _machine(self) -> float | None:
         try:
@@ -108,7 +161,8 @@ class LocalEnergyMeter:
     def start(self) -> Reading:
         # The machine's busy time only attributes a RAPL reading: without counters, one clock read is all it takes.
         machine = self._machine() if self.zones else None
-        return Reading(time.process_time(), machine, tuple(z.read() for z in self.zones))
+        gpu = self.gpu.read() if self.gpu is not None else None
+        return Reading(time.process_time(), machine, tuple(z.read() for z in self.zones), gpu)
 
     def stop(self, start: Reading) -> Energy:
         end = self.start()
@@ -117,8 +171,13 @@ class LocalEnergyMeter:
             package_j = sum(counter_delta(a, b, z.max_uj) for a, b, z in zip(start.rapl_uj, end.rapl_uj, self.zones, strict=True)) / 1e6
             machine_s = end.machine_cpu_s - start.machine_cpu_s
             share = min(1.0, process_s / machine_s) if machine_s > 0 else 1.0
-            return Energy(package_j * share, "measured-rapl")
-        return Energy(process_s * self.watts_per_core, "estimated-cpu")
+            cpu = Energy(package_j * share, "measured-rapl")
+        else:
+            cpu = Energy(process_s * self.watts_per_core, "estimated-cpu")
+        if self.gpu is None or start.gpu_mj is None or end.gpu_mj is None:
+            return cpu
+        gpu_j = max(0, end.gpu_mj - start.gpu_mj) / 1e3 * self.gpu.share()
+        return Energy(cpu.joules + gpu_j, f"{cpu.method}+measured-nvml")
 
 
 def add_energy(a: Energy | None, b: Energy) -> Energy:
@@ -126,6 +185,29 @@ def add_energy(a: Energy | None, b: Energy) -> Energy:
     if a is None:
         return b
     return Energy(a.joules + b.joules, a.method if a.method == b.method else "estimated-cpu")
+
+
+class EnergyRate:
+    """The local model's joules per token, learnt from its measured answers (a moving average), so that a
+    request's energy can be estimated before it runs. Reading a prompt token costs about
+    ``input_ratio`` of writing one, as configured for the start."""
+
+    def __init__(self, joules_per_output_token: float, joules_per_input_token: float, alpha: float = 0.2) -> None:
+        self.per_output = joules_per_output_token
+        self.input_ratio = joules_per_input_token / joules_per_output_token if joules_per_output_token > 0 else 0.1
+        self.alpha = alpha
+        self.measured = 0
+
+    def observe(self, joules: float, prompt_tokens: int, completion_tokens: int) -> None:
+        work = completion_tokens + self.input_ratio * prompt_tokens
+        if work <= 0 or not joules >= 0:
+            return
+        rate = joules / work
+        self.per_output = rate if self.measured == 0 else (1 - self.alpha) * self.per_output + self.alpha * rate
+        self.measured += 1
+
+    def expected(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return self.per_output * (completion_tokens + self.input_ratio * prompt_tokens)
 
 
 def cloud_energy(prompt_tokens: int, completion_tokens: int, joules_per_output_token: float, joules_per_input_token: float) -> Energy:

@@ -53,7 +53,7 @@ from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
-from hybridgate.serving.energy import Energy, add_energy, cloud_energy
+from hybridgate.serving.energy import Energy, EnergyRate, add_energy, cloud_energy
 from hybridgate.serving.structured import message_texts
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,7 @@ class Gateway:
         self.fallback_to_local = bool(cfg.cloud and cfg.cloud.fallback_to_local)
         self.detector = PersonalDataDetector(cfg.privacy.names)
         self.latency = LatencyTracker(cfg.health.latency_alpha)
+        self.energy_rate = EnergyRate(cfg.energy.local_joules_per_output_token, cfg.energy.local_joules_per_input_token)
         self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s)
         self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
         self._scored = 0
@@ -288,12 +289,24 @@ class Gateway:
     def known_model(self, model: str) -> bool:
         return model in self.backends or model in ALIASES
 
-    async def _budget_exhausted(self, api_key: str | None) -> bool:
-        limit = self.cfg.budgets.limit_for(api_key or "")
-        if limit is None:
-            return False
-        spent = (await self.state.usage_today(key_id(api_key))).cloud_cost_usd
-        return spent >= limit
+    async def _budgets_spent(self, api_key: str | None) -> tuple[bool, bool]:
+        """(the key's daily cloud budget is spent, its daily energy budget is spent), from one read of its usage."""
+        budgets, key = self.cfg.budgets, api_key or ""
+        usd, joules = budgets.limit_for(key), budgets.energy_limit_for(key)
+        if usd is None and joules is None:
+            return False, False
+        used = await self.state.usage_today(key_id(api_key))
+        return usd is not None and used.cloud_cost_usd >= usd, joules is not None and used.energy_joules >= joules
+
+    def _expected_joules(self, prompt_tokens: int, answer_tokens: int | None) -> dict[Route, float]:
+        """This request's energy on each route, before it runs: the local model at its measured joules per token,
+        the cloud at its configured ones. An answer without max_tokens counts local.default_max_tokens."""
+        n = answer_tokens or self.local.default_max_tokens
+        e = self.cfg.energy
+        return {
+            Route.LOCAL: self.energy_rate.expected(prompt_tokens, n),
+            Route.CLOUD: cloud_energy(prompt_tokens, n, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token).joules,
+        }
 
     async def decide(
         self,
@@ -303,7 +316,8 @@ class Gateway:
         hints: RequestHints = RequestHints(),
     ) -> tuple[Decision, float, int]:
         """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates)."""
-        budget_spent = await self._budget_exhausted(api_key)
+        budget_spent, energy_spent = await self._budgets_spent(api_key)
+        energy_cap = self.cfg.budgets.energy_cap_for(api_key or "")
         t0 = time.perf_counter()
         # Rendering and tokenising the conversation and scanning it for personal data grow with the request:
         # off the event loop, like the classifier below.
@@ -317,6 +331,9 @@ class Gateway:
             cloud_budget_exhausted=budget_spent,
             latency_ms=self.latency.snapshot(),
             overloaded=frozenset({self.local.name}) if self._local_overloaded() else frozenset(),
+            energy_budget_exhausted=energy_spent,
+            energy_cap_j=energy_cap,
+            expected_joules=self._expected_joules(query.prompt_tokens, req.answer_limit) if energy_cap is not None else {},
         )
         # A classifier embeds the query: run it off the event loop so other requests keep streaming.
         decision = await loop.run_in_executor(self._cpu, self.policy.decide, query, ctx)
@@ -561,7 +578,11 @@ class Gateway:
             m.cloud_spend.labels(routing.backend).inc(cost)
         kid = key_id(api_key)
         await self.state.record_usage(
-            kid, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cloud_cost_usd=cost
+            kid,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cloud_cost_usd=cost,
+            energy_joules=sum(float(side["joules"]) for side in routing.energy.values()),
         )
         await self._release(routing, api_key)  # the real cost is counted now: what was set aside goes back
         await self.state.log_decision(
@@ -588,6 +609,8 @@ class Gateway:
             sides["cloud"] = cloud_energy(
                 cloud_usage.prompt_tokens, cloud_usage.completion_tokens, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token
             )
+        if routing.route is Route.LOCAL and routing.energy_local is not None:
+            self.energy_rate.observe(routing.energy_local.joules, usage.prompt_tokens, usage.completion_tokens)
         for side, energy in sides.items():
             if energy is not None:
                 routing.energy[side] = energy.as_dict()
@@ -631,9 +654,12 @@ class Gateway:
                 log.info("shadow comparison skipped: %s", exc)
                 return
             spent = Usage(theirs.usage.prompt_tokens + verdict.usage.prompt_tokens, theirs.usage.completion_tokens + verdict.usage.completion_tokens)
+            e = self.cfg.energy
+            joules = cloud_energy(spent.prompt_tokens, spent.completion_tokens, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token)
+            self.metrics.energy.labels("shadow", "cloud", joules.method).inc(joules.joules)
             await self.state.record_usage(
                 kid, prompt_tokens=spent.prompt_tokens, completion_tokens=spent.completion_tokens,
-                cloud_cost_usd=cost_usd(rcfg, spent) if rcfg is not None else 0.0,
+                cloud_cost_usd=cost_usd(rcfg, spent) if rcfg is not None else 0.0, energy_joules=joules.joules,
             )
         finally:
             if reserved:

@@ -7,7 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from hybridgate.serving.energy import LocalEnergyMeter, busy_cpu_seconds, cloud_energy, counter_delta, rapl_zones
+from hybridgate.router import (
+    EnergyBudgetExhausted,
+    EnergyCapExceeded,
+    Mode,
+    Route,
+    RouteContext,
+    RouteQuery,
+    RoutingPolicy,
+    RuleScorer,
+)
+from hybridgate.serving.energy import (
+    EnergyRate,
+    LocalEnergyMeter,
+    NvmlMeter,
+    busy_cpu_seconds,
+    cloud_energy,
+    counter_delta,
+    Reading,
+    rapl_zones,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -87,3 +106,110 @@ def test_every_answer_carries_its_energy_and_metrics_sum_it(make_gateway, stub) 
     text = httpx.get(f"{srv.url}/metrics").text
     assert 'hybridgate_energy_joules_total{method="estimated",route="cloud",side="cloud"}' in text
     assert any(line.startswith("hybridgate_energy_joules_total{") and 'side="local"' in line for line in text.splitlines())
+
+
+class RecordedNvml:
+    """NVML's four calls, answering from recorded readings (no GPU here)."""
+
+    def __init__(self, millijoules: list[int], pids: list[int] | None) -> None:
+        self.readings, self.pids = iter(millijoules), pids
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"gpu{index}"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: str) -> int:
+        return next(self.readings)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[object]:
+        if self.pids is None:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return [type("Proc", (), {"pid": p})() for p in self.pids]
+
+
+def test_nvml_adds_the_gpu_energy_by_the_process_share(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    write_stat(stat, 10 * TICK, 10 * TICK)
+    # 1,000 J of CPU (estimated from CPU time) can't be recorded here; the GPU part can: 90 J over the answer.
+    gpu = NvmlMeter(RecordedNvml([5_000, 5_000, 95_000], pids=[os.getpid(), 4242]))  # the first read probes the counter
+    meter = LocalEnergyMeter(10.0, powercap=tmp_path / "none", stat=stat, gpu=gpu)
+    assert meter.method == "estimated-cpu+measured-nvml"
+    e = meter.stop(meter.start())
+    assert e.method == "estimated-cpu+measured-nvml"
+    assert e.joules == pytest.approx(45.0, abs=1.0)  # half of 90 J (two processes compute there) + a sliver of CPU time
+    alone = NvmlMeter(RecordedNvml([0, 2_000], pids=[os.getpid()]))
+    assert LocalEnergyMeter(1e-9, powercap=tmp_path / "none", stat=stat, gpu=alone).stop(Reading(0.0, None, (), 0)).joules == pytest.approx(2.0)
+    elsewhere = NvmlMeter(RecordedNvml([0], pids=[4242]))
+    assert elsewhere.share() == 0.0, "a GPU this process does not compute on is not its energy"
+    assert NvmlMeter(RecordedNvml([0], pids=None)).share() == 1.0
+    assert NvmlMeter.open(99) is None, "no GPU 99 anywhere: no meter, and no error"
+
+
+def test_the_local_rate_is_learnt_from_measured_answers() -> None:
+    rate = EnergyRate(joules_per_output_token=0.5, joules_per_input_token=0.05)
+    assert rate.expected(100, 100) == pytest.approx(0.5 * (100 + 0.1 * 100))
+    rate.observe(22.0, prompt_tokens=200, completion_tokens=100)  # 22 J for 100 + 20 token-equivalents
+    assert rate.expected(200, 100) == pytest.approx(22.0)
+    rate.observe(float("nan"), 10, 10)
+    rate.observe(5.0, 0, 0)
+    assert rate.measured == 1 and rate.expected(200, 100) == pytest.approx(22.0), "nothing to learn from these"
+
+
+BACKENDS = {"local": Route.LOCAL, "cloud": Route.CLOUD}
+
+
+def energy_ctx(**kw: object) -> RouteContext:
+    return RouteContext(BACKENDS, frozenset(BACKENDS), **kw)  # type: ignore[arg-type]
+
+
+def test_energy_rule_refuses_a_spent_day_and_moves_or_refuses_over_the_cap() -> None:
+    policy = RoutingPolicy(RuleScorer(long_prompt_tokens=300), threshold=0.5)
+    hard = RouteQuery("Prove that the integral converges, step by step", 400, 1)
+    easy = RouteQuery("hi", 5, 1)
+    for query in (hard, easy, RouteQuery("x", 5, 1, requested_model="cloud"), RouteQuery("x", 5, 1, requested_model="hybridgate/local")):
+        with pytest.raises(EnergyBudgetExhausted, match="daily energy budget"):
+            policy.decide(query, energy_ctx(energy_budget_exhausted=True))
+    joules = {Route.LOCAL: 30.0, Route.CLOUD: 500.0}
+    d = policy.decide(hard, energy_ctx(energy_cap_j=100.0, expected_joules=joules))
+    assert d.route is Route.LOCAL and any(r.startswith("energy cap 100 J: local expects 30 J, cloud 500 J") for r in d.reasons)
+    assert policy.decide(hard, energy_ctx(energy_cap_j=1000.0, expected_joules=joules)).route is Route.CLOUD
+    flipped = {Route.LOCAL: 300.0, Route.CLOUD: 50.0}
+    assert policy.decide(easy, energy_ctx(energy_cap_j=100.0, expected_joules=flipped)).route is Route.CLOUD
+    strict = RouteQuery("hi", 5, 1, privacy_strict=True)
+    with pytest.raises(EnergyCapExceeded, match="no other route it may take"):
+        policy.decide(strict, energy_ctx(energy_cap_j=100.0, expected_joules=flipped))  # the cloud is not an option
+    with pytest.raises(EnergyCapExceeded, match="backend cloud is expected to use 500 J"):
+        policy.decide(RouteQuery("x", 5, 1, requested_model="cloud"), energy_ctx(energy_cap_j=100.0, expected_joules=joules))
+    cascade = RoutingPolicy(RuleScorer(long_prompt_tokens=300), threshold=1.01, t_local=0.0, mode=Mode.CASCADE)
+    d = cascade.decide(hard, energy_ctx(energy_cap_j=100.0, expected_joules={Route.LOCAL: 60.0, Route.CLOUD: 60.0}))
+    assert d.route is Route.LOCAL, "a cascade costs both sides (120 J): over the cap, local alone fits"
+
+
+def test_energy_budget_and_cap_over_http(make_gateway) -> None:
+    from tests.conftest import post_chat
+
+    msg = [{"role": "user", "content": "Say hi."}]
+    srv = make_gateway(
+        server={"api_keys": ["k1", "k2"]},
+        budgets={"per_key_daily_joules": {"k1": 0.001}, "per_key_max_joules_per_request": {"k2": 50.0}},
+        energy={"cloud_joules_per_output_token": 2.0, "cloud_joules_per_input_token": 0.0},
+    )
+    first = post_chat(srv.url, {"model": "hybridgate/local", "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k1"})
+    assert first.status_code == 200 and first.json()["hybridgate"]["energy"]["local"]["joules"] > 0.001
+    spent = post_chat(srv.url, {"model": "hybridgate/auto", "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k1"})
+    assert spent.status_code == 429 and spent.json()["error"]["code"] == "energy_budget_exhausted"
+    assert post_chat(srv.url, {"model": "hybridgate/local", "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k2"}).status_code == 200
+    # 100 answer tokens in the cloud are 200 J, over k2's cap of 50 J per request: a pinned request is refused...
+    over = post_chat(srv.url, {"model": "hybridgate/cloud", "messages": msg, "max_tokens": 100}, headers={"Authorization": "Bearer k2"})
+    assert over.status_code == 400 and over.json()["error"]["code"] == "energy_cap_exceeded"
+    assert "max_tokens" in over.json()["error"]["message"]
+    # ...and an automatic one that scored cloud is answered within the cap, locally, saying why.
+    route = httpx_route(srv.url, {"model": "hybridgate/auto", "messages": [{"role": "user", "content": "Prove, step by step, " * 40}], "max_tokens": 100}, "k2")
+    assert route["route"] == "local" and any(r.startswith("energy cap 50 J") for r in route["reasons"]), route
+
+
+def httpx_route(url: str, body: dict[str, object], key: str) -> dict[str, object]:
+    import httpx
+
+    r = httpx.post(f"{url}/v1/route", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from hybridgate.router import (
     BudgetExhausted,
+    EnergyBudgetExhausted,
+    EnergyCapExceeded,
     Mode,
     PrivacyViolation,
     Route,
@@ -67,6 +69,9 @@ def situations(draw: st.DrawFn) -> tuple[RoutingPolicy, RouteQuery, RouteContext
         cloud_budget_exhausted=draw(st.booleans()),
         latency_ms={n: draw(st.floats(0, 5000)) for n in BACKENDS if draw(st.booleans())},
         overloaded=frozenset(draw(st.sets(st.sampled_from(list(BACKENDS))))),
+        energy_budget_exhausted=draw(st.booleans()),
+        energy_cap_j=draw(st.none() | st.floats(0.0, 5000.0)),
+        expected_joules={r: draw(st.floats(0.0, 10_000.0)) for r in (Route.LOCAL, Route.CLOUD) if draw(st.booleans())},
     )
     return policy, query, ctx
 
@@ -89,7 +94,7 @@ def test_a_private_request_never_gets_a_cloud_backend(s: tuple[RoutingPolicy, Ro
     )
     try:
         d = policy.decide(query, ctx)
-    except (PrivacyViolation, UnroutableError, BudgetExhausted, ToolsRefused):
+    except (PrivacyViolation, UnroutableError, BudgetExhausted, ToolsRefused, EnergyBudgetExhausted, EnergyCapExceeded):
         return  # a clear error (403, 503, 429, 400) is always allowed
     if private:
         assert d.route is Route.LOCAL and not _cloud_names(d, ctx) and d.private, d

@@ -25,7 +25,7 @@ import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
-from hybridgate.serving.energy import DEFAULT_WATTS_PER_CORE, Energy, LocalEnergyMeter
+from hybridgate.serving.energy import DEFAULT_WATTS_PER_CORE, Energy, LocalEnergyMeter, NvmlMeter
 from hybridgate.serving.structured import (
     FLAT_OBJECT_GBNF,
     StructuredOutputError,
@@ -126,6 +126,7 @@ class LlamaBackend:
         default_max_tokens: int = 256,
         route: Route = Route.LOCAL,
         watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+        n_gpu_layers: int = 0,
     ) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -146,6 +147,7 @@ class LlamaBackend:
             n_threads=n_threads,
             n_threads_batch=n_threads,
             n_batch=min(n_batch, n_ctx),
+            n_gpu_layers=n_gpu_layers,
             verbose=False,
         )
         self.load_seconds = time.perf_counter() - t0
@@ -162,7 +164,8 @@ class LlamaBackend:
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
         self._grammars: dict[str, Any] = {}
-        self.energy = LocalEnergyMeter(watts_per_core)
+        # The GPU's counter is read only where layers run there (and NVML is installed: nvidia-ml-py).
+        self.energy = LocalEnergyMeter(watts_per_core, gpu=NvmlMeter.open() if n_gpu_layers else None)
         self._inflight = 0
         self._gen_seconds_ewma = 2.0
         log.info("loaded %s in %.1f s (n_ctx=%d, threads=%d)", self.path.name, self.load_seconds, n_ctx, n_threads)

@@ -16,6 +16,7 @@ class UsageTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cloud_cost_usd: float = 0.0
+    energy_joules: float = 0.0  # local and cloud sides together, as each answer reported them
 
 
 def today() -> str:
@@ -33,7 +34,7 @@ class StateStore(Protocol):
     kind: str
 
     async def record_usage(
-        self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float
+        self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float = 0.0
     ) -> None: ...
 
     async def usage_today(self, key: str) -> UsageTotals: ...

@@ -22,7 +22,9 @@ class MemoryStore:
         self._labels: deque[dict[str, Any]] = deque(maxlen=label_store_size)
         self._held_entries = label_store_size
 
-    async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
+    async def record_usage(
+        self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float = 0.0
+    ) -> None:
         slot = (today(), key)
         u = self._usage.get(slot, UsageTotals())
         self._usage[slot] = UsageTotals(
@@ -30,6 +32,7 @@ class MemoryStore:
             u.prompt_tokens + prompt_tokens,
             u.completion_tokens + completion_tokens,
             u.cloud_cost_usd + cloud_cost_usd,
+            u.energy_joules + energy_joules,
         )
 
     async def usage_today(self, key: str) -> UsageTotals:

@@ -38,13 +38,16 @@ class RedisStore:
     def _usage_key(self, key: str) -> str:
         return f"{_PREFIX}usage:{today()}:{key}"
 
-    async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
+    async def record_usage(
+        self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float = 0.0
+    ) -> None:
         k = self._usage_key(key)
         async with self._r.pipeline(transaction=True) as p:
             p.hincrby(k, "requests", 1)
             p.hincrby(k, "prompt_tokens", prompt_tokens)
             p.hincrby(k, "completion_tokens", completion_tokens)
             p.hincrbyfloat(k, "cloud_cost_usd", cloud_cost_usd)
+            p.hincrbyfloat(k, "energy_joules", energy_joules)
             p.expire(k, _USAGE_TTL_S)
             await p.execute()
 
@@ -62,6 +65,7 @@ class RedisStore:
             int(h.get("prompt_tokens", 0)),
             int(h.get("completion_tokens", 0)),
             float(h.get("cloud_cost_usd", 0.0)),
+            float(h.get("energy_joules", 0.0)),
         )
 
     async def log_decision(self, record: dict[str, Any]) -> None:

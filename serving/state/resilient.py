@@ -56,10 +56,16 @@ class ResilientStore:
             self.last_error = None
         return result
 
-    async def record_usage(self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float) -> None:
+    async def record_usage(
+        self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float = 0.0
+    ) -> None:
         await self._call(
             lambda s: s.record_usage(
-                key, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cloud_cost_usd=cloud_cost_usd
+                key,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cloud_cost_usd=cloud_cost_usd,
+                energy_joules=energy_joules,
             )
         )
 
@@ -79,6 +85,7 @@ class ResilientStore:
             last.prompt_tokens + local.prompt_tokens,
             last.completion_tokens + local.completion_tokens,
             last.cloud_cost_usd + local.cloud_cost_usd,
+            last.energy_joules + local.energy_joules,
         )
 
     async def reserve(self, key: str, usd: float, limit: float) -> bool:
