@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from hybridgate.router.node_choice import NodeScore
 
 
 class Route(str, Enum):
@@ -61,6 +64,7 @@ class RouteContext:
     energy_budget_exhausted: bool = False  # the key's daily energy budget is spent
     energy_cap_j: float | None = None  # the most one answer of this key may use, local and cloud together
     expected_joules: Mapping[Route, float] = field(default_factory=dict)  # this request's energy estimate per route
+    node_scores: Mapping[str, NodeScore] = field(default_factory=dict)  # weighted node choice; empty: by latency_ms
 
     def route_joules(self, route: Route, mode: Mode | None) -> float | None:
         """This request's expected energy on ``route``: a collaborative answer in which the local model generates
@@ -73,15 +77,23 @@ class RouteContext:
         return local if route is Route.LOCAL else cloud
 
     def available(self, route: Route, *, busy_ok: bool = False) -> list[str]:
-        """Healthy backends of ``route`` (and not overloaded, unless ``busy_ok``), the lowest expected latency first.
+        """Healthy backends of ``route`` (and not overloaded, unless ``busy_ok``), the fastest expected first.
 
-        A backend never measured counts as fastest, so a new node gets tried
-        and measured; ties keep the configured order. Busy backends come last.
+        With node scores, by each node's predicted total time (its weighted
+        load, capability and network parts); otherwise by the moving estimate
+        of its first-token latency. A backend never measured counts as
+        fastest, so a new node gets tried and measured; ties keep the
+        configured order. Busy backends come last.
         """
         names = [n for n, r in self.backends.items() if r is route and n in self.healthy and (busy_ok or n not in self.overloaded)]
-        return sorted(names, key=lambda n: (n in self.overloaded, self.latency_ms.get(n, 0.0)))
+        return sorted(names, key=lambda n: (n in self.overloaded, self._expected(n)))
+
+    def _expected(self, name: str) -> float:
+        score = self.node_scores.get(name)
+        return score.total_ms if score is not None else self.latency_ms.get(name, 0.0)
 
     def expected_ms(self, route: Route) -> float | None:
+        """The first-token latency expected on ``route`` (the deadline rule's figure)."""
         best = self.available(route)
         return None if not best else self.latency_ms.get(best[0], 0.0)
 
@@ -114,6 +126,7 @@ class Decision:
     signals: tuple[Signal, ...] = ()  # what moved the score most (empty for pins and scorers that cannot say)
     private: bool = False  # no cloud backend may see this request (strict, or personal data kept on the device)
     redact_only: bool = False  # the cloud may see it only with its personal data replaced (the redact mode)
+    nodes: tuple[NodeScore, ...] = ()  # the candidates of the chosen route, as scored, in the order tried
 
     @property
     def cloud_forbidden(self) -> bool:
@@ -142,6 +155,7 @@ class Decision:
             "router_version": self.router_version,
             "reasons": list(self.reasons),
             "signals": [{"name": s.name, "push": s.push} for s in self.signals],
+            **({"nodes": [n.as_dict() for n in self.nodes]} if self.nodes else {}),
         }
 
 

@@ -20,8 +20,9 @@ The order is fixed and each step that changes the route says why:
    key's per-request cap moves to one within it, or the request is refused;
 9. a route with no healthy, unloaded backend moves to the other route.
 
-Within a route the backend with the lowest expected latency is chosen and the
-others are kept, in order, for failover.
+Within a route the backend expected to answer soonest is chosen (by its node
+score, :mod:`hybridgate.router.node_choice`, or its first-token latency) and
+the others are kept, in order, for failover.
 """
 
 from __future__ import annotations
@@ -309,10 +310,10 @@ class RoutingPolicy:
                 d.route, d.mode = Route.CLOUD, None
                 d.reasons.append("no healthy local backend; answering in the cloud")
             else:
-                return self._decision(Route.COLLAB, local or cloud, score, q, d, cloud_backend=cloud[0])
+                return self._decision(Route.COLLAB, local or cloud, score, q, d, ctx, cloud_backend=cloud[0])
         wanted = local if d.route is Route.LOCAL else cloud
         if wanted:
-            return self._decision(d.route, wanted, score, q, d)
+            return self._decision(d.route, wanted, score, q, d, ctx)
         other = Route.CLOUD if d.route is Route.LOCAL else Route.LOCAL
         others = cloud if other is Route.CLOUD else local
         if pinned or not others or (other is Route.CLOUD and d.privacy_local):
@@ -322,13 +323,13 @@ class RoutingPolicy:
         if other is Route.CLOUD and d.redact_only:
             d.route, d.mode = Route.COLLAB, Mode.REDACT
             d.reasons.append(f"{why} (redacted: personal data)")
-            return self._decision(Route.COLLAB, others, score, q, d, cloud_backend=others[0])
+            return self._decision(Route.COLLAB, others, score, q, d, ctx, cloud_backend=others[0])
         d.reasons.append(why)
         d.route = other
-        return self._decision(other, others, score, q, d)
+        return self._decision(other, others, score, q, d, ctx)
 
     def _decision(
-        self, route: Route, names: list[str], score: float | None, q: RouteQuery, d: _Draft, *, cloud_backend: str | None = None
+        self, route: Route, names: list[str], score: float | None, q: RouteQuery, d: _Draft, ctx: RouteContext, *, cloud_backend: str | None = None
     ) -> Decision:
         return Decision(
             route,
@@ -346,4 +347,5 @@ class RoutingPolicy:
             signals=d.signals,
             private=d.privacy_local,
             redact_only=d.redact_only,
+            nodes=tuple(ctx.node_scores[n] for n in names if n in ctx.node_scores),
         )

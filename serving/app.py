@@ -268,15 +268,26 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
 
         With admin keys configured, an admin key is what counts. Without, only a direct loopback caller: a
         request that came through a proxy (forwarding headers) could be anyone's, whatever its peer address."""
-        if not keys.is_admin(api_key):
-            host = request.client.host if request.client else ""
-            forwarded = any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
-            if not is_loopback(host) or forwarded:
-                raise ApiError(
-                    403, "labels are served to this device only (loopback, not through a proxy), or to an admin key",
-                    type="permission_error", code="loopback_only",
-                )
+        device_only(request, api_key, "labels")
         return {"object": "list", "data": await gateway.state.labels(limit)}
+
+    @app.get("/v1/hybridgate/nodes", responses=_errors(401, 403))
+    async def nodes(request: Request, gateway: Gateway = Depends(gw), api_key: str | None = Depends(operator)) -> dict[str, Any]:
+        """The node choice: the weights learnt on this gateway, and each node's load, speed and round trip. The
+        federated client on the same device reads its weights here (same rule as the labels)."""
+        device_only(request, api_key, "node weights")
+        return {"object": "hybridgate.nodes", **gateway.describe_nodes()}
+
+    def device_only(request: Request, api_key: str | None, what: str) -> None:
+        if keys.is_admin(api_key):
+            return
+        host = request.client.host if request.client else ""
+        forwarded = any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
+        if not is_loopback(host) or forwarded:
+            raise ApiError(
+                403, f"{what} are served to this device only (loopback, not through a proxy), or to an admin key",
+                type="permission_error", code="loopback_only",
+            )
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(_: str | None = Depends(operator)) -> JSONResponse:

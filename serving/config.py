@@ -136,6 +136,31 @@ class RemoteConfig(_Strict):
     max_retries: int = Field(1, ge=0)
     cost_per_1k_prompt_usd: float | None = Field(None, ge=0)
     cost_per_1k_completion_usd: float | None = Field(None, ge=0)
+    tokens_per_s: float | None = Field(None, gt=0)  # its decode speed, until measured (node choice)
+    accelerator: bool = False  # a GPU or NPU node: guessed faster until measured
+    load_metrics: list[str] = Field(default_factory=list)  # Prometheus gauges that count its queued and running requests
+    load_url: str | None = None  # where they are exposed; default: /metrics beside api_base
+
+
+class NodeWeightsConfig(_Strict):
+    """W = intercept + cpu·W_cpu + ai·W_ai + nl·W_nl (milliseconds); see classifiers/node_weights.py."""
+
+    intercept_ms: float = Field(0.0, ge=0, le=10_000)
+    cpu: float = Field(1.0, ge=0, le=10)
+    ai: float = Field(1.0, ge=0, le=10)
+    nl: float = Field(1.0, ge=0, le=10)
+
+
+class NodesConfig(_Strict):
+    """How the node of a route is chosen when it has several (edge nodes, more than one cloud)."""
+
+    choice: Literal["weighted", "latency"] = "weighted"  # latency: the moving first-token estimate alone
+    weights: NodeWeightsConfig = Field(default_factory=NodeWeightsConfig)
+    learn: bool = True  # fit the weights on this gateway's answers
+    forget: float = Field(0.995, gt=0.5, le=1.0)  # how fast old answers fade from the fit
+    prior_strength: float = Field(20.0, ge=0)  # pseudo-answers pulling the fit toward the configured weights
+    default_tokens_per_s: float = Field(20.0, gt=0)  # a node's decode speed before it is measured
+    expected_tokens: int = Field(128, ge=1)  # an answer's length for the choice, when the request gives no max_tokens
 
 
 class CloudConfig(RemoteConfig):
@@ -205,6 +230,7 @@ class GatewayConfig(BaseSettings):
     collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    nodes: NodesConfig = Field(default_factory=NodesConfig)
 
     @classmethod
     def settings_customise_sources(

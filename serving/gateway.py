@@ -47,7 +47,10 @@ from hybridgate.serving.backends.pricing import cost_usd
 from hybridgate.serving.collab import Collaborator, CollabReport, merged_report
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
+from hybridgate.classifiers.node_weights import NodeWeights, NodeWeightsError
+from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
+from hybridgate.serving.node_stats import NodeStats, Ticket
 from hybridgate.serving.router_adapt import RouterAdapter
 from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
@@ -86,6 +89,7 @@ class Routing:
     reserved_usd: float = 0.0  # set aside against the key's budget before a cloud call, released once it is accounted
     energy_local: Energy | None = None  # what the local model's generation took, as its backend measured it
     energy: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side (local, cloud), set when accounted
+    ticket: Ticket | None = None  # a streamed answer's node measurement, finished with the stream
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -214,7 +218,8 @@ class Gateway:
         self.detector = PersonalDataDetector(cfg.privacy.names)
         self.latency = LatencyTracker(cfg.health.latency_alpha)
         self.energy_rate = EnergyRate(cfg.energy.local_joules_per_output_token, cfg.energy.local_joules_per_input_token)
-        self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s)
+        self.nodes = self._node_stats()
+        self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s, self.nodes)
         self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
         self._scored = 0
         self._calibrating: asyncio.Task[None] | None = None
@@ -232,13 +237,32 @@ class Gateway:
         if cfg.router.adapt_s > 0 and cfg.state.labels and isinstance(policy.scorer, ClassifierScorer):
             self.adapter = RouterAdapter(policy.scorer, state, cfg.router.adapt_s, cfg.router.adapt_min_labels)
 
+    def _node_stats(self) -> NodeStats:
+        n = self.cfg.nodes
+        stats = NodeStats(
+            default_tokens_per_s=n.default_tokens_per_s,
+            weights=NodeWeights(n.weights.intercept_ms, n.weights.cpu, n.weights.ai, n.weights.nl),
+            learn=n.learn,
+            forget=n.forget,
+            prior_strength=n.prior_strength,
+        )
+        for name, backend in self.backends.items():
+            rc = self._remote_cfg.get(name)
+            if rc is None:
+                stats.add(name, queue=backend)  # in process: its queue is its load, no network between
+            else:
+                stats.add(name, tokens_per_s=rc.tokens_per_s, accelerator=rc.accelerator)
+        return stats
+
     def _probe_targets(self) -> list[ProbeTarget]:
         from hybridgate.serving.backends.remote_common import api_key
 
         out = []
         for name, rc in self._remote_cfg.items():
             if rc.api_base and name in self.backends:
-                out.append(ProbeTarget(name, rc.api_base, self.backends[name].health, api_key(rc)))
+                out.append(
+                    ProbeTarget(name, rc.api_base, self.backends[name].health, api_key(rc), tuple(rc.load_metrics), rc.load_url)
+                )
         return out
 
     def _local_overloaded(self) -> bool:
@@ -265,6 +289,27 @@ class Gateway:
         self.policy.threshold, self.policy.t_local = thresholds_for(model, self.cfg.router)
         if self.adapter is not None:
             self.adapter.reset()
+        self.offer_node_weights((getattr(model, "meta", None) or {}).get("node_weights"))
+
+    def offer_node_weights(self, published: Any) -> bool:
+        """Node weights a federation published with the router: taken if they predict this gateway's recent answers
+        at least as well as its own (or it has too few to judge), otherwise its own are kept; the log says which."""
+        if not published:
+            return False
+        try:
+            fleet = NodeWeights.from_array([published[k] for k in ("intercept_ms", "cpu", "ai", "nl")])
+        except (NodeWeightsError, KeyError, TypeError, ValueError) as exc:
+            log.warning("the router's node weights are not usable (%s); keeping this gateway's", exc)
+            return False
+        reg = self.nodes.regression
+        mine, theirs = reg.error(reg.weights), reg.error(fleet)
+        taken = reg.offer(fleet)
+        log.info(
+            "fleet node weights %s: %s (mean error on %d recent answers: fleet %s ms, own %s ms)",
+            fleet.as_dict(), "taken" if taken else "kept this gateway's", len(reg.recent),
+            "-" if theirs is None else f"{theirs:.0f}", "-" if mine is None else f"{mine:.0f}",
+        )
+        return taken
 
     def router_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.policy.scorer.name, "version": getattr(self.policy.scorer, "version", None)}
@@ -334,6 +379,11 @@ class Gateway:
             energy_budget_exhausted=energy_spent,
             energy_cap_j=energy_cap,
             expected_joules=self._expected_joules(query.prompt_tokens, req.answer_limit) if energy_cap is not None else {},
+            node_scores=(
+                score_nodes(self.nodes.all_features(), self.nodes.weights, req.answer_limit or self.cfg.nodes.expected_tokens)
+                if self.cfg.nodes.choice == "weighted"
+                else {}
+            ),
         )
         # A classifier embeds the query: run it off the event loop so other requests keep streaming.
         decision = await loop.run_in_executor(self._cpu, self.policy.decide, query, ctx)
@@ -478,11 +528,14 @@ class Gateway:
         backend = self.backends[routing.backend]
         while True:
             t0 = time.perf_counter()
+            ticket = self.nodes.begin(backend.name)
             try:
                 completion = await backend.complete(params)
                 break
             except Exception as exc:
+                self.nodes.abandon(ticket)
                 backend = self._fallback_or_raise(routing, backend, exc)
+        self.nodes.finish(ticket, completion.usage.completion_tokens)
         self.latency.observe(backend.name, time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         routing.energy_local = completion.energy
@@ -527,11 +580,13 @@ class Gateway:
         started = time.perf_counter()
         while True:
             t0 = time.perf_counter()
+            routing.ticket = self.nodes.begin(backend.name)
             it: AsyncGenerator[Delta, None] = backend.stream(params)  # type: ignore[assignment]
             try:
                 first = await it.__anext__()
                 break
             except Exception as exc:
+                self.nodes.abandon(routing.ticket)
                 backend = self._fallback_or_raise(routing, backend, exc)
         self.latency.observe(backend.name, time.perf_counter() - t0)
         self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
@@ -539,6 +594,10 @@ class Gateway:
 
     async def finish_stream(self, answer: StreamAnswer, usage: Usage, api_key: str | None, status: str) -> None:
         answer.routing.usage = usage
+        if status == "ok":
+            self.nodes.finish(answer.routing.ticket, usage.completion_tokens)
+        else:
+            self.nodes.abandon(answer.routing.ticket)
         await self._account(answer.routing, usage, api_key, time.perf_counter() - answer.started, status=status)
         if status == "ok":
             await self._hold_for_feedback(answer.routing, answer.messages, api_key)
@@ -732,6 +791,10 @@ class Gateway:
 
     def describe(self) -> dict[str, Any]:
         return {name: b.describe() for name, b in self.backends.items()}
+
+    def describe_nodes(self) -> dict[str, Any]:
+        """The node choice's state: the weights in use, how many answers taught them, and each node's features."""
+        return {"choice": self.cfg.nodes.choice, **self.nodes.describe()}
 
     async def aclose(self) -> None:
         for task in list(self._shadows):

@@ -5,6 +5,12 @@ path in front of it, and it can be told (``POST /_control``) to fail the way
 real providers do: HTTP 500, a slow answer, or a stream cut short. Every body
 it receives is kept, so a test can check what the cloud was sent.
 
+It can also play an edge node with a speed of its own: ``ms_per_token`` per
+word of its reply, slowed by every request it is running and by an
+``external_load`` of other users' requests (a node's compute is shared), after
+``first_token_s``; ``GET /metrics`` reports its running requests as the
+Prometheus gauge ``stub_requests_running``, as llama.cpp and vLLM servers do.
+
 It keeps the contracts a real provider keeps: with ``tools`` (and a
 ``tool_choice`` other than none) it calls the named or first tool with
 arguments made from that tool's schema, streamed in pieces when asked; with a
@@ -33,6 +39,15 @@ class StubBehaviour:
     reply: str = "Hello from the stub cloud."
     received: list[dict[str, Any]] = field(default_factory=list)
     keep_bodies: bool = True
+    first_token_s: float = 0.0  # before the first word (a node's prefill and network)
+    ms_per_token: float = 0.0  # per word of the reply when it serves one request alone
+    external_load: float = 0.0  # other users' requests sharing the node
+    reply_words: int | None = None  # reply with this many words instead of ``reply``
+    running: int = 0
+
+    def word_delay_s(self) -> float:
+        """A shared node: each word takes longer for every other request it serves meanwhile."""
+        return self.ms_per_token / 1000.0 * (self.running + self.external_load)
 
 
 def example_for(schema: Any, depth: int = 0) -> Any:
@@ -88,13 +103,22 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
             return JSONResponse({"error": {"message": "stub refuses this request", "type": "invalid_request_error"}}, status_code=400)
         if b.mode == "slow" or b.delay_s:
             await asyncio.sleep(b.delay_s or 30)
-        reply = _reply_text(body, b.reply)
+        reply = _reply_text(body, b.reply if b.reply_words is None else " ".join(["word"] * b.reply_words))
         call = _tool_call(body)
         words = reply.split(" ")
         model = body.get("model", "stub")
         created = int(time.time())
         usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
+        paced = b.ms_per_token > 0 or b.first_token_s > 0
         if not body.get("stream"):
+            if paced:
+                b.running += 1
+                try:
+                    await asyncio.sleep(b.first_token_s)
+                    for _ in words:
+                        await asyncio.sleep(b.word_delay_s())
+                finally:
+                    b.running -= 1
             message: dict[str, Any] = {"role": "assistant", "content": None if call else reply}
             if call:
                 message["tool_calls"] = [call]
@@ -120,11 +144,21 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
                     yield "data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n"
                 yield "data: [DONE]\n\n"
                 return
-            for i, w in enumerate(words):
-                if b.mode == "cut" and i == 1:
-                    raise RuntimeError("stream cut by the stub")
-                piece = w if i == 0 else " " + w
-                yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}) + "\n\n"
+            if paced:
+                b.running += 1
+            try:
+                if paced:
+                    await asyncio.sleep(b.first_token_s)
+                for i, w in enumerate(words):
+                    if b.mode == "cut" and i == 1:
+                        raise RuntimeError("stream cut by the stub")
+                    if paced and i:
+                        await asyncio.sleep(b.word_delay_s())
+                    piece = w if i == 0 else " " + w
+                    yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}) + "\n\n"
+            finally:
+                if paced:
+                    b.running -= 1
             yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield "data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n"
@@ -135,9 +169,14 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
     async def models(_: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "stub"}]})
 
+    async def metrics(_: Request) -> Response:
+        running = b.running + b.external_load
+        text = f"# HELP stub_requests_running Requests being served.\n# TYPE stub_requests_running gauge\nstub_requests_running {running}\n"
+        return Response(text, media_type="text/plain; version=0.0.4")
+
     async def control(request: Request) -> Response:
         data = json.loads(await request.body() or b"{}")
-        for k in ("mode", "delay_s", "reply", "keep_bodies"):
+        for k in ("mode", "delay_s", "reply", "keep_bodies", "first_token_s", "ms_per_token", "external_load", "reply_words"):
             if k in data:
                 setattr(b, k, data[k])
         if data.get("clear"):
@@ -148,6 +187,7 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models),
+            Route("/metrics", metrics),
             Route("/_control", control, methods=["POST"]),
         ]
     )

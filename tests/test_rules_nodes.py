@@ -73,7 +73,7 @@ def test_dead_edge_node_is_skipped_then_rested(make_gateway: Callable[..., Serve
 def test_lowest_latency_node_is_chosen_and_the_others_kept_for_failover(make_gateway: Callable[..., ServerThread], stub) -> None:
     url, cloud = stub
     edge = {"name": "edge-box", "model": "openai/edge", "route": "local", "api_base": f"{url}/v1", "transport": "openai", "max_retries": 0}
-    srv = make_gateway(edge_nodes=[edge])
+    srv = make_gateway(edge_nodes=[edge], nodes={"choice": "latency"})
     lat = srv.gateway.latency  # type: ignore[attr-defined]
     lat.observe("local", 0.9)
     lat.observe("edge-box", 0.05)

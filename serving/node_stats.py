@@ -1,0 +1,167 @@
+"""What the gateway measures about each node, for the weighted node choice (``router/node_choice.py``).
+
+- **load**: the requests queued or running there. A node that reports it (a
+  Prometheus ``/metrics`` gauge such as llama.cpp's ``llamacpp:requests_processing``
+  and ``llamacpp:requests_deferred``, or vLLM's ``vllm:num_requests_running``
+  and ``vllm:num_requests_waiting``; ``load_metrics`` in the node's config) is
+  read at each health probe; otherwise, and between probes, what this gateway
+  itself has in flight there counts. The in-process model knows its queue.
+- **capability**: milliseconds per answer token, a moving average over answers
+  that met no queue (a queued answer's time is the load's part, not the node's
+  speed); until measured, from the node's configured ``tokens_per_s``, or a
+  default that an ``accelerator: true`` node beats fourfold.
+- **network**: the health probe's round trip (a moving average).
+
+Each answer's parts at the moment it was sent and the time it really took
+train the gateway's weights (:class:`~hybridgate.classifiers.node_weights.OnlineNodeRegression`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hybridgate.classifiers.node_weights import NodeFeatures, NodeWeights, OnlineNodeRegression
+
+ACCELERATOR_SPEEDUP = 4.0
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEinfNa]+)(?:\s+\d+)?$")
+
+
+def read_gauges(text: str, names: Iterable[str]) -> float | None:
+    """The sum of the named gauges in a Prometheus text exposition (every label set), or None if none is there."""
+    wanted, total, seen = set(names), 0.0, False
+    for line in text.splitlines()[:20_000]:
+        if not line or line[0] == "#":
+            continue
+        m = _SAMPLE.match(line.strip())
+        if m is None or m.group(1) not in wanted:
+            continue
+        try:
+            value = float(m.group(2))
+        except ValueError:
+            continue
+        if value == value and abs(value) != float("inf"):
+            total, seen = total + max(0.0, value), True
+    return total if seen else None
+
+
+@dataclass
+class NodeProfile:
+    """One node's configuration and running measurements."""
+
+    name: str
+    ms_per_token: float
+    accelerator: bool = False
+    in_flight: int = 0
+    reported_load: float | None = None
+    reported_at: float = 0.0
+    rtt_ms: float = 0.0
+    speed_measured: int = 0
+
+
+@dataclass
+class Ticket:
+    """An answer on its way: the node, when it was sent, and what the node looked like then."""
+
+    node: str
+    started: float
+    features: NodeFeatures
+    done: bool = field(default=False)
+
+
+class NodeStats:
+    def __init__(
+        self,
+        *,
+        default_tokens_per_s: float = 20.0,
+        alpha: float = 0.3,
+        report_ttl_s: float = 30.0,
+        weights: NodeWeights = NodeWeights(),
+        learn: bool = True,
+        forget: float = 0.995,
+        prior_strength: float = 20.0,
+    ) -> None:
+        self.default_ms_per_token = 1000.0 / default_tokens_per_s
+        self.alpha = alpha
+        self.report_ttl_s = report_ttl_s
+        self.learn = learn
+        self.nodes: dict[str, NodeProfile] = {}
+        self.local_queue: dict[str, object] = {}  # in-process backends: their own queue depth is the load
+        self.regression = OnlineNodeRegression(weights, forget=forget, prior_strength=prior_strength)
+
+    @property
+    def weights(self) -> NodeWeights:
+        return self.regression.weights
+
+    def add(self, name: str, *, tokens_per_s: float | None = None, accelerator: bool = False, queue: object | None = None) -> None:
+        guess = 1000.0 / tokens_per_s if tokens_per_s else self.default_ms_per_token / (ACCELERATOR_SPEEDUP if accelerator else 1.0)
+        self.nodes[name] = NodeProfile(name, guess, accelerator)
+        if queue is not None:
+            self.local_queue[name] = queue
+
+    # -- what probes report ----------------------------------------------------------------------
+    def observe_rtt(self, name: str, seconds: float) -> None:
+        node = self.nodes.get(name)
+        if node is not None:
+            ms = seconds * 1000.0
+            node.rtt_ms = ms if node.rtt_ms == 0.0 else (1 - self.alpha) * node.rtt_ms + self.alpha * ms
+
+    def observe_load(self, name: str, load: float | None) -> None:
+        node = self.nodes.get(name)
+        if node is not None and load is not None:
+            node.reported_load, node.reported_at = load, time.monotonic()
+
+    # -- features --------------------------------------------------------------------------------
+    def load(self, name: str) -> float:
+        node = self.nodes[name]
+        queue = self.local_queue.get(name)
+        if queue is not None:
+            return float(getattr(queue, "queue_depth", 0))
+        fresh = node.reported_load is not None and time.monotonic() - node.reported_at <= self.report_ttl_s
+        # A report is at most a probe interval old and counts this gateway's requests too; what was sent since counts.
+        return max(float(node.in_flight), node.reported_load if fresh else 0.0)  # type: ignore[arg-type]
+
+    def features(self, name: str) -> NodeFeatures:
+        node = self.nodes[name]
+        return NodeFeatures(self.load(name), node.ms_per_token, node.rtt_ms, node.accelerator)
+
+    def all_features(self) -> dict[str, NodeFeatures]:
+        return {name: self.features(name) for name in self.nodes}
+
+    # -- answers ---------------------------------------------------------------------------------
+    def begin(self, name: str) -> Ticket | None:
+        if name not in self.nodes:
+            return None
+        ticket = Ticket(name, time.perf_counter(), self.features(name))
+        self.nodes[name].in_flight += 1
+        return ticket
+
+    def abandon(self, ticket: Ticket | None) -> None:
+        """A failed answer teaches nothing about the node's speed (its health counts the failure)."""
+        if ticket is not None and not ticket.done:
+            ticket.done = True
+            self.nodes[ticket.node].in_flight -= 1
+
+    def finish(self, ticket: Ticket | None, completion_tokens: int) -> None:
+        if ticket is None or ticket.done:
+            return
+        ticket.done = True
+        node = self.nodes[ticket.node]
+        node.in_flight -= 1
+        total_ms = (time.perf_counter() - ticket.started) * 1000.0
+        tokens = max(1, completion_tokens)
+        if ticket.features.load < 1.0:  # taken before it was sent: nothing was ahead of it, so its time is the node's speed
+            rate = max(0.0, total_ms - ticket.features.rtt_ms) / tokens
+            node.ms_per_token = rate if node.speed_measured == 0 else (1 - self.alpha) * node.ms_per_token + self.alpha * rate
+            node.speed_measured += 1
+        if self.learn:
+            self.regression.observe(ticket.features.parts(tokens), total_ms)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "weights": self.weights.as_dict(),
+            "answers_learnt": self.regression.observed,
+            "nodes": {n: {"load": self.load(n), "ms_per_token": round(p.ms_per_token, 3), "rtt_ms": round(p.rtt_ms, 2)} for n, p in self.nodes.items()},
+        }
