@@ -18,6 +18,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, MultiKrum, Strategy
 
+from hybridgate.federated.node_weights import NodeWeightsSource
+from hybridgate.federated.node_weights import register as register_node_weights
 from hybridgate.federated.task import LocalData, UpdateRejected, check_update, local_train
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,12 @@ DataFor = Callable[[Context], LocalData]
 Attack = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (new weights, global weights, partition) -> sent weights
 
 
-def make_client_app(data_for: DataFor, attack: Attack | None = None) -> ClientApp:
-    """``data_for`` gives the gateway's labels from its context (a partition in simulation, the label store in deployment)."""
+def make_client_app(data_for: DataFor, attack: Attack | None = None, node_weights: NodeWeightsSource | None = None) -> ClientApp:
+    """``data_for`` gives the gateway's labels from its context (a partition in simulation, the label store in deployment);
+    ``node_weights`` its learnt node-choice weights and their answer count, for the fleet's (``node_weights.py``)."""
     app = ClientApp()
+    if node_weights is not None:
+        register_node_weights(app, node_weights)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -6,8 +6,10 @@ SuperNode's node config) or from an exported file (``labels-file``), so the
 labels never leave the device: only weights and counts go to the SuperLink.
 After the last round it also answers one query with quantiles of the new
 model's scores on its labels, so the server can calibrate thresholds without
-seeing any score. ``server_app`` runs the strategy named in the run config
-and publishes the result as a router folder that gateways hot-reload.
+seeing any score, and with its gateway's node-choice weights (from
+``GET /v1/hybridgate/nodes``, or ``node-weights-file``). ``server_app`` runs the
+strategy named in the run config, pools the node weights (``node_weights.py``)
+and publishes both as a router folder that gateways hot-reload.
 
 Both are referenced from the app folder that ``hybridgate fl server`` writes
 (``hybridgate.federated.deploy:server_app`` and ``...:client_app``).
@@ -27,6 +29,8 @@ from flwr.serverapp import Grid, ServerApp
 from hybridgate.classifiers.artifact import save_router
 from hybridgate.classifiers.heads import GradientLogisticHead
 from hybridgate.classifiers.model import RouterModel, calibration
+from hybridgate.classifiers.node_weights import NodeWeights
+from hybridgate.federated import node_weights
 from hybridgate.federated.apps import ServerPlan, make_client_app, run_plan
 from hybridgate.federated.task import LocalData, scores
 
@@ -49,7 +53,20 @@ def gateway_labels(context: Context) -> LocalData:
     return LocalData(np.asarray([r["vector"] for r in rows], dtype=np.float32), np.asarray([r["label"] for r in rows], dtype=np.int8))
 
 
-client_app = make_client_app(gateway_labels)
+def gateway_node_weights(context: Context) -> tuple[NodeWeights, int] | None:
+    """This device's node-choice weights: from a file saved from its gateway, or from the gateway on loopback. A
+    device that trains from an exported labels file and names no weights file has none to send."""
+    cfg = context.node_config
+    if "node-weights-file" in cfg:
+        return node_weights.file_source(str(cfg["node-weights-file"]))
+    if "labels-file" in cfg:
+        return None
+    url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
+    headers = {"Authorization": f"Bearer {cfg['api-key']}"} if "api-key" in cfg else {}
+    return node_weights.from_description(httpx.get(f"{url}/v1/hybridgate/nodes", headers=headers, timeout=30).json())
+
+
+client_app = make_client_app(gateway_labels, node_weights=gateway_node_weights)
 
 
 @client_app.query()
@@ -111,13 +128,17 @@ def _server(grid: Grid, context: Context) -> None:
         expected_clients=int(cfg.get("min-clients", 2)),
     )
     weights = run_plan(grid, plan)
+    fleet, pooled = node_weights.pool(grid, NodeWeights(), min_answers=int(cfg.get("node-weights-min-answers", 20)))
+    log.warning("node weights: %s from %d of %d gateways", None if fleet is None else fleet.as_dict(), pooled["used"], pooled["asked"])
     out = str(cfg.get("publish-dir", ""))
     if out:
-        meta = {
+        meta: dict[str, Any] = {
             "name": str(cfg.get("router-name", "federated")),
             "training": {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
                          "rejected_updates": len(plan.rejected)},
         }
+        if fleet is not None:
+            meta["node_weights"] = {**fleet.as_dict(), "gateways": pooled["used"], "answers": pooled["answers"]}
         header = publish(
             Path(out), weights, str(cfg.get("embedder", "all-MiniLM-L6-v2-static")), meta, _pooled_quantiles(grid, weights),
             "gateways' score quantiles under this model, averaged by label count",

@@ -218,6 +218,7 @@ dim = 384
 embedder = "all-MiniLM-L6-v2-static"
 publish-dir = ""
 router-name = "federated"
+node-weights-min-answers = 20
 """
 
 
@@ -255,6 +256,9 @@ def server(
     min_clients: int = typer.Option(2, "--min-clients", min=1, help="Gateways that must be connected before a round starts."),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox, trimmed-mean or multikrum."),
     local_epochs: int = typer.Option(5, "--local-epochs", min=1),
+    node_weights_min_answers: int = typer.Option(
+        20, "--node-weights-min-answers", min=0, help="A gateway's node weights count in the fleet's once learnt from this many answers."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the SuperLink listens on (its one HTTP API for gateways and runs)."),
     port: int = typer.Option(9091, "--port"),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the run."),
@@ -293,7 +297,7 @@ def server(
                 fail(f"the SuperLink exited with code {link.returncode}")
             run_config = (
                 f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
-                f'publish-dir="{publish.resolve()}"'
+                f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers}'
             )
             typer.echo(f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds", err=True)
             done = subprocess.run(
@@ -319,6 +323,9 @@ def client(
     gateway_url: str = typer.Option("http://127.0.0.1:8080", "--gateway-url", help="This device's gateway (its labels stay here)."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="HYBRIDGATE_API_KEY", help="A key of that gateway, if it has keys."),
     labels_file: Path | None = typer.Option(None, "--labels-file", help="Train on an exported .npz (x, label) instead."),
+    node_weights_file: Path | None = typer.Option(
+        None, "--node-weights-file", help="Send the node-choice weights saved from GET /v1/hybridgate/nodes (with --labels-file)."
+    ),
     port: int = typer.Option(9094, "--port", help="Port of this SuperNode's runtime API on 127.0.0.1 (one per node)."),
 ) -> None:
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
@@ -326,6 +333,10 @@ def client(
     node_config = f'labels-file="{labels_file.resolve()}"' if labels_file else f'gateway-url="{gateway_url}"'
     if api_key and not labels_file:
         node_config += f' api-key="{api_key}"'
+    if node_weights_file is not None:
+        if not node_weights_file.is_file():
+            fail(f"{node_weights_file}: no such file")
+        node_config += f' node-weights-file="{node_weights_file.resolve()}"'
     env = _flower_env()
     cmd = [_bin("flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
     os.execve(cmd[0], cmd, env)  # become the SuperNode: signals reach it directly

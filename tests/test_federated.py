@@ -97,3 +97,34 @@ def test_differential_privacy_reports_its_epsilon(split: tuple) -> None:
         assert res.plan.epsilon is not None and np.isfinite(res.plan.epsilon)
         eps.append(res.plan.epsilon)
     assert eps[1] < eps[0]  # more noise, less privacy spent
+
+
+def test_the_fleet_node_weights_check_every_reply_and_resist_a_poisoned_minority(tmp_path: Path) -> None:
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+    from hybridgate.classifiers.node_weights import NodeWeights
+    from hybridgate.federated.node_weights import checked_reply, combine, file_source
+
+    def reply(values: list[float], answers: object) -> RecordDict:
+        return RecordDict({"arrays": ArrayRecord([np.asarray(values, dtype=np.float64)]), "metrics": MetricRecord({"answers": answers})})
+
+    honest = [reply([10.0, 0.5 + 0.01 * i, 1.2, 2.0], 200) for i in range(7)]
+    malicious = [
+        reply([10_000.0, 10.0, 10.0, 10.0], 100_000_000),  # extreme but within bounds, and a huge count: capped, outvoted
+        reply([0.0, 0.0, 0.0, 0.0], 500),
+        reply([1.0, float("nan"), 1.0, 1.0], 500),  # not finite
+        reply([1.0, 1.0, 1.0], 500),  # three numbers
+        reply([1.0, 50.0, 1.0, 1.0], 500),  # out of bounds
+        reply([1.0, 1.0, 1.0, 1.0], -3),  # a negative count
+        RecordDict({"metrics": MetricRecord({"answers": 50})}),  # a count and no weights
+        reply([1.0, 1.0, 1.0, 1.0], 5),  # too few answers to count
+    ]
+    assert checked_reply(malicious[0], 20) == (NodeWeights(10_000.0, 10.0, 10.0, 10.0), 100_000)
+    assert [checked_reply(m, 20) for m in malicious[2:]] == [None] * 6
+    fleet, report = combine(honest + malicious, min_answers=20)
+    assert report == {"replied": 15, "used": 9, "answers": 7 * 200 + 100_000 + 500}
+    assert fleet == NodeWeights(10.0, 0.53, 1.2, 2.0), "the median of honest gateways stands"
+    assert combine([], 20) == (None, {"replied": 0, "used": 0, "answers": 0})
+    saved = tmp_path / "nodes.json"
+    saved.write_text('{"object": "hybridgate.nodes", "weights": {"intercept_ms": 1, "cpu": 0.5, "ai": 1, "nl": 2}, "answers_learnt": 40}')
+    assert file_source(saved) == (NodeWeights(1.0, 0.5, 1.0, 2.0), 40)

@@ -34,8 +34,10 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     data = load_routing_data(FIXTURE, "small-model", "large-model")
     x = query_embedder.encode(list(data.prompts))
     part = assign(data.prompts, data.groups, 3, "by-subject")
-    for i in (0, 1):  # two devices train from exported label files
+    for i in (0, 1):  # two devices train from exported label files, and send the node weights their gateways learnt
         np.savez(tmp_path / f"gw{i}.npz", x=x[part == i], label=data.label[part == i])
+        weights = {"intercept_ms": 10.0 * i, "cpu": 0.4 + 0.2 * i, "ai": 1.2, "nl": 2.0}
+        (tmp_path / f"nodes{i}.json").write_text(json.dumps({"weights": weights, "answers_learnt": 100}))
 
     published = tmp_path / "router"
     shutil.copytree(resolve_router("mmlu-static"), published)
@@ -57,7 +59,10 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     clients = []
     try:
         time.sleep(3)
-        for i, source in enumerate([["--labels-file", str(tmp_path / "gw0.npz")], ["--labels-file", str(tmp_path / "gw1.npz")], ["--gateway-url", gateway.url]]):
+        sources = [
+            ["--labels-file", str(tmp_path / f"gw{i}.npz"), "--node-weights-file", str(tmp_path / f"nodes{i}.json")] for i in (0, 1)
+        ] + [["--gateway-url", gateway.url]]  # its gateway has learnt from no answers yet: its weights do not count
+        for i, source in enumerate(sources):
             clients.append(subprocess.Popen(
                 [HG, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()), *source],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -78,6 +83,7 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     header = json.loads((published / "router.json").read_text())
     assert header["training"]["federated"] is True and header["training"]["rounds"] == 2 and header["training"]["clients"] == 3
     assert len(header["calibration"]["quantiles"]) == 101  # pooled from the gateways' own score quantiles
+    assert header["node_weights"] == {"intercept_ms": 5.0, "cpu": 0.5, "ai": 1.2, "nl": 2.0, "gateways": 2, "answers": 200}
     deadline = time.monotonic() + 15
     while httpx.get(f"{gateway.url}/readyz").json()["router"]["version"] != header["version"] and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -85,3 +91,5 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     assert ready["version"] == header["version"] and ready["previous"] == before, ready
     r = httpx.post(f"{gateway.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": "hi"}]})
     assert r.json()["router_version"] == header["version"]
+    # With too few answers of its own to judge, the gateway takes the fleet's node weights with the router.
+    assert httpx.get(f"{gateway.url}/v1/hybridgate/nodes").json()["weights"] == {"intercept_ms": 5.0, "cpu": 0.5, "ai": 1.2, "nl": 2.0}
