@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import threading
 import time
@@ -32,6 +31,8 @@ import numpy as np
 import uvicorn
 from rich.console import Console
 from rich.table import Table
+
+from processes import free_port  # noqa: E402 - bench/ is on the path when run as a script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -47,10 +48,6 @@ PROMPTS = ROOT / "bench" / "prompts" / "collab.jsonl"
 MODES = ["local", "cloud", "cascade", "condense", "redact", "draft-refine"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(app: Any) -> tuple[str, uvicorn.Server]:

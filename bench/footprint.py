@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from processes import free_port  # noqa: E402 - bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "ray", "transformers", "scipy", "scikit-learn", "matplotlib", "flwr", "sentence-transformers", "onnxruntime")
@@ -59,10 +60,6 @@ print(json.dumps(out))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tree_size(path: Path) -> int:

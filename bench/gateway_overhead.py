@@ -24,8 +24,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from processes import free_port, start, stop  # noqa: E402 - bench/ is on the path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_VENV = ROOT / "bench" / ".venv-litellm-proxy"
 PROXY_PIN = "litellm[proxy]==1.106.2"
@@ -49,38 +49,12 @@ KEY = "sk-bench-0123456789abcdef"  # both gateways check a bearer key, as deploy
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_ready(ready_url, proc)
-    return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        proc.kill()
 
 
 def ensure_proxy_venv() -> Path:

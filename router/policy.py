@@ -184,6 +184,14 @@ class RoutingPolicy:
             d.route, d.mode = Route.COLLAB, Mode.REDACT
             d.reasons.append(f"personal data ({', '.join(q.personal_data)}): redacted before the cloud sees it")
 
+    def _move(self, d: _Draft, route: Route, reason: str) -> None:
+        """Move to a plain local or cloud answer, saying why (the cloud through :meth:`_to_cloud`)."""
+        if route is Route.CLOUD:
+            self._to_cloud(d, reason)
+        else:
+            d.route, d.mode = route, None
+            d.reasons.append(reason)
+
     def _to_cloud(self, d: _Draft, reason: str) -> None:
         """Move to the cloud: plainly, or through the redact mode when only that is allowed."""
         assert not d.privacy_local
@@ -220,11 +228,7 @@ class RoutingPolicy:
             return
         met = "meets" if ms <= q.deadline_ms else "comes closest to"
         reason = f"deadline {q.deadline_ms:.0f} ms: {route.value} ({ms:.0f} ms expected) {met} it, not {mine:.0f} ms"
-        if route is Route.CLOUD:
-            self._to_cloud(d, reason)
-        else:
-            d.route, d.mode = route, None
-            d.reasons.append(reason)
+        self._move(d, route, reason)
 
     def _energy_pinned(self, route: Route, mode: Mode | None, ctx: RouteContext, what: str) -> None:
         if ctx.energy_budget_exhausted:
@@ -258,11 +262,7 @@ class RoutingPolicy:
             )
         joules, route = min(options, key=lambda o: o[0])
         reason = f"energy cap {cap:.0f} J: {route.value} expects {joules:.0f} J, {d.route.value} {mine:.0f} J"
-        if route is Route.CLOUD:
-            self._to_cloud(d, reason)
-        else:
-            d.route, d.mode = route, None
-            d.reasons.append(reason)
+        self._move(d, route, reason)
 
     def _pinned_backend(self, name: str, q: RouteQuery, ctx: RouteContext) -> Decision:
         route = ctx.backends[name]

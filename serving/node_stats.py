@@ -6,10 +6,11 @@
   and ``vllm:num_requests_waiting``; ``load_metrics`` in the node's config) is
   read at each health probe; otherwise, and between probes, what this gateway
   itself has in flight there counts. The in-process model knows its queue.
-- **capability**: milliseconds per answer token, a moving average over answers
-  that met no queue (a queued answer's time is the load's part, not the node's
-  speed); until measured, from the node's configured ``tokens_per_s``, or a
-  default that an ``accelerator: true`` node beats fourfold.
+- **capability**: milliseconds per answer token, a moving average over its
+  answers with the load each met divided out (a node serving n requests gives
+  each about 1/n of its speed); until measured, from the node's configured
+  ``tokens_per_s``, or a default that an ``accelerator: true`` node beats
+  fourfold.
 - **network**: the health probe's round trip (a moving average).
 
 Each answer's parts at the moment it was sent and the time it really took
@@ -152,10 +153,11 @@ class NodeStats:
         node.in_flight -= 1
         total_ms = (time.perf_counter() - ticket.started) * 1000.0
         tokens = max(1, completion_tokens)
-        if ticket.features.load < 1.0:  # taken before it was sent: nothing was ahead of it, so its time is the node's speed
-            rate = max(0.0, total_ms - ticket.features.rtt_ms) / tokens
-            node.ms_per_token = rate if node.speed_measured == 0 else (1 - self.alpha) * node.ms_per_token + self.alpha * rate
-            node.speed_measured += 1
+        # The node's own speed, with the load it served under taken out (a shared node gives each request a share):
+        # what is left when the parts' default weights are right; the fitted weights correct where they are not.
+        rate = max(0.0, total_ms - ticket.features.rtt_ms) / (tokens * (1.0 + max(0.0, ticket.features.load)))
+        node.ms_per_token = rate if node.speed_measured == 0 else (1 - self.alpha) * node.ms_per_token + self.alpha * rate
+        node.speed_measured += 1
         if self.learn:
             self.regression.observe(ticket.features.parts(tokens), total_ms)
 

@@ -39,7 +39,8 @@ class StubBehaviour:
     reply: str = "Hello from the stub cloud."
     received: list[dict[str, Any]] = field(default_factory=list)
     keep_bodies: bool = True
-    first_token_s: float = 0.0  # before the first word (a node's prefill and network)
+    network_s: float = 0.0  # before any answer, every endpoint: the network between gateway and node
+    first_token_s: float = 0.0  # before the first word (a node's prefill)
     ms_per_token: float = 0.0  # per word of the reply when it serves one request alone
     external_load: float = 0.0  # other users' requests sharing the node
     reply_words: int | None = None  # reply with this many words instead of ``reply``
@@ -95,6 +96,8 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
 
     async def chat(request: Request) -> Response:
         body = json.loads(await request.body())
+        if b.network_s:
+            await asyncio.sleep(b.network_s)
         if b.keep_bodies:
             b.received.append(body)
         if b.mode == "error500":
@@ -167,16 +170,20 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def models(_: Request) -> Response:
+        if b.network_s:
+            await asyncio.sleep(b.network_s)
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "stub"}]})
 
     async def metrics(_: Request) -> Response:
+        if b.network_s:
+            await asyncio.sleep(b.network_s)
         running = b.running + b.external_load
         text = f"# HELP stub_requests_running Requests being served.\n# TYPE stub_requests_running gauge\nstub_requests_running {running}\n"
         return Response(text, media_type="text/plain; version=0.0.4")
 
     async def control(request: Request) -> Response:
         data = json.loads(await request.body() or b"{}")
-        for k in ("mode", "delay_s", "reply", "keep_bodies", "first_token_s", "ms_per_token", "external_load", "reply_words"):
+        for k in ("mode", "delay_s", "reply", "keep_bodies", "network_s", "first_token_s", "ms_per_token", "external_load", "reply_words"):
             if k in data:
                 setattr(b, k, data[k])
         if data.get("clear"):

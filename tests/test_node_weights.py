@@ -82,7 +82,7 @@ def test_prometheus_gauges_are_read_and_hostile_text_is_not() -> None:
     assert time.perf_counter() - started < 1.0
 
 
-def test_node_stats_measure_speed_only_on_answers_that_met_no_queue() -> None:
+def test_node_stats_count_load_and_measure_speed_with_the_load_divided_out() -> None:
     stats = NodeStats(default_tokens_per_s=20.0)
     stats.add("edge", tokens_per_s=None)
     stats.add("gpu", accelerator=True)
@@ -93,7 +93,8 @@ def test_node_stats_measure_speed_only_on_answers_that_met_no_queue() -> None:
     stats.finish(first, 10)
     stats.finish(second, 10)
     stats.finish(second, 10)  # twice: counted once
-    assert stats.nodes["edge"].in_flight == 0 and stats.nodes["edge"].speed_measured == 1 and stats.regression.observed == 2
+    assert stats.nodes["edge"].in_flight == 0 and stats.nodes["edge"].speed_measured == 2 and stats.regression.observed == 2
+    assert stats.features("edge").ms_per_token < 5.0, "two instant answers: a fast node, whatever the guess was"
     stats.observe_load("edge", 7.0)
     assert stats.load("edge") == 7.0
     stats.abandon(stats.begin("edge"))
