@@ -144,7 +144,7 @@ def load_router(folder: Path, *, embedder: str | None = None, dim: int | None = 
 
 
 SHIPPED = Path(__file__).resolve().parent / "routers"
-DEFAULT_ROUTER = "shape-static"
+DEFAULT_ROUTER = "blend-static"
 
 
 def shipped_routers() -> list[str]:
@@ -158,7 +158,7 @@ def default_router_path() -> Path:
 
 
 def resolve_router(where: str | Path | None) -> Path:
-    """A router folder, or the name of one shipped in the package (``shape-static``, ``mmlu-static``, ``mmlu-minilm``)."""
+    """A router folder, or the name of one shipped in the package (``blend-static``, ``shape-static``, ``mmlu-static``, ``mmlu-minilm``)."""
     if where is None or str(where) == "":
         return default_router_path()
     if str(where) in shipped_routers():

@@ -155,7 +155,16 @@ class KNNHead:
         self.gains = data.gain.astype(np.int8)
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        sims = x @ self.memory.astype(np.float32).T
+        return self._score(x @ self.memory.astype(np.float32).T)
+
+    def score_left_out(self) -> np.ndarray:
+        """Each remembered query scored by its neighbours other than itself: how it scores queries it never saw."""
+        mem = self.memory.astype(np.float32)
+        sims = mem @ mem.T
+        np.fill_diagonal(sims, -np.inf)
+        return self._score(sims)
+
+    def _score(self, sims: np.ndarray) -> np.ndarray:
         k = min(self.k, sims.shape[1])
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         top = np.take_along_axis(sims, idx, axis=1)
@@ -293,9 +302,10 @@ class GradientLogisticHead:
 def _registry() -> dict[str, type]:
     # The prior-correction head is built on the group-prior head above, so it lives in a module of its own
     # that imports this one; it joins the registry here, on first use.
+    from hybridgate.classifiers.blend_head import BlendHead
     from hybridgate.classifiers.prior_head import PriorCorrectionHead
 
-    return {h.kind: h for h in (PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
+    return {h.kind: h for h in (BlendHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
 
 
 def __getattr__(name: str) -> Any:
@@ -305,6 +315,9 @@ def __getattr__(name: str) -> Any:
 
 
 _SETTABLE = {
+    "blend": {
+        "k", "tau", "w_length", "w_neighbours", "w_topic", "w_rules", "alpha", "bound", "C", "shrinkage", "centroids_k", "seed", "emb_dim",
+    },
     "prior-correction": {"lam", "alpha", "bound", "gate", "C", "shrinkage", "centroids_k", "seed", "emb_dim"},
     "logistic": {"C"},
     "mlp": {"hidden", "alpha", "seed"},
@@ -319,12 +332,12 @@ def make_head(kind: str, params: Mapping[str, Any] | None = None) -> Head:
     heads = _registry()
     if kind not in heads:
         raise HeadError(f"unknown head {kind!r}; the heads are {', '.join(heads)}")
-    given = {k: v for k, v in (params or {}).items() if k not in ("target", "groups", "shape_features", "weights")}
+    given = {k: v for k, v in (params or {}).items() if k not in ("target", "groups", "shape_features", "weights", "rules")}
     unknown = set(given) - _SETTABLE[kind]
     if unknown:
         raise HeadError(f"head {kind} has no setting {', '.join(sorted(unknown))}; it takes {', '.join(sorted(_SETTABLE[kind]))}")
     head = heads[kind](**given)
-    if kind in ("group-prior", "prior-correction") and params and "groups" in params:
+    if kind in ("group-prior", "prior-correction", "blend") and params and "groups" in params:
         head.group_names = list(params["groups"])
     return head
 

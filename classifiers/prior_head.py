@@ -65,6 +65,67 @@ def _centroids(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 @dataclass
+class TopicCorrection:
+    """Which topic of the training data a query is near and how much the cloud gained there, in standard
+    deviations, clipped to ``bound`` and faded out as the query moves away from the training data.
+
+    A group-prior head (topic -> gain) gives the raw correction; the gate is the
+    cosine to the nearest of ``centroids_k`` k-means centroids of the training
+    queries, from none below the 5th percentile of the training queries' own
+    closeness to all at their median (chat prompts sit well below that on a
+    benchmark of exam questions: median cosine 0.82 against 0.87).
+    """
+
+    alpha: float = 1.0
+    bound: float = 2.0
+    gate: int = 1
+    C: float = 1.0
+    shrinkage: float = 20.0
+    centroids_k: int = 32
+    seed: int = 0
+    topic: GroupPriorHead = field(default_factory=GroupPriorHead)
+    topic_stats: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0], dtype=np.float32))  # mean, std
+    centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    gate_range: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0], dtype=np.float32))  # lo, hi
+
+    def fit(self, topic_in: np.ndarray, emb: np.ndarray, data: TrainingSet) -> None:
+        self.topic = GroupPriorHead(C=self.C, shrinkage=self.shrinkage, seed=self.seed)
+        self.topic.fit(TrainingSet(topic_in, data.label, data.gain, data.groups))
+        g = self.topic.score(topic_in)
+        self.topic_stats = np.array([g.mean(), max(float(g.std()), 1e-6)], dtype=np.float32)
+        self.centroids = _centroids(emb, self.centroids_k, self.seed)
+        near = (emb @ self.centroids.T).max(axis=1)
+        self.gate_range = np.array([np.quantile(near, 0.05), np.quantile(near, 0.5)], dtype=np.float32)
+
+    def parts(self, topic_in: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(gated correction, gate) for each row."""
+        corr = np.clip(self.alpha * (self.topic.score(topic_in) - self.topic_stats[0]) / self.topic_stats[1], -self.bound, self.bound)
+        if self.gate and self.centroids.size:
+            lo, hi = float(self.gate_range[0]), float(self.gate_range[1])
+            gate = np.clip(((emb @ self.centroids.T).max(axis=1) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+        else:
+            gate = np.ones(len(topic_in))
+        return corr * gate, gate
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.topic.group_names)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "topic_weight": self.topic.weight, "topic_bias": self.topic.bias, "topic_rates": self.topic.rates,
+            "topic_stats": self.topic_stats, "centroids": self.centroids, "gate_range": self.gate_range,
+        }
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        tw, tb, tr, ts, c, gr = (
+            a.astype(np.float32) for a in _need(arrays, "topic_weight", "topic_bias", "topic_rates", "topic_stats", "centroids", "gate_range")
+        )
+        self.topic = GroupPriorHead(weight=tw, bias=tb, rates=tr)
+        self.topic_stats, self.centroids, self.gate_range = ts, c, gr
+
+
+@dataclass
 class PriorCorrectionHead:
     """Shape prior + bounded, familiarity-gated embedding correction; target: the cloud's gain."""
 
@@ -83,10 +144,7 @@ class PriorCorrectionHead:
     w: np.ndarray = field(default_factory=lambda: PRIOR.astype(np.float32))
     b: float = 0.0
     shape_mean: np.ndarray = field(default_factory=lambda: np.zeros(N_SHAPE, dtype=np.float32))
-    topic: GroupPriorHead = field(default_factory=GroupPriorHead)
-    topic_stats: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0], dtype=np.float32))  # mean, std
-    centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    gate_range: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0], dtype=np.float32))  # lo, hi
+    correction: TopicCorrection = field(default_factory=TopicCorrection)
 
     @staticmethod
     def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,28 +160,15 @@ class PriorCorrectionHead:
         w, b = fit_signed_logistic(shape, gain01, PRIOR, SIGNS.astype(np.float64), self.lam)
         self.w, self.b = w.astype(np.float32), float(b)
         self.shape_mean = shape.mean(axis=0).astype(np.float32)
-        self.topic = GroupPriorHead(C=self.C, shrinkage=self.shrinkage, seed=self.seed)
-        self.topic.fit(TrainingSet(emb, data.label, data.gain, data.groups))
-        self.group_names = list(self.topic.group_names)
-        g = self.topic.score(emb)
-        self.topic_stats = np.array([g.mean(), max(float(g.std()), 1e-6)], dtype=np.float32)
-        self.centroids = _centroids(self._embedding(emb), self.centroids_k, self.seed)
-        near = (self._embedding(emb) @ self.centroids.T).max(axis=1)
-        # Full correction from the median training query's closeness up, none below the 5th percentile: chat
-        # prompts sit well below that on a benchmark of exam questions (median cosine 0.82 against 0.87).
-        self.gate_range = np.array([np.quantile(near, 0.05), np.quantile(near, 0.5)], dtype=np.float32)
+        self.correction = TopicCorrection(self.alpha, self.bound, self.gate, self.C, self.shrinkage, self.centroids_k, self.seed)
+        self.correction.fit(emb, self._embedding(emb), data)
+        self.group_names = self.correction.group_names
 
     def parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prior log-odds, gated correction, gate) for each row."""
         emb, shape = self.split(x)
-        prior = shape @ self.w + self.b
-        corr = np.clip(self.alpha * (self.topic.score(emb) - self.topic_stats[0]) / self.topic_stats[1], -self.bound, self.bound)
-        if self.gate and self.centroids.size:
-            lo, hi = float(self.gate_range[0]), float(self.gate_range[1])
-            gate = np.clip(((self._embedding(emb) @ self.centroids.T).max(axis=1) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-        else:
-            gate = np.ones(len(x))
-        return prior, corr * gate, gate
+        corr, gate = self.correction.parts(emb, self._embedding(emb))
+        return shape @ self.w + self.b, corr, gate
 
     def logit(self, x: np.ndarray) -> np.ndarray:
         prior, corr, _ = self.parts(x)
@@ -150,18 +195,12 @@ class PriorCorrectionHead:
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "w": self.w, "b": np.array([self.b], dtype=np.float32), "shape_mean": self.shape_mean,
-            "topic_weight": self.topic.weight, "topic_bias": self.topic.bias, "topic_rates": self.topic.rates,
-            "topic_stats": self.topic_stats, "centroids": self.centroids, "gate_range": self.gate_range,
-        }
+        return {"w": self.w, "b": np.array([self.b], dtype=np.float32), "shape_mean": self.shape_mean, **self.correction.arrays()}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        w, b, sm, tw, tb, tr, ts, c, gr = (
-            a.astype(np.float32)
-            for a in _need(arrays, "w", "b", "shape_mean", "topic_weight", "topic_bias", "topic_rates", "topic_stats", "centroids", "gate_range")
-        )
+        w, b, sm = (a.astype(np.float32) for a in _need(arrays, "w", "b", "shape_mean"))
         if w.shape != (N_SHAPE,):
             raise HeadError(f"this router has {w.shape[0]} shape weights; this version computes {N_SHAPE}")
-        self.w, self.b, self.shape_mean, self.topic_stats, self.centroids, self.gate_range = w, float(b.reshape(-1)[0]), sm, ts, c, gr
-        self.topic = GroupPriorHead(weight=tw, bias=tb, rates=tr)
+        self.w, self.b, self.shape_mean = w, float(b.reshape(-1)[0]), sm
+        self.correction = TopicCorrection(self.alpha, self.bound, self.gate, self.C, self.shrinkage, self.centroids_k, self.seed)
+        self.correction.load_arrays(arrays)

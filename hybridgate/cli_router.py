@@ -24,7 +24,7 @@ AdaptOpt = typer.Option(True, "--adaptation/--no-adaptation", help="Also score t
 HeldoutOpt = typer.Option(None, "--heldout", help="A second question set, scored whole by routers trained on --data's train split.")
 HeldoutWeakOpt = typer.Option(None, "--heldout-weak", help="The local model's column in --heldout (default: --weak).")
 HeldoutStrongOpt = typer.Option(None, "--heldout-strong", help="The cloud model's column in --heldout (default: --strong).")
-RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: shape-static, shipped in the package).")
+RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: blend-static, shipped in the package).")
 EngineOpt = typer.Option("auto", "--engine", help="Embedding engine: auto, onnx or torch.")
 ExcludeOpt = typer.Option([], "--exclude", help="JSONL of prompts to drop (field eval_prompt); contaminated_prompts.jsonl beside the data is read anyway.")
 CacheOpt = typer.Option(True, "--cache/--no-cache", help="Keep prompt vectors under ~/.cache/hybridgate/embeddings.")
@@ -106,7 +106,10 @@ def train(
     weak: list[str] = WeakOpt,
     strong: list[str] = StrongOpt,
     out: Path = typer.Option(..., "--out", help="Folder to write the router to."),
-    head: str = typer.Option("prior-correction", "--head", help="prior-correction (the default router's: shape prior + bounded topic correction), group-prior, logistic, mlp or knn."),
+    head: str = typer.Option(
+        "blend", "--head",
+        help="blend (the default router's: length + neighbours + gated topic + rules on open requests), prior-correction, group-prior, logistic, mlp or knn.",
+    ),
     param: list[str] = typer.Option([], "--param", "-p", help="Head setting NAME=VALUE, repeatable (e.g. -p C=0.5)."),
     features: bool = typer.Option(False, "--features/--no-features", help="Append length, number, math, code and negation features."),
     split: str = typer.Option("train", "--split", help="Rows to train on: train (the benchmark split) or all."),
@@ -370,7 +373,7 @@ def compare(
                 ]
                 for label, scores, hscores in baselines:
                     results.append(evaluate_recipe(label, fixed_recipe(scores, baseline_extra, hscores), bench, heldout=held, **protocols))
-            combos = [(k, None, f) for k in kinds for f in ((False,) if k == "prior-correction" else (False, True))]
+            combos = [(k, None, f) for k in kinds for f in ((False,) if k in ("prior-correction", "blend") else (False, True))]
             combos += [(k, p, False) for k, p in variants]
             for kind, params, feats in combos:
                 label = f"{emb.name} · {kind}{' + text features' if feats else ''}"

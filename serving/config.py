@@ -41,7 +41,7 @@ class RouterConfig(_Strict):
     """How ``hybridgate/auto`` scores a query: the trained classifier (default) or the transparent rules."""
 
     scorer: Literal["classifier", "rules"] = "classifier"
-    path: str | None = None  # a folder from `hybridgate router train`, or a shipped router's name; None: shape-static
+    path: str | None = None  # a folder from `hybridgate router train`, or a shipped router's name; None: blend-static
     engine: Literal["auto", "onnx", "torch"] = "auto"
     threads: int = Field(1, ge=1)
     cache_size: int = Field(1024, ge=0)  # recent query embeddings kept in memory

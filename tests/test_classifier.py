@@ -203,13 +203,14 @@ def test_router_for_another_embedder_is_refused(data: RoutingData, vectors: np.n
         read_header(folder)
 
 
-@pytest.mark.parametrize("name", ["shape-static", "mmlu-static", "mmlu-minilm"])
+@pytest.mark.parametrize("name", ["blend-static", "shape-static", "mmlu-static", "mmlu-minilm"])
 def test_the_shipped_routers_load_and_are_small(name: str) -> None:
     folder = resolve_router(name)
     header = read_header(folder)
     model = load_router(folder, embedder=header["embedder"]["name"], dim=384)
-    assert (folder / "arrays.npz").stat().st_size < 200_000
+    # Arrays only: a few hundred KB, or 1.2 MB for the one that keeps its training queries' vectors (neighbours)
+    assert (folder / "arrays.npz").stat().st_size < (1_200_000 if header["head"]["kind"] == "blend" else 200_000)
     assert header["training"]["rows"] == 1413  # the MMLU train split
     assert header["metrics"]["apgr"] > 0.603  # RouteLLM's best published MMLU router
     assert 0.0 < model.default_threshold() < 1.0
-    assert default_router_path() == resolve_router(None) == resolve_router("shape-static")
+    assert default_router_path() == resolve_router(None) == resolve_router("blend-static")

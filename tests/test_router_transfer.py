@@ -194,3 +194,28 @@ def test_compare_and_eval_report_both_protocols(shaped: Path, tmp_path: Path) ->
     assert ev.exit_code == 0, ev.output
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert len(report["transfer"]["folds"]) == FOLDS and report["adaptation"] is None and "transfer protocol" in ev.output
+
+
+def test_blend_round_trips_explains_and_keeps_its_rules_off_multiple_choice(shaped: Path, query_embedder: Embedder, tmp_path: Path) -> None:
+    data = load_routing_data(shaped, "small", "large")
+    bench = Bench(data)
+    vectors = query_embedder.encode(list(data.prompts))
+    blend = evaluate_recipe(
+        "blend", head_recipe(data, vectors, "blend", None, embedder=query_embedder.name, features=False), bench, transfer=True, adaptation=False
+    )
+    assert blend.transfer is not None and blend.transfer["mean_apgr"] > 0.6, blend.transfer  # length carries over here too
+    everything = data.subset("all")
+    model = fit_router(everything, query_embedder.encode(list(everything.prompts)), "blend", {"w_rules": 2.0}, embedder=query_embedder.name)
+    save_router(model, tmp_path / "b", name="blend")
+    loaded = load_router(tmp_path / "b", embedder=query_embedder.name, dim=query_embedder.dim)
+    sample = list(everything.prompts[:40])
+    v = query_embedder.encode(sample)
+    np.testing.assert_allclose(loaded.score(v, sample), model.score(v, sample), atol=5e-5)
+    pushes = dict(loaded.explain(loaded.inputs(v[:1], sample[:1])))
+    assert {"length", "neighbours"} <= set(pushes) <= {"length", "neighbours", "topic", *NAMES}
+    # The written rules speak only on open requests: the same mathematics asked with lettered options moves nothing.
+    asked = "Solve for x step by step: 3x + 7 = 22, and show the working."
+    offered = asked + "\nA. 3\nB. 5\nC. 7\nD. 9\nAnswer:"
+    terms = [loaded.head.terms(loaded.inputs(query_embedder.encode([t]), [t])) for t in (asked, offered)]
+    assert terms[0]["math"][0] > 0 and terms[0]["steps"][0] > 0
+    assert terms[1]["math"][0] == 0 and terms[1]["steps"][0] == 0
