@@ -3,8 +3,9 @@
 Each engine runs its shipped router on the same query ``--runs`` times after a
 warm-up, with the query-embedding cache off, so every run embeds for real:
 
-- ``static``: word-piece vectors distilled from MiniLM, under the default router (``shape-static``: shape
-  features, prior and gated topic correction, with its explanation) and under ``mmlu-static``;
+- ``static``: word-piece vectors distilled from MiniLM, under the default router (``blend-static``: length,
+  neighbours among its 1,413 training queries, gated topic correction and rules, with its explanation) and
+  under ``mmlu-static``;
 - ``torch`` and ``onnx`` with 1 and 2 threads (``mmlu-minilm``): the transformer itself.
 
 Then the whole ``RoutingPolicy.decide`` of the default router, uncached and on

@@ -11,7 +11,7 @@ top* of the router's own log-odds:
 pulled toward the identity (a = 1, everything else 0) by an L2 penalty whose
 strength falls as labels accumulate. With no labels it is the shipped router;
 with a hundred it has learnt which topics of this user's traffic the cloud
-helps on (on the benchmark's unseen subjects: +0.08 APGR from 100 labels). It is arrays only, saved beside a router
+helps on (on the benchmark's unseen subjects, 100 labels: +0.085 APGR for the shape prior, +0.015 for the blend, which starts higher). It is arrays only, saved beside a router
 like any other (``adapter.*`` in its npz), and trained in a second or less.
 """
 

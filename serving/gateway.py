@@ -246,11 +246,10 @@ class Gateway:
             forget=n.forget,
             prior_strength=n.prior_strength,
         )
-        for name, backend in self.backends.items():
+        stats.add(self.local.name, queue=self.local)  # in process: its queue is its load, no network between
+        for name in self.backends:
             rc = self._remote_cfg.get(name)
-            if rc is None:
-                stats.add(name, queue=backend)  # in process: its queue is its load, no network between
-            else:
+            if rc is not None:
                 stats.add(name, tokens_per_s=rc.tokens_per_s, accelerator=rc.accelerator)
         return stats
 

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from hybridgate.classifiers.node_weights import NodeFeatures, NodeWeights, OnlineNodeRegression
 
@@ -46,6 +47,13 @@ def read_gauges(text: str, names: Iterable[str]) -> float | None:
         if value == value and abs(value) != float("inf"):
             total, seen = total + max(0.0, value), True
     return total if seen else None
+
+
+class Queued(Protocol):
+    """An in-process backend, which knows its own queue."""
+
+    @property
+    def queue_depth(self) -> int: ...
 
 
 @dataclass
@@ -89,14 +97,14 @@ class NodeStats:
         self.report_ttl_s = report_ttl_s
         self.learn = learn
         self.nodes: dict[str, NodeProfile] = {}
-        self.local_queue: dict[str, object] = {}  # in-process backends: their own queue depth is the load
+        self.local_queue: dict[str, Queued] = {}  # in-process backends: their own queue depth is the load
         self.regression = OnlineNodeRegression(weights, forget=forget, prior_strength=prior_strength)
 
     @property
     def weights(self) -> NodeWeights:
         return self.regression.weights
 
-    def add(self, name: str, *, tokens_per_s: float | None = None, accelerator: bool = False, queue: object | None = None) -> None:
+    def add(self, name: str, *, tokens_per_s: float | None = None, accelerator: bool = False, queue: Queued | None = None) -> None:
         guess = 1000.0 / tokens_per_s if tokens_per_s else self.default_ms_per_token / (ACCELERATOR_SPEEDUP if accelerator else 1.0)
         self.nodes[name] = NodeProfile(name, guess, accelerator)
         if queue is not None:
@@ -119,7 +127,7 @@ class NodeStats:
         node = self.nodes[name]
         queue = self.local_queue.get(name)
         if queue is not None:
-            return float(getattr(queue, "queue_depth", 0))
+            return float(queue.queue_depth)
         fresh = node.reported_load is not None and time.monotonic() - node.reported_at <= self.report_ttl_s
         # A report is at most a probe interval old and counts this gateway's requests too; what was sent since counts.
         return max(float(node.in_flight), node.reported_load if fresh else 0.0)  # type: ignore[arg-type]
