@@ -4,8 +4,8 @@ A gateway (the real local model, SmolLM2-135M in process; the cloud played by
 the loopback stub, priced at the configured joules per token) answers the same
 prompts pinned local and pinned cloud, and the figures each answer carries
 (``hybridgate.energy``) are summed by side and method. Then the same prompts go
-``auto`` under a per-request cap: how many moved route and why, and how many
-were refused. Prints a table and writes ``bench/results/energy_per_answer.json``.
+``auto`` under a per-request cap, with a threshold that sends every one of
+them to the cloud by score: how many the cap moved, and how many were refused. Prints a table and writes ``bench/results/energy_per_answer.json``.
 
     python bench/energy_per_answer.py [--answers 20] [--cap 60]
 """
@@ -55,7 +55,7 @@ def main() -> None:
         "server": {"port": port, "api_keys": ["open", "capped"], "log_level": "warning"},
         "standin": {"enabled": False},
         "cloud": {"model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "transport": "openai", "max_retries": 0},
-        "router": {"scorer": "rules", "threshold": 0.5},
+        "router": {"scorer": "rules", "threshold": 0.0},  # every automatic request scores cloud: the cap decides
         "budgets": {"per_key_max_joules_per_request": {"capped": args.cap}},
     }
     url = f"http://127.0.0.1:{port}"
