@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hybridgate.classifiers.heads import HeadError, KNNHead, TrainingSet, _need, _sigmoid
-from hybridgate.classifiers.prior_head import N_SHAPE, TopicCorrection
+from hybridgate.classifiers.prior_head import TopicCorrection, embedding_part, split_shape
 from hybridgate.classifiers.shape import NAMES as SHAPE_NAMES
 from hybridgate.classifiers.shape import PRIOR
 
@@ -73,12 +73,10 @@ class BlendHead:
     scale: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0], dtype=np.float32))  # slope, offset of the log-odds
     correction: TopicCorrection = field(default_factory=TopicCorrection)
 
-    @staticmethod
-    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x[:, :-N_SHAPE], x[:, -N_SHAPE:]
+    split = staticmethod(split_shape)
 
     def _embedding(self, topic_in: np.ndarray) -> np.ndarray:
-        return topic_in if self.emb_dim <= 0 else topic_in[:, : self.emb_dim]
+        return embedding_part(topic_in, self.emb_dim)
 
     def _correction(self) -> TopicCorrection:
         return TopicCorrection(self.alpha, self.bound, 1, self.C, self.shrinkage, self.centroids_k, self.seed)

@@ -56,6 +56,16 @@ def fit_signed_logistic(
     return w, b
 
 
+def split_shape(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(what the topic head reads: the embedding and any text features, the shape features)."""
+    return x[:, :-N_SHAPE], x[:, -N_SHAPE:]
+
+
+def embedding_part(topic_in: np.ndarray, emb_dim: int) -> np.ndarray:
+    """The embedding alone, without text features (``emb_dim`` leading columns; 0: all of them)."""
+    return topic_in if emb_dim <= 0 else topic_in[:, :emb_dim]
+
+
 def _centroids(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
@@ -146,13 +156,10 @@ class PriorCorrectionHead:
     shape_mean: np.ndarray = field(default_factory=lambda: np.zeros(N_SHAPE, dtype=np.float32))
     correction: TopicCorrection = field(default_factory=TopicCorrection)
 
-    @staticmethod
-    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(what the topic head reads: the embedding and any text features, the shape features)."""
-        return x[:, :-N_SHAPE], x[:, -N_SHAPE:]
+    split = staticmethod(split_shape)
 
     def _embedding(self, topic_in: np.ndarray) -> np.ndarray:
-        return topic_in if self.emb_dim <= 0 else topic_in[:, : self.emb_dim]
+        return embedding_part(topic_in, self.emb_dim)
 
     def fit(self, data: TrainingSet) -> None:
         emb, shape = self.split(data.x)
