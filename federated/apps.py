@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, MultiKrum, Strategy
 
+from hybridgate.federated.checks import MAX_EXAMPLES, ReplyRejected, RequestRejected, checked_count, checked_train_request
 from hybridgate.federated.node_weights import NodeWeightsSource
 from hybridgate.federated.node_weights import register as register_node_weights
 from hybridgate.federated.task import LocalData, UpdateRejected, check_update, local_train
@@ -25,8 +26,11 @@ from hybridgate.federated.task import LocalData, UpdateRejected, check_update, l
 log = logging.getLogger(__name__)
 
 STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg, "fedprox": FedProx, "trimmed-mean": FedTrimmedAvg, "multikrum": MultiKrum}
+REFUSED = 403  # the error code of a gateway's reply to a request outside its bounds
 DataFor = Callable[[Context], LocalData]
-Attack = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (new weights, global weights, partition) -> sent weights
+# (new weights, global weights, partition) -> sent weights; an attack with a ``count(honest, partition)`` method
+# also misstates the example count (simulation.Malformed).
+Attack = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def make_client_app(data_for: DataFor, attack: Attack | None = None, node_weights: NodeWeightsSource | None = None) -> ClientApp:
@@ -41,16 +45,20 @@ def make_client_app(data_for: DataFor, attack: Attack | None = None, node_weight
         start = msg.content["arrays"].to_numpy_ndarrays()[0]
         cfg = msg.content["config"]
         data = data_for(context)
-        if len(data) == 0:
-            new = start
-        else:
-            new = local_train(
-                start, data, epochs=int(cfg.get("local-epochs", 20)), lr=float(cfg.get("lr", 0.5)), mu=float(cfg.get("proximal-mu", 0.0))
-            )
+        try:
+            epochs, lr, mu = checked_train_request(cfg, start, int(data.x.shape[1]) if len(data) else None)
+        except RequestRejected as exc:
+            log.warning("refusing the server's training request: %s", exc)
+            return Message(Error(code=REFUSED, reason=f"the gateway refuses: {exc}"), reply_to=msg)
+        new = start if len(data) == 0 else local_train(start, data, epochs=epochs, lr=lr, mu=mu)
+        partition = int(context.node_config.get("partition-id", -1))
         if attack is not None:
-            new = attack(new, start, int(context.node_config.get("partition-id", -1)))
+            new = attack(new, start, partition)
         # Under differential privacy every gateway weighs the same (user-level DP); otherwise by its label count.
-        weight = 1 if cfg.get("uniform-weight", False) else max(len(data), 1)
+        weight: float = 1 if cfg.get("uniform-weight", False) else max(len(data), 1)
+        misstate = getattr(attack, "count", None)  # a simulated attacker may also lie about its count
+        if misstate is not None:
+            weight = misstate(weight, partition)
         content = RecordDict({"arrays": ArrayRecord([new.astype(np.float32)]), "metrics": MetricRecord({"num-examples": weight})})
         return Message(content=content, reply_to=msg)
 
@@ -58,10 +66,12 @@ def make_client_app(data_for: DataFor, attack: Attack | None = None, node_weight
 
 
 def validated(base: type[Strategy]) -> type[Strategy]:
-    """``base`` with every client update checked (shape, finite, norm bound) before aggregation."""
+    """``base`` with every client update checked (shape, finite, norm bound, a positive example count, capped)
+    before aggregation."""
 
     class Validated(base):  # type: ignore[misc, valid-type]
         max_update_norm: float = 10.0
+        max_examples: int = MAX_EXAMPLES
         rejected: list[tuple[int, str]]
 
         def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -76,7 +86,10 @@ def validated(base: type[Strategy]) -> type[Strategy]:
                     continue
                 try:
                     check_update(msg.content["arrays"].to_numpy_ndarrays()[0], self._global, self.max_update_norm)
-                except UpdateRejected as exc:
+                    # The count weights the average: a positive integer, capped, or the update does not count.
+                    metrics = msg.content["metrics"]
+                    metrics["num-examples"] = checked_count(metrics["num-examples"], self.max_examples)
+                except (UpdateRejected, ReplyRejected, KeyError, TypeError) as exc:
                     self.rejected.append((server_round, str(exc)))
                     log.warning("round %d: update from node %s rejected: %s", server_round, msg.metadata.src_node_id, exc)
                     continue
@@ -141,7 +154,9 @@ def build_strategy(plan: ServerPlan) -> Strategy:
 
 
 def _with_dp(strategy: Strategy, plan: ServerPlan) -> Strategy:
-    """Flower's server-side fixed clipping + Gaussian noise, with its RDP accountant (every client, every round)."""
+    """Flower's server-side fixed clipping + Gaussian noise, with its RDP accountant (every client, every round),
+    behind :func:`checked_dp`: the accountant needs every sampled gateway's reply, so a malformed one is not
+    dropped but counted as no change."""
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
@@ -154,9 +169,44 @@ def _with_dp(strategy: Strategy, plan: ServerPlan) -> Strategy:
             sampling_method=SamplingMethod.NO_AMPLIFICATION,
         )
     )
-    return DifferentialPrivacyServerSideFixedClipping(
-        strategy, plan.dp_noise, plan.dp_clip, plan.expected_clients, accountant=accountant
-    )
+    dp = checked_dp(DifferentialPrivacyServerSideFixedClipping)
+    wrapped = dp(strategy, plan.dp_noise, plan.dp_clip, plan.expected_clients, accountant=accountant)
+    wrapped.rejected = plan.rejected
+    return wrapped
+
+
+def checked_dp(base: type[Strategy]) -> type[Strategy]:
+    """A DP wrapper that checks each reply before clipping: an update of the wrong shape or with non-finite values
+    becomes the global vector (no change, so clipping and noise treat it like any other), and every gateway
+    weighs 1 whatever count it sent (user-level DP; the wrapper would refuse the round otherwise)."""
+
+    class CheckedDP(base):  # type: ignore[misc, valid-type]
+        rejected: list[tuple[int, str]]
+
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+            current = self.current_arrays.to_numpy_ndarrays()[0].astype(np.float64)
+            # Flower's clipping divides by the update's norm: "no change" is a step of 1e-9 (a gateway without labels
+            # sends exactly the global vector, and that alone used to end the run with a ZeroDivisionError).
+            unchanged = current.copy()
+            unchanged.flat[0] += 1e-9
+            kept = []
+            for msg in replies:
+                if not msg.has_error():
+                    try:
+                        update = msg.content["arrays"].to_numpy_ndarrays()[0]
+                        check_update(update, current, float("inf"))
+                        if not np.any(update.astype(np.float64) != current):
+                            msg.content["arrays"] = ArrayRecord([unchanged])
+                    except (UpdateRejected, KeyError, TypeError, IndexError) as exc:
+                        self.rejected.append((server_round, str(exc)))
+                        log.warning("round %d: update from node %s counted as no change: %s", server_round, msg.metadata.src_node_id, exc)
+                        msg.content["arrays"] = ArrayRecord([unchanged])
+                    msg.content["metrics"] = MetricRecord({"num-examples": 1})
+                kept.append(msg)
+            return super().aggregate_train(server_round, kept)
+
+    CheckedDP.__name__ = f"Checked{base.__name__}"
+    return CheckedDP
 
 
 def run_plan(grid: Grid, plan: ServerPlan) -> np.ndarray:
@@ -180,7 +230,11 @@ def run_plan(grid: Grid, plan: ServerPlan) -> np.ndarray:
         train_config=train_config,
         evaluate_fn=evaluate_fn,
     )
-    plan.final = result.arrays.to_numpy_ndarrays()[0]
+    arrays = result.arrays.to_numpy_ndarrays()
+    if arrays:
+        plan.final = arrays[0]
+    elif plan.final is None:  # no round was aggregated (every gateway refused or failed): the model did not move
+        plan.final = plan.initial
     accountant = getattr(strategy, "accountant", None)
     if accountant is not None:
         plan.epsilon = float(accountant.get_privacy_spent().epsilon)

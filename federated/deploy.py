@@ -18,12 +18,13 @@ Both are referenced from the app folder that ``hybridgate fl server`` writes
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from hybridgate.classifiers.artifact import save_router
@@ -31,10 +32,24 @@ from hybridgate.classifiers.heads import GradientLogisticHead
 from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.classifiers.node_weights import NodeWeights
 from hybridgate.federated import node_weights
-from hybridgate.federated.apps import ServerPlan, make_client_app, run_plan
+from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
+from hybridgate.federated.checks import RequestRejected, checked_weights, pooled_quantiles
 from hybridgate.federated.task import LocalData, scores
 
 log = logging.getLogger(__name__)
+MIN_QUANTILE_LABELS = 20
+KEY_ENV = "HYBRIDGATE_API_KEY"
+
+
+def gateway_headers(cfg: Any) -> dict[str, str]:
+    """The gateway's key for its own endpoints: from the environment, or a file the node config names. Never from
+    the node config itself, which is a command-line argument of the SuperNode, readable by every local user."""
+    if "api-key" in cfg:
+        raise ValueError(f"a key in the node config shows in the process list: set {KEY_ENV} or pass --api-key-file")
+    key = os.environ.get(KEY_ENV)
+    if "api-key-file" in cfg:
+        key = Path(str(cfg["api-key-file"])).read_text(encoding="utf-8").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def gateway_labels(context: Context) -> LocalData:
@@ -45,7 +60,7 @@ def gateway_labels(context: Context) -> LocalData:
         with np.load(str(cfg["labels-file"]), allow_pickle=False) as npz:
             return LocalData(npz["x"].astype(np.float32), npz["label"].astype(np.int8))
     url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
-    headers = {"Authorization": f"Bearer {cfg['api-key']}"} if "api-key" in cfg else {}
+    headers = gateway_headers(cfg)
     rows = httpx.get(f"{url}/v1/hybridgate/labels", params={"limit": 10_000}, headers=headers, timeout=30).json()["data"]
     rows = [r for r in rows if r.get("embedder") == embedder]
     if not rows:
@@ -62,7 +77,7 @@ def gateway_node_weights(context: Context) -> tuple[NodeWeights, int] | None:
     if "labels-file" in cfg:
         return None
     url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
-    headers = {"Authorization": f"Bearer {cfg['api-key']}"} if "api-key" in cfg else {}
+    headers = gateway_headers(cfg)
     return node_weights.from_description(httpx.get(f"{url}/v1/hybridgate/nodes", headers=headers, timeout=30).json())
 
 
@@ -71,30 +86,37 @@ client_app = make_client_app(gateway_labels, node_weights=gateway_node_weights)
 
 @client_app.query()
 def _score_quantiles(msg: Message, context: Context) -> Message:
-    weights = msg.content["arrays"].to_numpy_ndarrays()[0]
+    """Quantiles of the new model's scores on this gateway's labels: 101 numbers, never a score or a label. The
+    vector to score with is checked first (a crafted one could read the labels out, one query at a time)."""
     data = gateway_labels(context)
-    q = np.quantile(scores(weights, data.x), np.linspace(0, 1, 101)).tolist() if len(data) else []
+    try:
+        weights = checked_weights(msg.content["arrays"].to_numpy_ndarrays()[0], int(data.x.shape[1]) if len(data) else None)
+    except (RequestRejected, KeyError, IndexError) as exc:
+        return Message(Error(code=REFUSED, reason=f"the gateway refuses: {exc}"), reply_to=msg)
+    if len(data) < MIN_QUANTILE_LABELS:  # quantiles of a handful of scores would be those scores
+        return Message(content=RecordDict({"metrics": MetricRecord({"quantiles": [], "num-examples": 0})}), reply_to=msg)
+    q = np.quantile(scores(weights, data.x), np.linspace(0, 1, 101)).tolist()
     return Message(content=RecordDict({"metrics": MetricRecord({"quantiles": q, "num-examples": len(data)})}), reply_to=msg)
 
 
 def _pooled_quantiles(grid: Grid, weights: np.ndarray) -> list[float] | None:
-    """Each gateway's score quantiles under the final model, averaged by label count."""
+    """Each gateway's score quantiles under the final model, checked, averaged by (capped) label count."""
     nodes = list(grid.get_node_ids())
     messages = [
         Message(content=RecordDict({"arrays": ArrayRecord([weights.astype(np.float32)])}), dst_node_id=n, message_type="query")
         for n in nodes
     ]
-    parts: list[tuple[np.ndarray, int]] = []
+    replies = []
     for reply in grid.send_and_receive(messages, timeout=120):
-        if reply.has_error():
+        if reply.has_error() or "metrics" not in reply.content.metric_records:
             continue
         m = reply.content["metrics"]
-        if m["num-examples"] and m["quantiles"]:
-            parts.append((np.asarray(m["quantiles"], dtype=np.float64), int(m["num-examples"])))
-    if not parts:
-        return None
-    total = sum(n for _, n in parts)
-    return [float(v) for v in sum(q * n for q, n in parts) / total]
+        if m.get("num-examples"):  # a gateway with too few labels sends none
+            replies.append((m.get("quantiles"), m.get("num-examples")))
+    pooled, refused = pooled_quantiles(replies)
+    for why in refused:
+        log.warning("score quantiles refused: %s", why)
+    return pooled
 
 
 def publish(

@@ -62,6 +62,21 @@ class Flipped:
 
 
 @dataclass
+class Malformed:
+    """A malicious gateway that sends garbage: non-finite weights, and a misstated example count."""
+
+    poisoned: frozenset[int]
+    weights: float = float("nan")
+    examples: float = float("nan")
+
+    def __call__(self, new: np.ndarray, start: np.ndarray, partition: int) -> np.ndarray:
+        return np.full_like(new, self.weights) if partition in self.poisoned else new
+
+    def count(self, honest: int, partition: int) -> float:
+        return self.examples if partition in self.poisoned else honest
+
+
+@dataclass
 class Evaluator:
     """Scores a weight vector on the test rows: the benchmark's metrics."""
 
@@ -93,7 +108,7 @@ def run_federation(
     evaluator: Evaluator | None,
     plan: ServerPlan,
     *,
-    attack: Flipped | None = None,
+    attack: Flipped | Malformed | None = None,
 ) -> SimulationResult:
     """One federation of ``k`` simulated gateways with Flower's simulation runtime (Ray)."""
     from flwr.simulation import run_simulation

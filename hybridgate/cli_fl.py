@@ -321,7 +321,9 @@ def server(
 def client(
     superlink: str = typer.Option("127.0.0.1:9091", "--superlink", help="The SuperLink's address (host:port)."),
     gateway_url: str = typer.Option("http://127.0.0.1:8080", "--gateway-url", help="This device's gateway (its labels stay here)."),
-    api_key: str | None = typer.Option(None, "--api-key", envvar="HYBRIDGATE_API_KEY", help="A key of that gateway, if it has keys."),
+    api_key_file: Path | None = typer.Option(
+        None, "--api-key-file", help="A file holding a key of that gateway, if it has keys (or set HYBRIDGATE_API_KEY)."
+    ),
     labels_file: Path | None = typer.Option(None, "--labels-file", help="Train on an exported .npz (x, label) instead."),
     node_weights_file: Path | None = typer.Option(
         None, "--node-weights-file", help="Send the node-choice weights saved from GET /v1/hybridgate/nodes (with --labels-file)."
@@ -331,8 +333,12 @@ def client(
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
     need_extra("fl", "fl client")
     node_config = f'labels-file="{labels_file.resolve()}"' if labels_file else f'gateway-url="{gateway_url}"'
-    if api_key and not labels_file:
-        node_config += f' api-key="{api_key}"'
+    # The key never goes on the SuperNode's command line (every local user can read it there): it stays in this
+    # process's environment, which the SuperNode and its ClientApp inherit, or in a file named here.
+    if api_key_file is not None:
+        if not api_key_file.is_file():
+            fail(f"{api_key_file}: no such file")
+        node_config += f' api-key-file="{api_key_file.resolve()}"'
     if node_weights_file is not None:
         if not node_weights_file.is_file():
             fail(f"{node_weights_file}: no such file")

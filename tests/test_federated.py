@@ -12,7 +12,7 @@ from hybridgate.classifiers.data import RoutingData, load_routing_data
 from hybridgate.classifiers.embedder import Embedder
 from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.partition import assign
-from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, run_federation
+from hybridgate.federated.simulation import Evaluator, Flipped, Malformed, central_and_local, run_federation
 from hybridgate.federated.task import UpdateRejected, check_update
 
 FIXTURE = Path(__file__).parent / "fixtures" / "routing"
@@ -128,3 +128,92 @@ def test_the_fleet_node_weights_check_every_reply_and_resist_a_poisoned_minority
     saved = tmp_path / "nodes.json"
     saved.write_text('{"object": "hybridgate.nodes", "weights": {"intercept_ms": 1, "cpu": 0.5, "ai": 1, "nl": 2}, "answers_learnt": 40}')
     assert file_source(saved) == (NodeWeights(1.0, 0.5, 1.0, 2.0), 40)
+
+
+def test_a_malformed_gateway_cannot_break_the_fleet_with_or_without_dp(split: tuple) -> None:
+    train, test, x_tr, x_te = split
+    k = 3
+    gateways = assign(train.prompts, train.groups, k, "by-subject")
+    ev = Evaluator(x_te, test)
+    # Non-finite weights and a NaN count: dropped by the checked average, the two honest gateways carry on.
+    plain = run_federation(x_tr, train.label, gateways, k, ev, ServerPlan(rounds=2, local_epochs=5), attack=Malformed(frozenset({0})))
+    assert plain.plan.final is not None and np.isfinite(plain.plan.final).all() and np.abs(plain.plan.final).sum() > 0
+    assert len(plain.plan.rejected) == 2 and all("non-finite" in why for _, why in plain.plan.rejected)
+    counted = run_federation(
+        x_tr, train.label, gateways, k, ev, ServerPlan(rounds=2, local_epochs=5), attack=Malformed(frozenset({0}), weights=0.0, examples=-5)
+    )
+    assert any("example count -5" in why for _, why in counted.plan.rejected)
+    # Under DP the accountant needs every reply: the malformed update counts as no change, and epsilon is still reported.
+    dp = run_federation(
+        x_tr, train.label, gateways, k, ev, ServerPlan(rounds=2, local_epochs=5, dp_noise=0.5, dp_clip=0.5), attack=Malformed(frozenset({0}), examples=1e12)
+    )
+    assert dp.plan.final is not None and np.isfinite(dp.plan.final).all() and dp.plan.epsilon is not None
+    assert len(dp.plan.rejected) == 2
+
+
+def test_a_gateway_refuses_a_round_outside_its_bounds(split: tuple) -> None:
+    train, test, x_tr, x_te = split
+    k = 2
+    gateways = assign(train.prompts, train.groups, k, "iid")
+    greedy = run_federation(x_tr, train.label, gateways, k, Evaluator(x_te, test), ServerPlan(rounds=1, local_epochs=10_000))
+    assert greedy.plan.final is not None and not greedy.plan.final.any(), "every gateway refused: the model did not move"
+
+
+def test_the_rules_each_side_keeps() -> None:
+    from hybridgate.federated.checks import (
+        MAX_EXAMPLES,
+        ReplyRejected,
+        RequestRejected,
+        checked_count,
+        checked_train_request,
+        checked_weights,
+        pooled_quantiles,
+    )
+
+    assert checked_count(120) == 120 and checked_count(1e12) == MAX_EXAMPLES and checked_count(7.0) == 7
+    for bad in (0, -3, 2.5, float("nan"), float("inf"), True, "9", None):
+        with pytest.raises(ReplyRejected):
+            checked_count(bad)
+    good = np.linspace(0.1, 0.9, 101)
+    hostile = [
+        (good[::-1], 50),  # decreasing
+        (np.r_[good[:-1], 1.5], 50),  # outside [0, 1]
+        (np.r_[good[:-1], np.nan], 50),
+        (good[:50], 50),  # too short
+        ("0.5", 50),
+        (good, 10**12),  # counted, but capped: it cannot outweigh the honest one by more than the cap
+    ]
+    pooled, refused = pooled_quantiles([(good, 100), *hostile])
+    assert len(refused) == 5 and pooled is not None and np.allclose(pooled, good)
+    assert pooled_quantiles([(good[::-1], 5)]) == (None, ["score quantiles must not decrease"])
+    w = np.zeros(5)
+    assert checked_train_request({"local-epochs": 5, "lr": 0.5}, w, 4) == (5, 0.5, 0.0)
+    for cfg in ({"local-epochs": 0}, {"local-epochs": 51}, {"local-epochs": 2.5}, {"lr": 0.0}, {"lr": 50.0}, {"lr": float("nan")},
+                {"proximal-mu": -1.0}, {"proximal-mu": 11.0}, {"local-epochs": True}):
+        with pytest.raises(RequestRejected):
+            checked_train_request(cfg, w, 4)
+    for vector, dim in ((np.zeros(4), 4), (np.zeros((2, 5)), 4), (np.full(5, np.nan), 4), (np.full(5, 1e4), 4)):
+        with pytest.raises(RequestRejected):
+            checked_weights(vector, dim)
+    assert checked_weights(np.ones(7), None).shape == (7,)
+
+
+def test_the_gateway_key_never_travels_on_a_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from hybridgate.cli import app
+    from hybridgate.federated.deploy import gateway_headers
+
+    monkeypatch.delenv("HYBRIDGATE_API_KEY", raising=False)
+    assert gateway_headers({}) == {}
+    monkeypatch.setenv("HYBRIDGATE_API_KEY", "from-env")
+    assert gateway_headers({}) == {"Authorization": "Bearer from-env"}
+    key = tmp_path / "key"
+    key.write_text("from-file\n")
+    assert gateway_headers({"api-key-file": str(key)}) == {"Authorization": "Bearer from-file"}
+    with pytest.raises(ValueError, match="process list"):
+        gateway_headers({"api-key": "on-the-command-line"})
+    text = CliRunner().invoke(app, ["fl", "client", "--help"], terminal_width=200).output
+    assert "--api-key-file" in text and "--api-key " not in text
+    missing = CliRunner().invoke(app, ["fl", "client", "--api-key-file", str(tmp_path / "nope")])
+    assert missing.exit_code != 0 and "no such file" in missing.output

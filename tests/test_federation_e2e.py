@@ -26,6 +26,8 @@ from tests.conftest import ServerThread, free_port
 
 FIXTURE = Path(__file__).parent / "fixtures" / "routing"
 HG = str(Path(sys.executable).parent / "hybridgate")
+KEY = "gw-e2e-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
@@ -41,13 +43,15 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
 
     published = tmp_path / "router"
     shutil.copytree(resolve_router("mmlu-static"), published)
-    gateway = make_gateway(router={"path": str(published), "watch_s": 0.3})
+    # A gateway with keys: its SuperNode reads the key from the environment, never from its command line.
+    gateway = make_gateway(router={"path": str(published), "watch_s": 0.3}, server={"api_keys": [KEY]})
     gw = gateway.gateway  # type: ignore[attr-defined]
     mine = part == 2  # the third device trains on the labels its running gateway holds
     for vec, label in zip(x[mine], data.label[mine], strict=True):
         asyncio.run(gw.state.add_label({"embedder": query_embedder.name, "vector": vec.tolist(), "label": int(label)}))
-    before = httpx.get(f"{gateway.url}/readyz").json()["router"]["version"]
-    served = httpx.get(f"{gateway.url}/v1/hybridgate/labels", params={"limit": 5}).json()["data"]
+    before = httpx.get(f"{gateway.url}/readyz", headers=AUTH).json()["router"]["version"]
+    assert httpx.get(f"{gateway.url}/v1/hybridgate/labels").status_code == 401
+    served = httpx.get(f"{gateway.url}/v1/hybridgate/labels", params={"limit": 5}, headers=AUTH).json()["data"]
     assert len(served) == 5 and "prompt" not in served[0]
 
     port = free_port()
@@ -65,7 +69,7 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
         for i, source in enumerate(sources):
             clients.append(subprocess.Popen(
                 [HG, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()), *source],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                env={**env, "HYBRIDGATE_API_KEY": KEY}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             ))
         out, _ = server.communicate(timeout=240)
     finally:
@@ -80,16 +84,18 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0, out[-3000:]
+    # Every round heard from all three, the keyed gateway's SuperNode included (its key came from the environment).
+    assert out.count("Received 3 results and 0 failures") >= 2, out[-3000:]
     header = json.loads((published / "router.json").read_text())
     assert header["training"]["federated"] is True and header["training"]["rounds"] == 2 and header["training"]["clients"] == 3
     assert len(header["calibration"]["quantiles"]) == 101  # pooled from the gateways' own score quantiles
     assert header["node_weights"] == {"intercept_ms": 5.0, "cpu": 0.5, "ai": 1.2, "nl": 2.0, "gateways": 2, "answers": 200}
     deadline = time.monotonic() + 15
-    while httpx.get(f"{gateway.url}/readyz").json()["router"]["version"] != header["version"] and time.monotonic() < deadline:
+    while httpx.get(f"{gateway.url}/readyz", headers=AUTH).json()["router"]["version"] != header["version"] and time.monotonic() < deadline:
         time.sleep(0.2)
-    ready = httpx.get(f"{gateway.url}/readyz").json()["router"]
+    ready = httpx.get(f"{gateway.url}/readyz", headers=AUTH).json()["router"]
     assert ready["version"] == header["version"] and ready["previous"] == before, ready
-    r = httpx.post(f"{gateway.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(f"{gateway.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": "hi"}]}, headers=AUTH)
     assert r.json()["router_version"] == header["version"]
     # With too few answers of its own to judge, the gateway takes the fleet's node weights with the router.
-    assert httpx.get(f"{gateway.url}/v1/hybridgate/nodes").json()["weights"] == {"intercept_ms": 5.0, "cpu": 0.5, "ai": 1.2, "nl": 2.0}
+    assert httpx.get(f"{gateway.url}/v1/hybridgate/nodes", headers=AUTH).json()["weights"] == {"intercept_ms": 5.0, "cpu": 0.5, "ai": 1.2, "nl": 2.0}
