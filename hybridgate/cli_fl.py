@@ -33,6 +33,10 @@ def simulate(
     dp_noise: float = typer.Option(4.0, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
     dp_clip: float = typer.Option(0.5, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
     personal_epochs: int = typer.Option(20, "--personal-epochs", help="Local steps of the personalized row."),
+    fleet_labels: int = typer.Option(
+        15, "--fleet-labels", min=0,
+        help="Labels per gateway in the fleet-adaptation rows (traffic of subjects the shipped router never saw; 0: skip them).",
+    ),
 ) -> None:
     """The federated benchmark: central, federated (FedAvg, FedProx), local-only, and under attack (FedAvg, trimmed mean)."""
     need_extra("fl", "fl simulate")
@@ -126,6 +130,10 @@ def simulate(
             "apgr": p["apgr_personalized_own"], "apgr_global_same_questions": p["apgr_global_own"],
             "cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "bytes_per_gateway_round": 0, **p,
         }
+    if fleet_labels > 0:
+        fleet = _fleet_adaptation(rows, emb, cache, fleet_labels, rounds, local_epochs, lr, console)
+        if fleet is not None:
+            results.update(fleet)
     table = Table(title=f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions")
     for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "wall"):
         table.add_column(col, justify="left" if col == "router" else "right")
@@ -146,6 +154,48 @@ def simulate(
     (out / "simulate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _plot(out / "apgr_rounds.png", curves, results, partition)
     typer.echo(f"wrote {out / 'simulate.json'} and {out / 'apgr_rounds.png'}")
+
+
+def _fleet_adaptation(
+    rows: Any, emb: Any, cache: Path, per_gateway: int, rounds: int, local_epochs: int, lr: float, console: Any
+) -> dict[str, Any] | None:
+    """The transfer protocol's folds as fleets: the shipped router (the default head) fitted without a fold's
+    subjects, gateways of about ``per_gateway`` labels each from those subjects, and the fold's test questions
+    to score; the shipped router unchanged, each gateway's adapter alone, and the fleet's federated adapter."""
+    from hybridgate.classifiers.embedding_cache import embed_cached
+    from hybridgate.classifiers.protocols import FOLDS, Bench
+    from hybridgate.classifiers.training import fit_router
+    from hybridgate.federated.apps import ServerPlan
+    from hybridgate.federated.fleet_adaptation import Setting, fleet_adaptation, spread
+
+    bench = Bench(rows)
+    if not bench.has_folds:
+        console.print("fleet adaptation skipped: the data has fewer than five groups to make the transfer folds")
+        return None
+    x = embed_cached(emb, list(rows.prompts), cache, "all prompts")
+    folds = []
+    for k in range(FOLDS):
+        fit_rows, test_rows = bench.fold_masks(k)
+        shipped = fit_router(rows.take(fit_rows), x[fit_rows], "blend", None, embedder=emb.name, calibrate=False)
+        new = bench.train & (bench.fold == k)
+        test = rows.take(test_rows)
+        gw, n_gw = spread(int(new.sum()), per_gateway, seed=k)
+        console.print(f"[bold]fleet adaptation[/], fold {k}: {n_gw} gateways of about {per_gateway} labels of unseen subjects")
+        setting = Setting(
+            shipped.score(x[new], [p for p, m in zip(rows.prompts, new, strict=True) if m]), x[new], rows.label[new], gw, n_gw,
+            shipped.score(x[test_rows], list(test.prompts)), x[test_rows], test,
+        )
+        folds.append({"fold": k, **fleet_adaptation(setting, ServerPlan(rounds=rounds, local_epochs=local_epochs, lr=lr))})
+    mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "alone", "alone_worst", "federated")}
+    common = {"cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "labels_per_gateway": per_gateway, "folds": folds}
+    return {
+        "fleet_shipped": {"apgr": mean["shipped"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
+        "fleet_alone": {"apgr": mean["alone"], "apgr_worst": mean["alone_worst"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
+        "fleet_federated": {
+            "apgr": mean["federated"], **common, "bytes_per_gateway_round": folds[0]["bytes_per_gateway_round"],
+            "wall_s": round(sum(f["wall_s"] for f in folds), 1),
+        },
+    }
 
 
 def _publish(folder: Path, weights: Any, emb: Any, x_train: Any, metrics: dict[str, Any], partition: str, gateways: int) -> dict[str, Any]:

@@ -217,3 +217,27 @@ def test_the_gateway_key_never_travels_on_a_command_line(tmp_path: Path, monkeyp
     assert "--api-key-file" in text and "--api-key " not in text
     missing = CliRunner().invoke(app, ["fl", "client", "--api-key-file", str(tmp_path / "nope")])
     assert missing.exit_code != 0 and "no such file" in missing.output
+
+
+def test_a_fleet_adapts_the_shipped_router_better_than_each_gateway_alone() -> None:
+    from hybridgate.federated.fleet_adaptation import Setting, fleet_adaptation, spread
+
+    rng = np.random.default_rng(3)
+
+    def rows(n: int, tag: str) -> tuple[np.ndarray, RoutingData]:
+        x = rng.normal(size=(n, 8)).astype(np.float32)
+        needed = x[:, 0] + 0.3 * rng.normal(size=n) > 0.6  # the shipped router never learnt this direction
+        weak = ~needed & (rng.random(n) < 0.9)
+        strong = needed | (rng.random(n) < 0.9)
+        data = RoutingData(tuple(f"{tag}{i}" for i in range(n)), ("g",) * n, weak, strong, "small", "large", "synthetic", 0)
+        return x, data
+
+    x_tr, train = rows(96, "train")
+    x_te, test = rows(600, "test")
+    gateways, k = spread(len(train), 12)
+    shipped_train, shipped_test = rng.uniform(0.3, 0.7, len(train)), rng.uniform(0.3, 0.7, len(test))
+    r = fleet_adaptation(
+        Setting(shipped_train, x_tr, train.label, gateways, k, shipped_test, x_te, test), ServerPlan(rounds=10, local_epochs=5, lr=0.5)
+    )
+    assert r["gateways"] == 8 and r["labels_per_gateway"] == [12, 12]
+    assert r["federated"] > r["alone"] + 0.05 and r["federated"] > r["shipped"] + 0.1, r

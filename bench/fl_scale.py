@@ -1,0 +1,104 @@
+"""How far does one machine simulate a fleet? Many gateways, many rounds, with Flower's simulation runtime.
+
+One FedAvg federation of ``--gateways`` simulated gateways (MMLU's train split
+spread over them by subject) for ``--rounds`` rounds, with Ray's start-up
+included in the wall time; memory is the peak resident set of this process and
+every process it started (Ray's workers), sampled every 0.2 s. Prints a table
+and writes ``bench/results/fl_scale.json``.
+
+    python bench/fl_scale.py [--gateways 100] [--rounds 30] [--data ../shared/data/routellm-mmlu/responses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hybridgate.classifiers.data import load_routing_data  # noqa: E402
+from hybridgate.classifiers.embedder import load_embedder  # noqa: E402
+from hybridgate.classifiers.embedding_cache import embed_cached  # noqa: E402
+from hybridgate.classifiers.static_vectors import cache_root  # noqa: E402
+from hybridgate.federated.apps import ServerPlan  # noqa: E402
+from hybridgate.federated.partition import assign  # noqa: E402
+from hybridgate.federated.simulation import Evaluator, run_federation  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PeakMemory:
+    """The largest total RSS of this process and its descendants seen while running."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routellm-mmlu" / "responses")
+    ap.add_argument("--weak", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
+    ap.add_argument("--strong", default="gpt-4-1106-preview")
+    ap.add_argument("--gateways", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--local-epochs", type=int, default=5)
+    ap.add_argument("--partition", default="by-subject", choices=["by-subject", "iid"])
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fl_scale.json")
+    args = ap.parse_args()
+    rows = load_routing_data(args.data, args.weak, args.strong)
+    train, test = rows.subset("train"), rows.subset("test")
+    emb = load_embedder("all-MiniLM-L6-v2-static")
+    x_tr = embed_cached(emb, list(train.prompts), cache_root() / "embeddings", "training prompts")
+    x_te = embed_cached(emb, list(test.prompts), cache_root() / "embeddings", "test prompts")
+    parts = assign(train.prompts, train.groups, args.gateways, args.partition)
+    plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs)
+    with PeakMemory() as mem:
+        res = run_federation(x_tr, train.label, parts, args.gateways, Evaluator(x_te, test), plan)
+    last = res.plan.history[-1]
+    row = {
+        "gateways": args.gateways, "rounds": args.rounds, "partition": args.partition, "local_epochs": args.local_epochs,
+        "wall_s": round(res.wall_s, 1), "peak_rss_mib": round(mem.peak / 2**20), "apgr": last["apgr"],
+        "bytes_per_gateway_round": res.bytes_per_gateway_round, "cores": os.cpu_count(),
+    }
+    table = Table(title="a simulated fleet, FedAvg, Ray's start-up included")
+    for col in ("gateways", "rounds", "wall", "peak memory (all processes)", "APGR", "bytes / gateway / round"):
+        table.add_column(col)
+    table.add_row(str(args.gateways), str(args.rounds), f"{row['wall_s']:.0f} s", f"{row['peak_rss_mib']} MiB", f"{row['apgr']:.3f}", str(row["bytes_per_gateway_round"]))
+    Console(width=140).print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(row, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
