@@ -13,6 +13,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
@@ -82,4 +83,19 @@ def test_every_operation_survives_generated_requests(fuzzed: ServerThread) -> No
                 failures.append(f"{op.label}: {type(exc).__name__}: {str(exc)[:300]}")
     assert not failures, "\n".join(failures)
     assert all(statuses.get(op.label) for op in operations), statuses
-    assert 200 in statuses["POST /v1/chat/completions"], statuses  # generated requests were answered, not only refused
+    # The schema admits messages the gateway refuses (a tool message without its call id), so the bodies above
+    # are mostly 4xx, and which of them pass depends on the draw. Generated text must also reach the router, the
+    # local model and the cloud stub, and be answered in the documented shape: well-formed bodies around it.
+    chat = next(op for op in operations if op.label == "POST /v1/chat/completions")
+    answered: list[int] = []
+
+    @given(text=st.text(max_size=400), model=st.sampled_from(MODELS), stream=st.booleans())
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    def generated_text(text: str, model: str, stream: bool) -> None:
+        case = chat.Case(body={"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 4, "stream": stream})
+        response = case.call(base_url=fuzzed.url, headers=ADMIN, timeout=60)
+        answered.append(response.status_code)
+        case.validate_response(response, checks=CHECKS)
+
+    generated_text()
+    assert answered.count(200) >= EXAMPLES // 2, answered  # answered, not only refused (privacy may refuse a few)
