@@ -72,6 +72,7 @@ def validated(base: type[Strategy]) -> type[Strategy]:
     class Validated(base):  # type: ignore[misc, valid-type]
         max_update_norm: float = 10.0
         max_examples: int = MAX_EXAMPLES
+        relative_norm: float | None = None  # also refuse updates longer than this many times the round's median
         rejected: list[tuple[int, str]]
 
         def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -94,7 +95,28 @@ def validated(base: type[Strategy]) -> type[Strategy]:
                     log.warning("round %d: update from node %s rejected: %s", server_round, msg.metadata.src_node_id, exc)
                     continue
                 kept.append(msg)
+            if self.relative_norm is not None:
+                kept = self._within_median(server_round, kept)
             return super().aggregate_train(server_round, kept)
+
+        def _within_median(self, server_round: int, replies: list[Message]) -> list[Message]:
+            """A bound that needs no tuning: an update that moves the model more than ``relative_norm`` times as
+            far as the round's median update is refused (an attacker cannot know the others' norms in advance)."""
+            norms = {
+                id(m): float(np.linalg.norm(m.content["arrays"].to_numpy_ndarrays()[0].astype(np.float64) - self._global))
+                for m in replies if not m.has_error()
+            }
+            if len(norms) < 3:
+                return replies
+            limit = float(self.relative_norm) * float(np.median(list(norms.values())))
+            out = []
+            for m in replies:
+                moved = norms.get(id(m))
+                if moved is not None and moved > limit:
+                    self.rejected.append((server_round, f"moves the model by {moved:.2f}, over {self.relative_norm} x the round's median"))
+                    continue
+                out.append(m)
+            return out
 
     Validated.__name__ = f"Validated{base.__name__}"
     return Validated
@@ -111,6 +133,7 @@ class ServerPlan:
     proximal_mu: float = 0.1
     trim_beta: float = 0.2
     max_update_norm: float = 10.0
+    relative_norm: float | None = None  # refuse updates over this many times the round's median norm (None: off)
     initial: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     evaluate: Callable[[int, np.ndarray], dict[str, float]] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -149,6 +172,7 @@ def build_strategy(plan: ServerPlan) -> Strategy:
             raise ValueError("differential privacy is supported with fedavg only (Flower's accountant requires it)")
         return _with_dp(strategy, plan)
     strategy.max_update_norm = plan.max_update_norm
+    strategy.relative_norm = plan.relative_norm
     strategy.rejected = plan.rejected
     return strategy
 

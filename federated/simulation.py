@@ -62,6 +62,20 @@ class Flipped:
 
 
 @dataclass
+class UnderBound:
+    """Poisoned gateways that point away from what they learned by ``factor`` times their own honest step:
+    with a factor just under a norm filter's (2.9 against 3 x the median), each update passes the filter."""
+
+    poisoned: frozenset[int]
+    factor: float = 2.9
+
+    def __call__(self, new: np.ndarray, start: np.ndarray, partition: int) -> np.ndarray:
+        if partition not in self.poisoned:
+            return new
+        return (start - self.factor * (new - start)).astype(np.float32)
+
+
+@dataclass
 class Malformed:
     """A malicious gateway that sends garbage: non-finite weights, and a misstated example count."""
 
@@ -108,7 +122,7 @@ def run_federation(
     evaluator: Evaluator | None,
     plan: ServerPlan,
     *,
-    attack: Flipped | Malformed | None = None,
+    attack: Flipped | UnderBound | Malformed | None = None,
 ) -> SimulationResult:
     """One federation of ``k`` simulated gateways with Flower's simulation runtime (Ray)."""
     from flwr.simulation import run_simulation

@@ -241,3 +241,14 @@ def test_a_fleet_adapts_the_shipped_router_better_than_each_gateway_alone() -> N
     )
     assert r["gateways"] == 8 and r["labels_per_gateway"] == [12, 12]
     assert r["federated"] > r["alone"] + 0.05 and r["federated"] > r["shipped"] + 0.1, r
+
+
+def test_a_norm_filter_relative_to_the_round_needs_no_bound_to_tune(split: tuple) -> None:
+    train, test, x_tr, x_te = split
+    k = 3
+    gateways = assign(train.prompts, train.groups, k, "by-subject")
+    ev = Evaluator(x_te, test)
+    plan = ServerPlan(rounds=3, local_epochs=10, max_update_norm=1e9, relative_norm=3.0)
+    filtered = run_federation(x_tr, train.label, gateways, k, ev, plan, attack=Flipped(frozenset({0}), scale=50.0))
+    assert filtered.plan.rejected and all("median" in why for _, why in filtered.plan.rejected)
+    assert len(filtered.plan.rejected) == 3, "the poisoned gateway, every round, and nobody else"
