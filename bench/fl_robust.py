@@ -5,7 +5,7 @@ them poisoned, each attack and each aggregation in its own federation:
 
 - attacks: ``flipped`` (the update reversed and scaled 5 x, simulation.Flipped) and
   ``under the bound`` (reversed at 2.9 x the gateway's own honest step, just under a
-  3 x-median norm filter, simulation.UnderBound);
+  3 x-median norm filter, the same simulation.Flipped at 2.9);
 - aggregations: FedAvg, the trimmed mean (20 % each side), and the trimmed mean
   behind a norm filter relative to each round's median update (3 x).
 
@@ -33,7 +33,7 @@ from hybridgate.classifiers.embedding_cache import embed_cached  # noqa: E402
 from hybridgate.classifiers.static_vectors import cache_root  # noqa: E402
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
 from hybridgate.federated.partition import assign  # noqa: E402
-from hybridgate.federated.simulation import Evaluator, Flipped, UnderBound, poisoned_gateways, run_federation  # noqa: E402
+from hybridgate.federated.simulation import Evaluator, Flipped, poisoned_gateways, run_federation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def main() -> None:
     x_te = embed_cached(emb, list(test.prompts), cache_root() / "embeddings", "test prompts")
     ev = Evaluator(x_te, test)
     bad = poisoned_gateways(args.gateways, args.share)
-    attacks = {"flipped x5": Flipped(bad, 5.0), "under the bound (2.9 x own step)": UnderBound(bad, 2.9)}
+    attacks = {"flipped x5": Flipped(bad, 5.0), "under the bound (2.9 x own step)": Flipped(bad, 2.9)}
     aggregations = {
         "fedavg": {"strategy": "fedavg"},
         "trimmed mean": {"strategy": "trimmed-mean"},

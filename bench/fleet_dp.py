@@ -29,11 +29,9 @@ from hybridgate.classifiers.data import load_routing_data  # noqa: E402
 from hybridgate.classifiers.embedder import load_embedder  # noqa: E402
 from hybridgate.classifiers.embedding_cache import embed_cached  # noqa: E402
 from hybridgate.classifiers.metrics import routing_curve  # noqa: E402
-from hybridgate.classifiers.protocols import FOLDS, Bench  # noqa: E402
 from hybridgate.classifiers.static_vectors import cache_root  # noqa: E402
-from hybridgate.classifiers.training import fit_router  # noqa: E402
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
-from hybridgate.federated.fleet_adaptation import Setting, fleet_adaptation, spread  # noqa: E402
+from hybridgate.federated.fleet_adaptation import fleet_adaptation, transfer_fleets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,25 +52,17 @@ def main() -> None:
     rows = load_routing_data(args.data, args.weak, args.strong)
     emb = load_embedder("all-MiniLM-L6-v2-static")
     x = embed_cached(emb, list(rows.prompts), cache_root() / "embeddings", "all prompts")
-    bench = Bench(rows)
     folds = []
     epsilon = None
-    for k in range(FOLDS):
-        fit_rows, test_rows = bench.fold_masks(k)
-        shipped = fit_router(rows.take(fit_rows), x[fit_rows], "blend", None, embedder=emb.name, calibrate=False)
-        new = bench.train & (bench.fold == k)
-        test = rows.take(test_rows)
-        gw, n_gw = spread(int(new.sum()), args.labels, seed=k)
-        s_train = shipped.score(x[new], [p for p, m in zip(rows.prompts, new, strict=True) if m])
-        s_test = shipped.score(x[test_rows], list(test.prompts))
-        setting = Setting(s_train, x[new], rows.label[new], gw, n_gw, s_test, x[test_rows], test)
-        central = fit_adapter(s_train, x[new], rows.label[new]).apply(s_test, x[test_rows])
+    for k, setting in transfer_fleets(rows, x, emb.name, args.labels):
+        central = fit_adapter(setting.score_train, setting.x_train, setting.labels).apply(setting.score_test, setting.x_test)
+        test = setting.test
         plain = fleet_adaptation(setting, ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs))
         dp_plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=args.noise, dp_clip=args.clip)
         dp = fleet_adaptation(setting, dp_plan)
         epsilon = dp_plan.epsilon
         folds.append({
-            "fold": k, "gateways": n_gw, "shipped": plain["shipped"],
+            "fold": k, "gateways": setting.k, "shipped": plain["shipped"],
             "central": round(float(routing_curve(central, test.weak, test.strong, test.sha256).apgr), 4),
             "federated": plain["federated"], "federated_dp": dp["federated"],
         })

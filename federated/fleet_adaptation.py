@@ -17,6 +17,7 @@ fitted without a fold's subjects, and the gateways' traffic comes from them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ import numpy as np
 from hybridgate.classifiers.adapt import fit_adapter, logit
 from hybridgate.classifiers.data import RoutingData
 from hybridgate.classifiers.metrics import routing_curve
+from hybridgate.classifiers.protocols import FOLDS, Bench
+from hybridgate.classifiers.training import fit_router
 from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.simulation import Evaluator, run_federation
 
@@ -92,3 +95,20 @@ def spread(n: int, per_gateway: int, seed: int = 0) -> tuple[np.ndarray, int]:
     gateways = np.empty(n, dtype=np.int64)
     gateways[order] = np.arange(n) % k
     return gateways, k
+
+
+def transfer_fleets(rows: RoutingData, vectors: np.ndarray, embedder: str, per_gateway: int) -> Iterator[tuple[int, Setting]]:
+    """The transfer protocol's folds as fleets: the shipped router (the default head) fitted without a fold's
+    subjects, that fold's labelled questions dealt to gateways of about ``per_gateway`` labels each, and its
+    test questions to score. Needs the five folds (``Bench(rows).has_folds``)."""
+    bench = Bench(rows)
+    for k in range(FOLDS):
+        fit_rows, test_rows = bench.fold_masks(k)
+        shipped = fit_router(rows.take(fit_rows), vectors[fit_rows], "blend", None, embedder=embedder, calibrate=False)
+        new = bench.train & (bench.fold == k)
+        test = rows.take(test_rows)
+        gateways, k_gateways = spread(int(new.sum()), per_gateway, seed=k)
+        yield k, Setting(
+            shipped.score(vectors[new], [p for p, m in zip(rows.prompts, new, strict=True) if m]), vectors[new], rows.label[new],
+            gateways, k_gateways, shipped.score(vectors[test_rows], list(test.prompts)), vectors[test_rows], test,
+        )

@@ -163,28 +163,17 @@ def _fleet_adaptation(
     subjects, gateways of about ``per_gateway`` labels each from those subjects, and the fold's test questions
     to score; the shipped router unchanged, each gateway's adapter alone, and the fleet's federated adapter."""
     from hybridgate.classifiers.embedding_cache import embed_cached
-    from hybridgate.classifiers.protocols import FOLDS, Bench
-    from hybridgate.classifiers.training import fit_router
+    from hybridgate.classifiers.protocols import Bench
     from hybridgate.federated.apps import ServerPlan
-    from hybridgate.federated.fleet_adaptation import Setting, fleet_adaptation, spread
+    from hybridgate.federated.fleet_adaptation import fleet_adaptation, transfer_fleets
 
-    bench = Bench(rows)
-    if not bench.has_folds:
+    if not Bench(rows).has_folds:
         console.print("fleet adaptation skipped: the data has fewer than five groups to make the transfer folds")
         return None
     x = embed_cached(emb, list(rows.prompts), cache, "all prompts")
     folds = []
-    for k in range(FOLDS):
-        fit_rows, test_rows = bench.fold_masks(k)
-        shipped = fit_router(rows.take(fit_rows), x[fit_rows], "blend", None, embedder=emb.name, calibrate=False)
-        new = bench.train & (bench.fold == k)
-        test = rows.take(test_rows)
-        gw, n_gw = spread(int(new.sum()), per_gateway, seed=k)
-        console.print(f"[bold]fleet adaptation[/], fold {k}: {n_gw} gateways of about {per_gateway} labels of unseen subjects")
-        setting = Setting(
-            shipped.score(x[new], [p for p, m in zip(rows.prompts, new, strict=True) if m]), x[new], rows.label[new], gw, n_gw,
-            shipped.score(x[test_rows], list(test.prompts)), x[test_rows], test,
-        )
+    for k, setting in transfer_fleets(rows, x, emb.name, per_gateway):
+        console.print(f"[bold]fleet adaptation[/], fold {k}: {setting.k} gateways of about {per_gateway} labels of unseen subjects")
         folds.append({"fold": k, **fleet_adaptation(setting, ServerPlan(rounds=rounds, local_epochs=local_epochs, lr=lr))})
     mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "alone", "alone_worst", "federated")}
     common = {"cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "labels_per_gateway": per_gateway, "folds": folds}
