@@ -24,11 +24,8 @@ from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hybridgate.classifiers.data import load_routing_data  # noqa: E402
-from hybridgate.classifiers.embedder import load_embedder  # noqa: E402
-from hybridgate.classifiers.embedding_cache import embed_cached  # noqa: E402
-from hybridgate.classifiers.static_vectors import cache_root  # noqa: E402
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
+from mmlu import add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
 from hybridgate.federated.partition import assign  # noqa: E402
 from hybridgate.federated.simulation import Evaluator, run_federation  # noqa: E402
 
@@ -66,20 +63,16 @@ class PeakMemory:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routellm-mmlu" / "responses")
-    ap.add_argument("--weak", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
-    ap.add_argument("--strong", default="gpt-4-1106-preview")
+    add_data_options(ap)
     ap.add_argument("--gateways", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--local-epochs", type=int, default=5)
     ap.add_argument("--partition", default="by-subject", choices=["by-subject", "iid"])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fl_scale.json")
     args = ap.parse_args()
-    rows = load_routing_data(args.data, args.weak, args.strong)
+    rows = load(args)
     train, test = rows.subset("train"), rows.subset("test")
-    emb = load_embedder("all-MiniLM-L6-v2-static")
-    x_tr = embed_cached(emb, list(train.prompts), cache_root() / "embeddings", "training prompts")
-    x_te = embed_cached(emb, list(test.prompts), cache_root() / "embeddings", "test prompts")
+    x_tr, x_te = static_vectors(train.prompts, "training prompts"), static_vectors(test.prompts, "test prompts")
     parts = assign(train.prompts, train.groups, args.gateways, args.partition)
     plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs)
     with PeakMemory() as mem:

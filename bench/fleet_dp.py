@@ -25,12 +25,9 @@ from rich.table import Table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hybridgate.classifiers.adapt import fit_adapter  # noqa: E402
-from hybridgate.classifiers.data import load_routing_data  # noqa: E402
-from hybridgate.classifiers.embedder import load_embedder  # noqa: E402
-from hybridgate.classifiers.embedding_cache import embed_cached  # noqa: E402
 from hybridgate.classifiers.metrics import routing_curve  # noqa: E402
-from hybridgate.classifiers.static_vectors import cache_root  # noqa: E402
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
+from mmlu import EMBEDDER, add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
 from hybridgate.federated.fleet_adaptation import fleet_adaptation, transfer_fleets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routellm-mmlu" / "responses")
-    ap.add_argument("--weak", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
-    ap.add_argument("--strong", default="gpt-4-1106-preview")
+    add_data_options(ap)
     ap.add_argument("--noise", type=float, default=1.5)
     ap.add_argument("--clip", type=float, default=0.5)
     ap.add_argument("--rounds", type=int, default=5)
@@ -49,12 +44,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fleet_dp.json")
     args = ap.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    rows = load_routing_data(args.data, args.weak, args.strong)
-    emb = load_embedder("all-MiniLM-L6-v2-static")
-    x = embed_cached(emb, list(rows.prompts), cache_root() / "embeddings", "all prompts")
+    rows = load(args)
+    x = static_vectors(rows.prompts, "all prompts")
     folds = []
     epsilon = None
-    for k, setting in transfer_fleets(rows, x, emb.name, args.labels):
+    for k, setting in transfer_fleets(rows, x, EMBEDDER, args.labels):
         central = fit_adapter(setting.score_train, setting.x_train, setting.labels).apply(setting.score_test, setting.x_test)
         test = setting.test
         plain = fleet_adaptation(setting, ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs))

@@ -27,9 +27,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hybridgate.classifiers.artifact import load_router, resolve_router  # noqa: E402
-from hybridgate.classifiers.data import load_routing_data  # noqa: E402
 from hybridgate.classifiers.embedder import load_embedder  # noqa: E402
 from hybridgate.classifiers.protocols import FOLDS, Bench  # noqa: E402
+from mmlu import add_data_options, load  # noqa: E402 - bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -53,9 +53,7 @@ def read_query(llm: object, text: str, max_tokens: int) -> tuple[float, float, i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routellm-mmlu" / "responses")
-    ap.add_argument("--weak", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
-    ap.add_argument("--strong", default="gpt-4-1106-preview")
+    add_data_options(ap)
     ap.add_argument("--sample", type=int, default=1500, help="test-split questions to read (all train-split ones are read)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local_uncertainty.json")
@@ -69,7 +67,7 @@ def main() -> None:
 
     from hybridgate.serving.backends.local_llama import default_model_path
 
-    data = load_routing_data(args.data, args.weak, args.strong)
+    data = load(args)
     bench = Bench(data)
     test_idx = np.nonzero(~bench.train)[0]
     test_idx = test_idx[np.argsort([bench.sha[i] for i in test_idx])][: args.sample]
