@@ -94,24 +94,24 @@ class BlendHead:
         self.correction = self._correction()
         self.correction.fit(topic_in, emb, data)
         self.group_names = self.correction.group_names
-        raw = self._raw_terms(data.x)
-        raw["neighbours"] = self.w_neighbours * (n - self.stats[2]) / self.stats[3]
-        self.scale = platt(np.sum(list(raw.values()), axis=0), data.label)
+        self.scale = platt(self._sum(data.x, neighbours=n), data.label)
 
-    def _sum(self, x: np.ndarray) -> np.ndarray:
-        return np.sum(list(self._raw_terms(x).values()), axis=0)
+    def _sum(self, x: np.ndarray, neighbours: np.ndarray | None = None) -> np.ndarray:
+        return np.sum(list(self._raw_terms(x, neighbours).values()), axis=0)
 
     def terms(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Each signal's push on the log-odds, per row; the rules one per feature."""
         return {name: self.scale[0] * v for name, v in self._raw_terms(x).items()}
 
-    def _raw_terms(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _raw_terms(self, x: np.ndarray, neighbours: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``neighbours``: the rows' neighbour scores when already known (the training rows', left one out)."""
         topic_in, shape = self.split(x)
         emb = self._embedding(topic_in)
         s = self.stats
+        n = self.neighbours.score(emb) if neighbours is None else neighbours
         out = {
             "length": self.w_length * (shape[:, _LENGTH] - s[0]) / s[1],
-            "neighbours": self.w_neighbours * (self.neighbours.score(emb) - s[2]) / s[3],
+            "neighbours": self.w_neighbours * (n - s[2]) / s[3],
             "topic": self.w_topic * self.correction.parts(topic_in, emb)[0],
         }
         open_request = 1.0 - np.clip(shape[:, _CHOICES], 0.0, 1.0)

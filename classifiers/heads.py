@@ -337,7 +337,7 @@ def make_head(kind: str, params: Mapping[str, Any] | None = None) -> Head:
     if unknown:
         raise HeadError(f"head {kind} has no setting {', '.join(sorted(unknown))}; it takes {', '.join(sorted(_SETTABLE[kind]))}")
     head = heads[kind](**given)
-    if kind in ("group-prior", "prior-correction", "blend") and params and "groups" in params:
+    if params and "groups" in params and hasattr(head, "group_names"):
         head.group_names = list(params["groups"])
     return head
 

@@ -46,7 +46,7 @@ def make_client_app(data_for: DataFor, attack: Attack | None = None, node_weight
         cfg = msg.content["config"]
         data = data_for(context)
         try:
-            epochs, lr, mu = checked_train_request(cfg, start, int(data.x.shape[1]) if len(data) else None)
+            epochs, lr, mu = checked_train_request(cfg, start, data.dim)
         except RequestRejected as exc:
             log.warning("refusing the server's training request: %s", exc)
             return Message(Error(code=REFUSED, reason=f"the gateway refuses: {exc}"), reply_to=msg)

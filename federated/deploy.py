@@ -52,6 +52,12 @@ def gateway_headers(cfg: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def from_gateway(cfg: Any, path: str, **params: Any) -> Any:
+    """What the device's own gateway answers at ``path`` (``gateway-url``, on loopback), with its key."""
+    url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
+    return httpx.get(f"{url}{path}", params=params, headers=gateway_headers(cfg), timeout=30).json()
+
+
 def gateway_labels(context: Context) -> LocalData:
     """This device's labelled vectors: from its gateway over loopback, or from a file."""
     cfg = context.node_config
@@ -59,9 +65,7 @@ def gateway_labels(context: Context) -> LocalData:
     if "labels-file" in cfg:
         with np.load(str(cfg["labels-file"]), allow_pickle=False) as npz:
             return LocalData(npz["x"].astype(np.float32), npz["label"].astype(np.int8))
-    url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
-    headers = gateway_headers(cfg)
-    rows = httpx.get(f"{url}/v1/hybridgate/labels", params={"limit": 10_000}, headers=headers, timeout=30).json()["data"]
+    rows = from_gateway(cfg, "/v1/hybridgate/labels", limit=10_000)["data"]
     rows = [r for r in rows if r.get("embedder") == embedder]
     if not rows:
         return LocalData(np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int8))
@@ -76,9 +80,7 @@ def gateway_node_weights(context: Context) -> tuple[NodeWeights, int] | None:
         return node_weights.file_source(str(cfg["node-weights-file"]))
     if "labels-file" in cfg:
         return None
-    url = str(cfg.get("gateway-url", "http://127.0.0.1:8080")).rstrip("/")
-    headers = gateway_headers(cfg)
-    return node_weights.from_description(httpx.get(f"{url}/v1/hybridgate/nodes", headers=headers, timeout=30).json())
+    return node_weights.from_description(from_gateway(cfg, "/v1/hybridgate/nodes"))
 
 
 client_app = make_client_app(gateway_labels, node_weights=gateway_node_weights)
@@ -90,7 +92,7 @@ def _score_quantiles(msg: Message, context: Context) -> Message:
     vector to score with is checked first (a crafted one could read the labels out, one query at a time)."""
     data = gateway_labels(context)
     try:
-        weights = checked_weights(msg.content["arrays"].to_numpy_ndarrays()[0], int(data.x.shape[1]) if len(data) else None)
+        weights = checked_weights(msg.content["arrays"].to_numpy_ndarrays()[0], data.dim)
     except (RequestRejected, KeyError, IndexError) as exc:
         return Message(Error(code=REFUSED, reason=f"the gateway refuses: {exc}"), reply_to=msg)
     if len(data) < MIN_QUANTILE_LABELS:  # quantiles of a handful of scores would be those scores

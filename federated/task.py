@@ -26,6 +26,11 @@ class LocalData:
     def __len__(self) -> int:
         return len(self.label)
 
+    @property
+    def dim(self) -> int | None:
+        """The vectors' width, None without rows (what the server's vectors must match)."""
+        return int(self.x.shape[1]) if len(self) else None
+
     def training_set(self) -> TrainingSet:
         gain = self.label.astype(np.int8)
         return TrainingSet(self.x.astype(np.float32), self.label.astype(np.int8), gain, ["gateway"] * len(self.label))

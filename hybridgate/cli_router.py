@@ -373,7 +373,8 @@ def compare(
                 ]
                 for label, scores, hscores in baselines:
                     results.append(evaluate_recipe(label, fixed_recipe(scores, baseline_extra, hscores), bench, heldout=held, **protocols))
-            combos = [(k, None, f) for k in kinds for f in ((False,) if k in ("prior-correction", "blend") else (False, True))]
+            # A head that reads the shape features has the text features' signals already.
+            combos = [(k, None, f) for k in kinds for f in ((False,) if getattr(HEADS[k], "needs_shape", False) else (False, True))]
             combos += [(k, p, False) for k, p in variants]
             for kind, params, feats in combos:
                 label = f"{emb.name} · {kind}{' + text features' if feats else ''}"

@@ -346,11 +346,11 @@ class Gateway:
         """This request's energy on each route, before it runs: the local model at its measured joules per token,
         the cloud at its configured ones. An answer without max_tokens counts local.default_max_tokens."""
         n = answer_tokens or self.local.default_max_tokens
+        return {Route.LOCAL: self.energy_rate.expected(prompt_tokens, n), Route.CLOUD: self._cloud_energy(prompt_tokens, n).joules}
+
+    def _cloud_energy(self, prompt_tokens: int, completion_tokens: int) -> Energy:
         e = self.cfg.energy
-        return {
-            Route.LOCAL: self.energy_rate.expected(prompt_tokens, n),
-            Route.CLOUD: cloud_energy(prompt_tokens, n, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token).joules,
-        }
+        return cloud_energy(prompt_tokens, completion_tokens, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token)
 
     async def decide(
         self,
@@ -660,13 +660,10 @@ class Gateway:
         """Each side's energy: the local model's as measured, the cloud's estimated from its tokens."""
         if routing.cache:
             return
-        e = self.cfg.energy
         cloud_usage = routing.collab.cloud if routing.collab is not None else (usage if routing.route is Route.CLOUD else None)
         sides = {"local": routing.energy_local}
         if cloud_usage is not None and (cloud_usage.prompt_tokens or cloud_usage.completion_tokens):
-            sides["cloud"] = cloud_energy(
-                cloud_usage.prompt_tokens, cloud_usage.completion_tokens, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token
-            )
+            sides["cloud"] = self._cloud_energy(cloud_usage.prompt_tokens, cloud_usage.completion_tokens)
         if routing.route is Route.LOCAL and routing.energy_local is not None:
             self.energy_rate.observe(routing.energy_local.joules, usage.prompt_tokens, usage.completion_tokens)
         for side, energy in sides.items():
@@ -712,8 +709,7 @@ class Gateway:
                 log.info("shadow comparison skipped: %s", exc)
                 return
             spent = Usage(theirs.usage.prompt_tokens + verdict.usage.prompt_tokens, theirs.usage.completion_tokens + verdict.usage.completion_tokens)
-            e = self.cfg.energy
-            joules = cloud_energy(spent.prompt_tokens, spent.completion_tokens, e.cloud_joules_per_output_token, e.cloud_joules_per_input_token)
+            joules = self._cloud_energy(spent.prompt_tokens, spent.completion_tokens)
             self.metrics.energy.labels("shadow", "cloud", joules.method).inc(joules.joules)
             await self.state.record_usage(
                 kid, prompt_tokens=spent.prompt_tokens, completion_tokens=spent.completion_tokens,

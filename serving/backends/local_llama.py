@@ -25,7 +25,7 @@ import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
-from hybridgate.serving.energy import DEFAULT_WATTS_PER_CORE, Energy, LocalEnergyMeter, NvmlMeter
+from hybridgate.serving.energy import DEFAULT_WATTS_PER_CORE, LocalEnergyMeter, NvmlMeter, add_energy
 from hybridgate.serving.structured import (
     FLAT_OBJECT_GBNF,
     StructuredOutputError,
@@ -273,8 +273,10 @@ class LlamaBackend:
         if len(choices) == 1:
             return first
         total = Usage(first.usage.prompt_tokens, sum(c.usage.completion_tokens for c in choices))
-        joules = sum(c.energy.joules for c in choices if c.energy is not None)
-        energy = None if first.energy is None else Energy(joules, first.energy.method)
+        energy = None
+        for c in choices:
+            if c.energy is not None:
+                energy = add_energy(energy, c.energy)
         return replace(first, usage=total, alternatives=tuple(choices[1:]), energy=energy)
 
     async def _complete_one(self, tokens: list[int], kwargs: dict[str, Any], params: ChatParams, confidence: bool) -> Completion:
