@@ -50,9 +50,36 @@ class Adapter:
         return {"adapter.ab": np.array([self.a, self.b], dtype=np.float32), "adapter.v": self.v.astype(np.float32)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], rows: int) -> Adapter:
-        ab = np.asarray(arrays["adapter.ab"], dtype=np.float64).reshape(-1)
-        return cls(float(ab[0]), float(ab[1]), np.asarray(arrays["adapter.v"], dtype=np.float32), rows)
+    def from_arrays(cls, arrays: dict[str, np.ndarray], rows: int, prefix: str = "adapter") -> Adapter:
+        ab = np.asarray(arrays[f"{prefix}.ab"], dtype=np.float64).reshape(-1)
+        return cls(float(ab[0]), float(ab[1]), np.asarray(arrays[f"{prefix}.v"], dtype=np.float32), rows)
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, rows: int = 0) -> Adapter:
+        """The correction a logistic head on ``[logit(router score), vector]`` learnt (bias last): how the fleet
+        trains it (:mod:`hybridgate.federated.fleet_adaptation`). The router's ranking may be discounted, never
+        reversed, as in :func:`fit_adapter`."""
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.size < 2 or not np.all(np.isfinite(w)):
+            raise ValueError(f"a correction needs finite weights [a, v..., b], got {w.size} numbers")
+        return cls(max(float(w[0]), 0.0), float(w[-1]), w[1:-1].astype(np.float32), rows)
+
+    def weights(self) -> np.ndarray:
+        """The inverse of :meth:`from_weights`: the start of the fleet's next round of training."""
+        return np.concatenate([[self.a], self.v.astype(np.float64), [self.b]]).astype(np.float32)
+
+    def then(self, step: Adapter) -> Adapter:
+        """This correction followed by ``step`` (trained on this one's scores), as one correction:
+        ``a2 (a1 z + b1 + v1.x) + b2 + v2.x``."""
+        v1 = self.v if self.v.size else np.zeros_like(step.v)
+        v2 = step.v if step.v.size else np.zeros_like(v1)
+        if v1.shape != v2.shape:
+            raise ValueError(f"corrections over {v1.size} and {v2.size} inputs cannot be composed")
+        return Adapter(step.a * self.a, step.a * self.b + step.b, (step.a * v1 + v2).astype(np.float32), self.rows + step.rows)
+
+    @classmethod
+    def identity(cls, dim: int) -> Adapter:
+        return cls(v=np.zeros(dim, dtype=np.float32))
 
 
 def fit_adapter(

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridgate.classifiers.adapt import Adapter
 from hybridgate.classifiers.features import NAMES as FEATURE_NAMES
 from hybridgate.classifiers.heads import HeadError, make_head
 from hybridgate.classifiers.model import RouterModel
@@ -57,6 +58,9 @@ def save_router(model: RouterModel, folder: Path, *, name: str | None = None) ->
     if model.features:
         arrays["features.mean"] = model.feature_mean
         arrays["features.scale"] = model.feature_scale
+    for prefix, adapter in (("fleet", model.fleet), ("fleet_step", model.fleet_step)):
+        if adapter is not None:
+            arrays.update({k.replace("adapter.", f"{prefix}.", 1): v for k, v in adapter.arrays().items()})
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     blob = buf.getvalue()
@@ -140,7 +144,20 @@ def load_router(folder: Path, *, embedder: str | None = None, dim: int | None = 
     if features:
         model.feature_mean = arrays["features.mean"].astype(np.float32)
         model.feature_scale = arrays["features.scale"].astype(np.float32)
+    model.fleet, model.fleet_step = (_correction(folder, arrays, prefix, model.dim) for prefix in ("fleet", "fleet_step"))
+    if model.fleet_step is not None and model.trained_on is None:
+        raise ArtifactError(f"{folder}: a fleet correction step without the router version it was trained on")
     return model
+
+
+def _correction(folder: Path, arrays: dict[str, np.ndarray], prefix: str, dim: int) -> Adapter | None:
+    """The fleet's correction saved under ``prefix``, checked: two finite numbers and one per embedding dimension."""
+    if f"{prefix}.ab" not in arrays:
+        return None
+    ab, v = arrays[f"{prefix}.ab"], arrays.get(f"{prefix}.v")
+    if v is None or ab.size != 2 or v.shape != (dim,) or not (np.all(np.isfinite(ab)) and np.all(np.isfinite(v))):
+        raise ArtifactError(f"{folder}: the {prefix} correction must be 2 + {dim} finite numbers")
+    return Adapter.from_arrays(arrays, 0, prefix)
 
 
 SHIPPED = Path(__file__).resolve().parent / "routers"

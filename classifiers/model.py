@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridgate.classifiers.adapt import Adapter, logit
 from hybridgate.classifiers.features import NAMES as FEATURE_NAMES
 from hybridgate.classifiers.features import feature_matrix
 from hybridgate.classifiers.heads import Head
@@ -27,6 +28,11 @@ class RouterModel:
     feature_mean: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURE_NAMES), dtype=np.float32))
     feature_scale: np.ndarray = field(default_factory=lambda: np.ones(len(FEATURE_NAMES), dtype=np.float32))
     meta: dict[str, Any] = field(default_factory=dict)
+    # The fleet's correction on top of the head (federated, :mod:`hybridgate.federated.deploy`): ``fleet`` is applied
+    # to the head's score; ``fleet_step`` is the last round's part alone, applied to the scores of the router it was
+    # trained on (``meta["fleet"]["trained_on"]``), which is how a gateway judges it on labels made under that router.
+    fleet: Adapter | None = None
+    fleet_step: Adapter | None = None
 
     @property
     def name(self) -> str:
@@ -60,21 +66,55 @@ class RouterModel:
     def score(self, vectors: np.ndarray, texts: Sequence[str], turns: Sequence[int] | None = None) -> np.ndarray:
         return self.score_inputs(self.inputs(vectors, texts, turns))
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether its score needs the query's text beyond the vector (a label keeps only the vector)."""
+        return self.features or self.uses_shape
+
+    @property
+    def trained_on(self) -> str | None:
+        """The router version whose scores ``fleet_step`` was trained on (None for a router without one)."""
+        fleet = self.meta.get("fleet")
+        return str(fleet["trained_on"]) if isinstance(fleet, dict) and fleet.get("trained_on") else None
+
     def score_inputs(self, x: np.ndarray) -> np.ndarray:
         """Scores of rows already turned into inputs (what a label on the device keeps instead of text)."""
-        return np.clip(self.head.score(x), 0.0, 1.0)
+        return self._corrected(np.clip(self.head.score(x), 0.0, 1.0), x)
+
+    def _corrected(self, base: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.fleet is None:
+            return base
+        return np.clip(self.fleet.apply(base, x[:, : self.dim]), 0.0, 1.0)
 
     def score_explained(self, x: np.ndarray) -> tuple[float, list[tuple[str, float]]]:
         """One query's score and the signals that moved its log-odds, largest first (none for a head that
-        cannot say), from a single evaluation of the head."""
+        cannot say), from a single evaluation of the head; the fleet's correction is one more signal."""
         explained = getattr(self.head, "explained", None)
         if explained is None:
-            return float(self.score_inputs(x[:1])[0]), []
-        score, pushes = explained(x[:1])
-        return float(np.clip(score[0], 0.0, 1.0)), list(pushes)
+            base, pushes = float(np.clip(self.head.score(x[:1]), 0.0, 1.0)[0]), []
+        else:
+            raw, pushes = explained(x[:1])
+            base, pushes = float(np.clip(raw[0], 0.0, 1.0)), list(pushes)
+        score = float(self._corrected(np.array([base]), x[:1])[0])
+        if self.fleet is not None:
+            push = float(logit(np.array([score]))[0] - logit(np.array([base]))[0])
+            pushes = sorted([*pushes, ("the fleet's labels", push)], key=lambda p: -abs(p[1]))
+        return score, pushes
 
     def explain(self, x: np.ndarray) -> list[tuple[str, float]]:
         return self.score_explained(x)[1]
+
+    def corrected(self, step: Adapter, **fleet_meta: Any) -> RouterModel:
+        """This router with ``step`` (trained on its scores) on top: the same head and arrays, the fleet's
+        corrections composed into one. The calibration is this router's until the caller sets another."""
+        if step.v.shape != (self.dim,):
+            raise ValueError(f"a correction for this router reads {self.dim}-dimensional vectors, not {step.v.shape}")
+        meta = {k: v for k, v in self.meta.items() if k not in ("version", "arrays", "created", "fleet")}
+        meta["fleet"] = {**fleet_meta, "trained_on": self.version}
+        fleet = (self.fleet or Adapter.identity(self.dim)).then(step)
+        return RouterModel(
+            self.head, self.embedder, self.dim, self.features, self.feature_mean, self.feature_scale, meta, fleet, step
+        )
 
     def threshold_for(self, cloud_share: float) -> float:
         """The score above which ``cloud_share`` of the calibration queries fall."""

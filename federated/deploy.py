@@ -1,15 +1,25 @@
 """The Flower apps for a real federation: gateways as SuperNodes, a SuperLink, ``flwr run``.
 
-``client_app`` reads the gateway's own labels from the gateway on the same
+What the fleet trains is a correction on top of the router its gateways run now
+(the *base*: the shipped default, or the fleet's last published router), the
+same ``z = a * z_router + b + v . vector`` as the on-device adapter
+(:mod:`hybridgate.federated.fleet_adaptation`). A gateway's labels keep the
+router's own score and version when the answer was given, so ``client_app``
+trains on the labels made under the base version only, as rows
+``[logit(base score), vector]``. It reads them from the gateway on the same
 device (``GET /v1/hybridgate/labels`` on loopback; ``gateway-url`` in the
-SuperNode's node config) or from an exported file (``labels-file``), so the
-labels never leave the device: only weights and counts go to the SuperLink.
-After the last round it also answers one query with quantiles of the new
-model's scores on its labels, so the server can calibrate thresholds without
-seeing any score, and with its gateway's node-choice weights (from
-``GET /v1/hybridgate/nodes``, or ``node-weights-file``). ``server_app`` runs the
-strategy named in the run config, pools the node weights (``node_weights.py``)
-and publishes both as a router folder that gateways hot-reload.
+SuperNode's node config) or from an exported file (``labels-file``: an npz of
+``x``, ``label``, ``base_score``, ``router_version``), so the labels never leave
+the device: only weights and counts go to the SuperLink. After the last round it
+also answers one query with quantiles of the corrected scores on its labels, so
+the server can calibrate thresholds without seeing any score, and with its
+gateway's node-choice weights (``GET /v1/hybridgate/nodes``, or
+``node-weights-file``). ``server_app`` runs the strategy named in the run
+config, composes the new correction with the base router's own, pools the node
+weights (``node_weights.py``) and publishes the result as a router folder that
+gateways hot-reload: the base's head and arrays, the fleet's correction, a new
+version. A gateway takes it only if it ranks that gateway's own labels at least
+as well (``serving/router_reload.py``).
 
 Both are referenced from the app folder that ``hybridgate fl server`` writes
 (``hybridgate.federated.deploy:server_app`` and ``...:client_app``).
@@ -27,13 +37,14 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from hybridgate.classifiers.artifact import save_router
-from hybridgate.classifiers.heads import GradientLogisticHead
+from hybridgate.classifiers.adapt import Adapter, logit
+from hybridgate.classifiers.artifact import load_router, save_router
 from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.classifiers.node_weights import NodeWeights
 from hybridgate.federated import node_weights
 from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
 from hybridgate.federated.checks import RequestRejected, checked_weights, pooled_quantiles
+from hybridgate.federated.fleet_adaptation import adapter_inputs, identity
 from hybridgate.federated.task import LocalData, scores
 
 log = logging.getLogger(__name__)
@@ -59,17 +70,55 @@ def from_gateway(cfg: Any, path: str, **params: Any) -> Any:
 
 
 def gateway_labels(context: Context) -> LocalData:
-    """This device's labelled vectors: from its gateway over loopback, or from a file."""
+    """This device's labels made under the base router, as correction rows ``[logit(base score), vector]``: from
+    its gateway over loopback, or from a file. Labels made under another router version (or before labels kept
+    the router's score) say nothing about the base's scores, so they are left out."""
     cfg = context.node_config
-    embedder = str(cfg.get("embedder", "all-MiniLM-L6-v2-static"))
+    base_version = str(context.run_config.get("base-version", ""))
+    if not base_version:
+        raise ValueError("the run names no base-version: which router's scores should the correction be trained on?")
     if "labels-file" in cfg:
-        with np.load(str(cfg["labels-file"]), allow_pickle=False) as npz:
-            return LocalData(npz["x"].astype(np.float32), npz["label"].astype(np.int8))
-    rows = from_gateway(cfg, "/v1/hybridgate/labels", limit=10_000)["data"]
-    rows = [r for r in rows if r.get("embedder") == embedder]
-    if not rows:
+        base, vectors, labels = labels_file(Path(str(cfg["labels-file"])), base_version)
+    else:
+        embedder = str(context.run_config.get("embedder", cfg.get("embedder", "all-MiniLM-L6-v2-static")))
+        rows = [
+            r for r in from_gateway(cfg, "/v1/hybridgate/labels", limit=10_000)["data"]
+            if r.get("embedder") == embedder and r.get("router_version") == base_version
+            and isinstance(r.get("base_score"), (int, float)) and r.get("label") in (0, 1)
+        ]
+        if not rows:
+            return LocalData(np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int8))
+        base = np.asarray([r["base_score"] for r in rows], dtype=np.float64)
+        vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+        labels = np.asarray([r["label"] for r in rows], dtype=np.int8)
+    if len(labels) == 0:
         return LocalData(np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int8))
-    return LocalData(np.asarray([r["vector"] for r in rows], dtype=np.float32), np.asarray([r["label"] for r in rows], dtype=np.int8))
+    return LocalData(adapter_inputs(logit(base), vectors), labels)
+
+
+LABELS_FILE_ARRAYS = ("x", "label", "base_score", "router_version")
+
+
+def labels_file(path: Path, base_version: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base scores, vectors, labels) of an exported labels file, the rows made under ``base_version`` (all rows
+    when None); a ValueError that names the file and what is wrong with it otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k in LABELS_FILE_ARRAYS}
+    except (OSError, EOFError, ValueError, AttributeError) as exc:  # a text file reads as "pickled data"; a .npy has no .files
+        raise ValueError(f"{path}: not a readable npz file ({exc})") from None
+    missing = [k for k in LABELS_FILE_ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: a labels file holds {', '.join(LABELS_FILE_ARRAYS)}; missing {', '.join(missing)}")
+    x, label, base, version = (arrays[k] for k in LABELS_FILE_ARRAYS)
+    n = len(label)
+    version = np.broadcast_to(np.asarray(version).astype(str), (n,))
+    if x.ndim != 2 or x.shape[0] != n or base.shape != (n,):
+        raise ValueError(f"{path}: x, label and base_score must have one row per label")
+    if not (np.isin(label, (0, 1)).all() and np.isfinite(base).all() and np.isfinite(x).all()) or ((base < 0) | (base > 1)).any():
+        raise ValueError(f"{path}: labels must be 0 or 1, base scores in [0, 1], vectors finite")
+    mine = np.ones(n, dtype=bool) if base_version is None else version == base_version
+    return base[mine].astype(np.float64), x[mine].astype(np.float32), label[mine].astype(np.int8)
 
 
 def gateway_node_weights(context: Context) -> tuple[NodeWeights, int] | None:
@@ -121,17 +170,20 @@ def _pooled_quantiles(grid: Grid, weights: np.ndarray) -> list[float] | None:
     return pooled
 
 
-def publish(
-    folder: Path, weights: np.ndarray, embedder: str, meta: dict[str, Any], quantiles: list[float] | None, quantiles_source: str
-) -> dict[str, Any]:
-    """The global head as a router folder in the classifier's safe format."""
-    head = GradientLogisticHead()
-    head.weights = weights.astype(np.float32)
-    model = RouterModel(head, embedder, int(weights.size - 1))
-    model.meta = dict(meta)
+def publish(folder: Path, router: RouterModel, meta: dict[str, Any], quantiles: list[float] | None, quantiles_source: str) -> dict[str, Any]:
+    """``router`` (the base with the fleet's correction) written as a router folder in the classifier's safe format;
+    calibrated by ``quantiles`` when the gateways sent some, else it keeps the base's calibration (and says so)."""
+    router.meta = {**router.meta, **meta}
     if quantiles:
-        model.meta["calibration"] = calibration(quantiles, quantiles_source)
-    return save_router(model, folder, name=str(meta.get("name", "federated")))
+        router.meta["calibration"] = calibration(quantiles, quantiles_source)
+    elif "calibration" in router.meta:
+        router.meta["calibration"] = {**router.meta["calibration"], "source": "the base router's (no gateway sent score quantiles)"}
+    return save_router(router, folder, name=str(meta.get("name", "federated")))
+
+
+def correction_round(base: RouterModel, weights: np.ndarray, **fleet_meta: Any) -> RouterModel:
+    """The base router with the correction the fleet learnt on its scores on top."""
+    return base.corrected(Adapter.from_weights(weights), **fleet_meta)
 
 
 server_app = ServerApp()
@@ -140,7 +192,10 @@ server_app = ServerApp()
 @server_app.main()
 def _server(grid: Grid, context: Context) -> None:
     cfg = context.run_config
-    dim = int(cfg.get("dim", 384))
+    base = load_router(Path(str(cfg["base-router"])))
+    if base.version != str(cfg.get("base-version", "")):
+        raise ValueError(f"the base router is version {base.version}, the run says {cfg.get('base-version')!r}")
+    relative = float(cfg.get("relative-norm", 0.0))
     plan = ServerPlan(
         strategy=str(cfg.get("strategy", "fedavg")),
         rounds=int(cfg.get("num-server-rounds", 3)),
@@ -148,7 +203,8 @@ def _server(grid: Grid, context: Context) -> None:
         lr=float(cfg.get("lr", 0.5)),
         proximal_mu=float(cfg.get("proximal-mu", 0.1)),
         max_update_norm=float(cfg.get("max-update-norm", 10.0)),
-        initial=np.zeros(dim + 1, dtype=np.float32),
+        relative_norm=relative if relative > 0 else None,
+        initial=identity(base.dim),
         expected_clients=int(cfg.get("min-clients", 2)),
     )
     weights = run_plan(grid, plan)
@@ -156,15 +212,14 @@ def _server(grid: Grid, context: Context) -> None:
     log.warning("node weights: %s from %d of %d gateways", None if fleet is None else fleet.as_dict(), pooled["used"], pooled["asked"])
     out = str(cfg.get("publish-dir", ""))
     if out:
-        meta: dict[str, Any] = {
-            "name": str(cfg.get("router-name", "federated")),
-            "training": {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
-                         "rejected_updates": len(plan.rejected)},
-        }
+        training = {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
+                    "rejected_updates": len(plan.rejected), "base": {"name": base.name, "version": base.version}}
+        router = correction_round(base, weights, rounds=plan.rounds, clients=plan.expected_clients)
+        meta: dict[str, Any] = {"name": str(cfg.get("router-name", "federated")), "training": {**base.meta.get("training", {}), **training}}
         if fleet is not None:
             meta["node_weights"] = {**fleet.as_dict(), "gateways": pooled["used"], "answers": pooled["answers"]}
         header = publish(
-            Path(out), weights, str(cfg.get("embedder", "all-MiniLM-L6-v2-static")), meta, _pooled_quantiles(grid, weights),
+            Path(out), router, meta, _pooled_quantiles(grid, weights),
             "gateways' score quantiles under this model, averaged by label count",
         )
-        log.warning("published router %s version %s to %s", header["name"], header["version"], out)
+        log.warning("published router %s version %s to %s (on top of %s)", header["name"], header["version"], out, base.version)

@@ -9,9 +9,9 @@ same correction as the on-device adapter (:mod:`hybridgate.classifiers.adapt`),
 so the federation is the same FedAvg of one small vector as the routing head's;
 the result can be published beside the shipped router as its adapter.
 
-Three figures for one setting: the shipped router unchanged, each gateway
-adapting alone on its own labels (the on-device adapter), and the fleet adapting
-together. The transfer setting is the routing benchmark's: the shipped router is
+Four figures for one setting: the shipped router unchanged, each gateway
+adapting alone on its own labels (the on-device adapter), the fleet adapting
+together, and the same correction trained on all the fleet's labels pooled. The transfer setting is the routing benchmark's: the shipped router is
 fitted without a fold's subjects, and the gateways' traffic comes from them.
 """
 
@@ -27,9 +27,11 @@ from hybridgate.classifiers.adapt import fit_adapter, logit
 from hybridgate.classifiers.data import RoutingData
 from hybridgate.classifiers.metrics import routing_curve
 from hybridgate.classifiers.protocols import FOLDS, Bench
-from hybridgate.classifiers.training import fit_router
+from hybridgate.classifiers.model import RouterModel
+from hybridgate.classifiers.training import fit_router, out_of_fold_scores
 from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.simulation import Evaluator, run_federation
+from hybridgate.federated.task import LocalData, local_train, scores
 
 
 def adapter_inputs(z_router: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -70,22 +72,54 @@ def fleet_adaptation(s: Setting, plan: ServerPlan) -> dict[str, Any]:
             adapter = fit_adapter(s.score_train[mine], s.x_train[mine], s.labels[mine])
             alone.append(_apgr(adapter.apply(s.score_test, s.x_test), s.test))
     plan.initial = identity(s.x_train.shape[1])
-    res = run_federation(
-        adapter_inputs(logit(s.score_train), s.x_train), s.labels, s.gateways, s.k,
-        Evaluator(adapter_inputs(logit(s.score_test), s.x_test), s.test), plan,
-    )
+    rows, test_rows = adapter_inputs(logit(s.score_train), s.x_train), adapter_inputs(logit(s.score_test), s.x_test)
+    res = run_federation(rows, s.labels, s.gateways, s.k, Evaluator(test_rows, s.test), plan)
     federated = res.plan.history[-1]["apgr"] if res.plan.history else float("nan")
+    # The same correction trained on every gateway's labels pooled, with as many steps as the federation took.
+    pooled = local_train(plan.initial, LocalData(rows, s.labels), epochs=plan.rounds * plan.local_epochs, lr=plan.lr)
+    central = _apgr(scores(pooled, test_rows), s.test)
     per_gateway = np.bincount(s.gateways, minlength=s.k)
     return {
         "shipped": round(shipped, 4),
         "alone": round(float(np.mean(alone)), 4) if alone else float("nan"),
         "alone_worst": round(float(np.min(alone)), 4) if alone else float("nan"),
         "federated": round(float(federated), 4),
+        "central": round(central, 4),
         "gateways": s.k,
         "labels_per_gateway": [int(per_gateway.min()), int(per_gateway.max())],
         "wall_s": round(res.wall_s, 1),
         "bytes_per_gateway_round": res.bytes_per_gateway_round,
     }
+
+
+@dataclass
+class Shipped:
+    """The router that ships, fitted on the training split, and what a gateway's label would record as its score:
+    for each training query the score of the router fitted without it (5 folds), since a gateway's traffic is
+    new to the router; the test queries are scored by the router itself."""
+
+    model: RouterModel
+    train_scores: np.ndarray
+    test_scores: np.ndarray
+
+    def inputs(self, x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The correction's rows ``[logit(score), vector]`` for the training and the test queries."""
+        return adapter_inputs(logit(self.train_scores), x_train), adapter_inputs(logit(self.test_scores), x_test)
+
+
+def shipped_in_distribution(train: RoutingData, x_train: np.ndarray, test: RoutingData, x_test: np.ndarray, embedder: str) -> Shipped:
+    model = fit_router(train, x_train, "blend", None, embedder=embedder)
+    held = out_of_fold_scores(train, x_train, "blend", None, embedder=embedder, features=False)
+    return Shipped(model, held, model.score(x_test, list(test.prompts)))
+
+
+def subdivide(gateways: np.ndarray, factor: int, keys: list[str]) -> np.ndarray:
+    """Each gateway's rows dealt to ``factor`` smaller gateways by a hash of the row (households of the same kind of
+    use): more gateways, the partition's skew kept, for user-level DP where each gateway is one vote."""
+    if factor <= 1:
+        return gateways
+    sub = np.array([int(k[:8], 16) % factor for k in keys], dtype=np.int64)
+    return gateways * factor + sub
 
 
 def spread(n: int, per_gateway: int, seed: int = 0) -> tuple[np.ndarray, int]:

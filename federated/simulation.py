@@ -139,10 +139,12 @@ def run_federation(
 
 
 def central_and_local(
-    x_train: np.ndarray, labels: np.ndarray, gateways: np.ndarray, k: int, evaluator: Evaluator, epochs: int, lr: float
+    x_train: np.ndarray, labels: np.ndarray, gateways: np.ndarray, k: int, evaluator: Evaluator, epochs: int, lr: float,
+    start: np.ndarray | None = None,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """The same head trained on all rows together, and on each gateway's rows alone."""
-    zero = np.zeros(x_train.shape[1] + 1, dtype=np.float32)
+    """The same head trained on all rows together, and on each gateway's rows alone, from ``start`` (zeros: a
+    head from scratch; the identity correction: the shipped router)."""
+    zero = np.zeros(x_train.shape[1] + 1, dtype=np.float32) if start is None else start
     central = evaluator(0, local_train(zero, LocalData(x_train, labels), epochs=epochs, lr=lr))
     local = []
     for g in range(k):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +29,40 @@ def simulate(
     local_epochs: int = typer.Option(5, "--local-epochs", min=1),
     lr: float = typer.Option(0.5, "--lr"),
     attack_share: float = typer.Option(0.2, "--attack", help="Share of poisoned gateways for the attack rows (0: skip them)."),
+    relative_norm: float = typer.Option(
+        3.0, "--relative-norm", min=0.0,
+        help="The robust rows refuse updates over this many times the round's median update, before the trimmed mean (0: no filter).",
+    ),
     embedder: str = typer.Option("all-MiniLM-L6-v2-static", "--embedder"),
-    publish: Path | None = typer.Option(None, "--publish", help="Write the FedAvg global router here (gateways with router.watch_s pick it up)."),
-    dp_noise: float = typer.Option(4.0, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
+    publish: Path | None = typer.Option(
+        None, "--publish", help="Write the shipped router with the FedAvg correction here (gateways with router.watch_s pick it up)."
+    ),
+    dp_noise: float = typer.Option(2.2, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
     dp_clip: float = typer.Option(0.5, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
+    dp_split: int = typer.Option(
+        5, "--dp-split", min=1, help="The DP row splits each gateway into this many (user-level DP: more gateways, less noise each)."
+    ),
+    dp_rounds: int = typer.Option(10, "--dp-rounds", min=1, help="Rounds of the DP row (fewer rounds, less privacy spent)."),
+    dp_local_epochs: int = typer.Option(20, "--dp-local-epochs", min=1),
     personal_epochs: int = typer.Option(20, "--personal-epochs", help="Local steps of the personalized row."),
     fleet_labels: int = typer.Option(
         15, "--fleet-labels", min=0,
         help="Labels per gateway in the fleet-adaptation rows (traffic of subjects the shipped router never saw; 0: skip them).",
     ),
 ) -> None:
-    """The federated benchmark: central, federated (FedAvg, FedProx), local-only, and under attack (FedAvg, trimmed mean)."""
+    """The federated benchmark of the router that ships: its correction by the fleet's labels, central, federated
+    (FedAvg, FedProx, DP), each gateway alone, under two attacks (FedAvg, trimmed mean behind a norm filter),
+    personalized, and on subjects the router never saw (fleet adaptation)."""
     need_extra("fl", "fl simulate")
     from rich.console import Console
-    from rich.table import Table
 
     from hybridgate.classifiers.data import DataError, load_routing_data
     from hybridgate.classifiers.embedder import EmbedderError, load_embedder
     from hybridgate.classifiers.embedding_cache import embed_cached
+    from hybridgate.classifiers.metrics import routing_curve
     from hybridgate.classifiers.static_vectors import cache_root
     from hybridgate.federated.apps import ServerPlan
+    from hybridgate.federated.fleet_adaptation import identity, shipped_in_distribution, subdivide
     from hybridgate.federated.partition import assign
     from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, poisoned_gateways, run_federation
 
@@ -55,6 +70,8 @@ def simulate(
         fail("--partition must be by-subject or iid")
     if not 0.0 <= attack_share < 0.5:
         fail("--attack is a share of gateways in [0, 0.5)")
+    if 0 < relative_norm <= 1:
+        fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for no filter)")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     try:
@@ -68,14 +85,21 @@ def simulate(
     cache = cache_root() / "embeddings"
     x_tr = embed_cached(emb, list(train.prompts), cache, "training prompts")
     x_te = embed_cached(emb, list(test.prompts), cache, "test prompts")
-    evaluator = Evaluator(x_te, test)
+    console = Console(width=150)
+    console.print("fitting the router that ships (the default head) on the training split, and its scores of new queries")
+    shipped = shipped_in_distribution(train, x_tr, test, x_te, emb.name)
+    x_in, x_in_te = shipped.inputs(x_tr, x_te)
+    start = identity(x_tr.shape[1])
+    evaluator = Evaluator(x_in_te, test)
     parts = assign(train.prompts, train.groups, gateways, partition)  # type: ignore[arg-type]
     labels = train.label
-    console = Console(width=150)
     results: dict[str, Any] = {}
     curves: dict[str, list[float]] = {}
 
-    central, local = central_and_local(x_tr, labels, parts, gateways, evaluator, epochs=rounds * local_epochs, lr=lr)
+    s = routing_curve(shipped.test_scores, test.weak, test.strong, test.sha256).summary()
+    results["shipped"] = {"apgr": round(float(s["apgr"] or 0.0), 4), "cpt50": s["cpt50"] or 1.0, "cpt80": s["cpt80"] or 1.0,
+                          "rounds": 0, "bytes_per_gateway_round": 0}
+    central, local = central_and_local(x_in, labels, parts, gateways, evaluator, epochs=rounds * local_epochs, lr=lr, start=start)
     results["central"] = {**central, "rounds": 0, "bytes_per_gateway_round": 0}
     local_apgr = [r["apgr"] for r in local]
     results["local_only"] = {
@@ -87,73 +111,109 @@ def simulate(
         "rounds": 0,
         "bytes_per_gateway_round": 0,
     }
-    runs: list[tuple[str, str, Flipped | None, float]] = [("federated", "fedavg", None, 0.0), ("federated_fedprox", "fedprox", None, 0.0)]
+    filt = relative_norm if relative_norm > 0 else None
+    runs: list[_Run] = [_Run("federated", "fedavg"), _Run("federated_fedprox", "fedprox")]
     if dp_noise > 0:
-        runs.append(("federated_dp", "fedavg", None, dp_noise))
+        runs.append(_Run("federated_dp", "fedavg", noise=dp_noise, split=dp_split, rounds=dp_rounds, local_epochs=dp_local_epochs))
     if attack_share > 0:
-        bad = Flipped(poisoned_gateways(gateways, attack_share))
-        runs += [("attack_fedavg", "fedavg", bad, 0.0), ("attack_trimmed_mean", "trimmed-mean", bad, 0.0)]
-    global_weights = None
-    for name, strategy, attack, noise in runs:
-        console.print(f"[bold]{name}[/]: {strategy}, {gateways} gateways, {rounds} rounds")
+        bad = poisoned_gateways(gateways, attack_share)
+        flipped, under = Flipped(bad), Flipped(bad, scale=2.9)  # under: just below a 3 x-median filter
+        runs += [
+            _Run("attack_fedavg", "fedavg", attack=flipped), _Run("attack_robust", "trimmed-mean", attack=flipped, relative_norm=filt),
+            _Run("attack2_fedavg", "fedavg", attack=under), _Run("attack2_robust", "trimmed-mean", attack=under, relative_norm=filt),
+        ]
+    correction = None
+    for run in runs:
+        k = gateways * run.split
+        run_parts = subdivide(parts, run.split, train.sha256)
+        n_rounds, n_epochs = run.rounds or rounds, run.local_epochs or local_epochs
+        console.print(f"[bold]{run.name}[/]: {run.strategy}, {k} gateways, {n_rounds} rounds")
         plan = ServerPlan(
-            strategy=strategy, rounds=rounds, local_epochs=local_epochs, lr=lr, max_update_norm=1e9 if attack or noise else 10.0,
-            dp_noise=noise, dp_clip=dp_clip,
+            strategy=run.strategy, rounds=n_rounds, local_epochs=n_epochs, lr=lr,
+            max_update_norm=1e9 if run.attack or run.noise else 10.0, relative_norm=run.relative_norm,
+            dp_noise=run.noise, dp_clip=dp_clip, initial=start,
         )
-        res = run_federation(x_tr, labels, parts, gateways, evaluator, plan, attack=attack)
+        res = run_federation(x_in, labels, run_parts, k, evaluator, plan, attack=run.attack)
         last = res.plan.history[-1] if res.plan.history else {"apgr": float("nan"), "cpt50": 1.0, "cpt80": 1.0}
-        results[name] = {
-            "strategy": strategy,
+        results[run.name] = {
+            "strategy": run.strategy + (f" + {run.relative_norm} x median filter" if run.relative_norm else ""),
             "apgr": last["apgr"],
             "cpt50": last["cpt50"],
             "cpt80": last["cpt80"],
-            "rounds": rounds,
+            "rounds": n_rounds,
+            "gateways": k,
             "bytes_per_gateway_round": res.bytes_per_gateway_round,
             "wall_s": round(res.wall_s, 1),
             "rejected_updates": len(res.plan.rejected),
-            **({"poisoned_gateways": sorted(attack.poisoned)} if attack else {}),
-            **({"epsilon": round(res.plan.epsilon or float("nan"), 2), "delta": res.plan.dp_delta, "noise_multiplier": noise, "clip": dp_clip} if noise else {}),
+            **({"poisoned_gateways": sorted(run.attack.poisoned), "attack_scale": run.attack.scale} if run.attack else {}),
+            **({"epsilon": round(res.plan.epsilon or float("nan"), 2), "delta": res.plan.dp_delta, "noise_multiplier": run.noise,
+                "clip": dp_clip, "local_epochs": n_epochs} if run.noise else {}),
         }
-        if name == "federated":
-            global_weights = res.plan.final
-        curves[name] = [h["apgr"] for h in res.plan.history if h["round"] > 0]
-        if name == "federated" and publish is not None and res.plan.final is not None:
-            header = _publish(publish, res.plan.final, emb, x_tr, results[name], partition, gateways)
-            console.print(f"published router {header['name']} version {header['version']} to {publish}")
+        curves[run.name] = [h["apgr"] for h in res.plan.history if h["round"] > 0]
+        if run.name == "federated":
+            correction = res.plan.final
 
-    if global_weights is not None:
+    if correction is not None:
         from hybridgate.federated.simulation import personalize
 
-        p = personalize(global_weights, x_tr, labels, parts, train, test, x_te, gateways, partition,  # type: ignore[arg-type]
+        p = personalize(correction, x_in, labels, parts, train, test, x_in_te, gateways, partition,  # type: ignore[arg-type]
                         epochs=personal_epochs, lr=lr)
         results["personalized"] = {
             "apgr": p["apgr_personalized_own"], "apgr_global_same_questions": p["apgr_global_own"],
             "cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "bytes_per_gateway_round": 0, **p,
         }
+        if publish is not None:
+            header = _publish(publish, shipped.model, correction, x_in, results["federated"], partition, gateways)
+            console.print(f"published router {header['name']} version {header['version']} to {publish}")
     if fleet_labels > 0:
         fleet = _fleet_adaptation(rows, emb, cache, fleet_labels, rounds, local_epochs, lr, console)
         if fleet is not None:
             results.update(fleet)
-    table = Table(title=f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions")
+    _print_table(console, f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions", results)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "partition": partition, "gateways": gateways, "rounds": rounds, "local_epochs": local_epochs, "embedder": emb.name,
+        "what_federates": "a correction on top of the shipped router (blend): z = a * logit(router score) + b + v . vector",
+        **results,
+    }
+    (out / "simulate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _plot(out / "apgr_rounds.png", curves, results, partition)
+    typer.echo(f"wrote {out / 'simulate.json'} and {out / 'apgr_rounds.png'}")
+
+
+@dataclass
+class _Run:
+    """One federation of the table: its row name, strategy, and what differs from the plain run."""
+
+    name: str
+    strategy: str
+    attack: Any = None
+    relative_norm: float | None = None
+    noise: float = 0.0
+    split: int = 1
+    rounds: int | None = None
+    local_epochs: int | None = None
+
+
+def _print_table(console: Any, title: str, results: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
     for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "wall"):
         table.add_column(col, justify="left" if col == "router" else "right")
+
+    def pct(v: float) -> str:
+        return "—" if v != v else f"{v * 100:.0f} %"
+
     for name, r in results.items():
         apgr = f"{r['apgr']:.3f}" + (f" (worst {r['apgr_worst']:.3f})" if "apgr_worst" in r else "")
         apgr += f" (ε {r['epsilon']:.1f})" if "epsilon" in r else ""
         apgr += f" (global {r['apgr_global_same_questions']:.3f})" if "apgr_global_same_questions" in r else ""
-        def pct(v: float) -> str:
-            return "—" if v != v else f"{v * 100:.0f} %"
-
         table.add_row(
             name, apgr, pct(r["cpt50"]), pct(r["cpt80"]), str(r["rounds"]),
             str(r["bytes_per_gateway_round"]), f"{r.get('wall_s', 0):.0f} s",
         )
     console.print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"partition": partition, "gateways": gateways, "rounds": rounds, "local_epochs": local_epochs, "embedder": emb.name, **results}
-    (out / "simulate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    _plot(out / "apgr_rounds.png", curves, results, partition)
-    typer.echo(f"wrote {out / 'simulate.json'} and {out / 'apgr_rounds.png'}")
 
 
 def _fleet_adaptation(
@@ -175,11 +235,12 @@ def _fleet_adaptation(
     for k, setting in transfer_fleets(rows, x, emb.name, per_gateway):
         console.print(f"[bold]fleet adaptation[/], fold {k}: {setting.k} gateways of about {per_gateway} labels of unseen subjects")
         folds.append({"fold": k, **fleet_adaptation(setting, ServerPlan(rounds=rounds, local_epochs=local_epochs, lr=lr))})
-    mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "alone", "alone_worst", "federated")}
+    mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "alone", "alone_worst", "federated", "central")}
     common = {"cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "labels_per_gateway": per_gateway, "folds": folds}
     return {
         "fleet_shipped": {"apgr": mean["shipped"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
         "fleet_alone": {"apgr": mean["alone"], "apgr_worst": mean["alone_worst"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
+        "fleet_central": {"apgr": mean["central"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
         "fleet_federated": {
             "apgr": mean["federated"], **common, "bytes_per_gateway_round": folds[0]["bytes_per_gateway_round"],
             "wall_s": round(sum(f["wall_s"] for f in folds), 1),
@@ -187,20 +248,27 @@ def _fleet_adaptation(
     }
 
 
-def _publish(folder: Path, weights: Any, emb: Any, x_train: Any, metrics: dict[str, Any], partition: str, gateways: int) -> dict[str, Any]:
-    """The FedAvg global head, written the way ``fl server`` writes it. The calibration quantiles come from
-    the pooled training vectors, which only a simulation has; a deployed server pools the gateways' own."""
+def _publish(folder: Path, shipped: Any, weights: Any, x_rows: Any, metrics: dict[str, Any], partition: str, gateways: int) -> dict[str, Any]:
+    """The shipped router with the FedAvg correction on top, written the way ``fl server`` writes it. The calibration
+    quantiles come from the pooled training rows, which only a simulation has; a deployed server pools the gateways' own."""
     from hybridgate.classifiers.model import score_quantiles
-    from hybridgate.federated.deploy import publish
+    from hybridgate.federated.deploy import correction_round, publish
     from hybridgate.federated.task import scores
 
     meta = {
         "name": f"federated-{partition}-{gateways}",
-        "training": {"federated": True, "partition": partition, "gateways": gateways, "rounds": metrics["rounds"], "strategy": metrics["strategy"]},
+        "training": {**shipped.meta.get("training", {}), "federated": True, "partition": partition, "gateways": gateways,
+                     "rounds": metrics["rounds"], "strategy": metrics["strategy"]},
         "metrics": {"split": "test", "apgr": metrics["apgr"], "cpt50": metrics["cpt50"], "cpt80": metrics["cpt80"]},
     }
-    quantiles = score_quantiles(scores(weights, x_train))
-    return publish(folder, weights, emb.name, meta, quantiles, "pooled training vectors (simulation)")
+    import tempfile
+
+    from hybridgate.classifiers.artifact import save_router
+
+    with tempfile.TemporaryDirectory() as tmp:  # the base's version, which the correction records it was trained on
+        save_router(shipped, Path(tmp), name="shipped")
+    router = correction_round(shipped, weights, rounds=metrics["rounds"], clients=gateways)
+    return publish(folder, router, meta, score_quantiles(scores(weights, x_rows)), "pooled training rows (simulation)")
 
 
 def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], partition: str) -> None:
@@ -212,11 +280,12 @@ def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], p
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for name, ys in curves.items():
         ax.plot(range(1, len(ys) + 1), ys, label=name)
+    ax.axhline(results["shipped"]["apgr"], color="tab:red", linestyle="-.", label="shipped router")
     ax.axhline(results["central"]["apgr"], color="black", linestyle="--", label="central")
     ax.axhline(results["local_only"]["apgr"], color="grey", linestyle=":", label="local-only (mean)")
     ax.set_xlabel("round")
     ax.set_ylabel("APGR on the test split")
-    ax.set_title(f"federated router, {partition} partition")
+    ax.set_title(f"the fleet's correction of the shipped router, {partition} partition")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -253,11 +322,13 @@ lr = 0.5
 proximal-mu = 0.1
 max-update-norm = 10.0
 min-clients = 2
-dim = 384
 embedder = "all-MiniLM-L6-v2-static"
 publish-dir = ""
 router-name = "federated"
 node-weights-min-answers = 20
+base-router = ""
+base-version = ""
+relative-norm = 0.0
 """
 
 
@@ -291,10 +362,19 @@ def _bin(name: str) -> str:
 @fl_app.command()
 def server(
     publish: Path = typer.Option(..., "--publish", help="Folder the new global router is written to (gateways watch it)."),
+    base_router: str | None = typer.Option(
+        None, "--base-router",
+        help="The router the gateways run now, which the fleet's correction goes on top of: a folder or a shipped name "
+        "(default: the router already in --publish, else the shipped default).",
+    ),
     rounds: int = typer.Option(3, "--rounds", min=1),
     min_clients: int = typer.Option(2, "--min-clients", min=1, help="Gateways that must be connected before a round starts."),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox, trimmed-mean or multikrum."),
     local_epochs: int = typer.Option(5, "--local-epochs", min=1),
+    relative_norm: float = typer.Option(
+        0.0, "--relative-norm", min=0.0,
+        help="Refuse an update that moves the model more than this many times the round's median update (0: off; 3 is a good value).",
+    ),
     node_weights_min_answers: int = typer.Option(
         20, "--node-weights-min-answers", min=0, help="A gateway's node weights count in the fleet's once learnt from this many answers."
     ),
@@ -311,10 +391,18 @@ def server(
     import tempfile
     import time
 
+    from hybridgate.classifiers.artifact import ArtifactError, load_router, resolve_router
     from hybridgate.federated.apps import STRATEGIES
 
     if strategy not in STRATEGIES:
         fail(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    if 0 < relative_norm <= 1:
+        fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for off)")
+    base_path = resolve_router(base_router if base_router else (publish if (publish / "router.json").is_file() else None)).resolve()
+    try:
+        base = load_router(base_path)
+    except ArtifactError as exc:
+        fail(f"--base-router: {exc}")
     env = _flower_env()
     with tempfile.TemporaryDirectory(prefix="hybridgate-flwr-") as tmp:
         home = Path(tmp) / "home"
@@ -336,9 +424,13 @@ def server(
                 fail(f"the SuperLink exited with code {link.returncode}")
             run_config = (
                 f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
-                f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers}'
+                f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers} '
+                f'base-router="{base_path}" base-version="{base.version}" embedder="{base.embedder}" relative-norm={relative_norm}'
             )
-            typer.echo(f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds", err=True)
+            typer.echo(
+                f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds of a correction "
+                f"on top of {base.name}@{base.version}", err=True,
+            )
             done = subprocess.run(
                 [_bin("flwr"), "run", str(app_dir), "hybridgate", "--run-config", run_config, "--stream"],
                 env=env, timeout=timeout, check=False,
@@ -363,7 +455,9 @@ def client(
     api_key_file: Path | None = typer.Option(
         None, "--api-key-file", help="A file holding a key of that gateway, if it has keys (or set HYBRIDGATE_API_KEY)."
     ),
-    labels_file: Path | None = typer.Option(None, "--labels-file", help="Train on an exported .npz (x, label) instead."),
+    labels_file: Path | None = typer.Option(
+        None, "--labels-file", help="Train on an exported .npz instead (x, label, base_score, router_version: one row per label)."
+    ),
     node_weights_file: Path | None = typer.Option(
         None, "--node-weights-file", help="Send the node-choice weights saved from GET /v1/hybridgate/nodes (with --labels-file)."
     ),
@@ -371,6 +465,13 @@ def client(
 ) -> None:
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
     need_extra("fl", "fl client")
+    if labels_file is not None:
+        from hybridgate.federated.deploy import labels_file as read_labels
+
+        try:
+            read_labels(labels_file)
+        except ValueError as exc:
+            fail(str(exc))
     node_config = f'labels-file="{labels_file.resolve()}"' if labels_file else f'gateway-url="{gateway_url}"'
     # The key never goes on the SuperNode's command line (every local user can read it there): it stays in this
     # process's environment, which the SuperNode and its ClientApp inherit, or in a file named here.

@@ -4,8 +4,11 @@ The watcher polls the router folder's header. A new version is loaded and
 verified (hash, embedder), then compared with the one in use on this device's
 own labels (ROC AUC of "the cloud was needed"): it replaces the current one
 unless it is worse by more than ``tolerance``; the previous one is kept, so a
-version that turns out worse can be rolled back. With too few labels to judge,
-the new version is taken (the server validated it on its side).
+version that turns out worse can be rolled back. The fleet's correction of the
+router in use is judged exactly, from the score each labelled query got then;
+another router only when neither reads the query's text (labels keep none).
+With too few labels to judge, the new version is taken (the server validated it
+on its side).
 """
 
 from __future__ import annotations
@@ -121,12 +124,27 @@ class RouterWatcher:
         return True
 
     async def _compare(self, old: RouterModel, new: RouterModel) -> tuple[float | None, float | None, int]:
-        rows = [r for r in await self.state.labels(10_000) if r.get("embedder") == self.scorer.embedder.name]
-        if len(rows) < MIN_LABELS:
-            return None, None, len(rows)
+        """Both routers' ROC AUC on this device's labels, or None where they cannot be judged fairly here."""
+        rows = [
+            r for r in await self.state.labels(10_000)
+            if r.get("embedder") == self.scorer.embedder.name and r.get("label") in (0, 1)
+            and isinstance(r.get("vector"), list) and len(r["vector"]) == old.dim
+        ]
+        if new.fleet_step is not None and new.trained_on == old.version:
+            # The fleet's correction of the router in use: exact on the labels made under it, from the score each
+            # query got then (the text, which the router reads and a label does not keep, is in that score).
+            rows = [r for r in rows if r.get("router_version") == old.version and isinstance(r.get("base_score"), (int, float))]
+            if len(rows) < MIN_LABELS:
+                return None, None, len(rows)
+            base = np.asarray([float(r["base_score"]) for r in rows])
+            x = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+            y = np.asarray([int(r["label"]) for r in rows])
+            return auc(base, y), auc(new.fleet_step.apply(base, x), y), len(rows)
+        if old.reads_text or new.reads_text or len(rows) < MIN_LABELS:
+            return None, None, len(rows)  # labels keep no text: a router that reads it cannot be scored on them
         x = np.asarray([r["vector"] for r in rows], dtype=np.float32)
         y = np.asarray([int(r["label"]) for r in rows])
-        texts = [""] * len(rows)  # labels keep no text: text features, if any, see an empty string for both routers
+        texts = [""] * len(rows)
         return auc(old.score(x, texts), y), auc(new.score(x, texts), y), len(rows)
 
     def start(self) -> None:

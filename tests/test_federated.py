@@ -76,15 +76,19 @@ def test_simulate_cli_writes_the_table_and_publishes_a_loadable_router(tmp_path:
     result = CliRunner().invoke(
         app,
         ["fl", "simulate", "--data", str(FIXTURE), "--weak", "small-model", "--strong", "large-model",
-         "--gateways", "3", "--rounds", "2", "--attack", "0", "--out", str(out), "--publish", str(pub)],
+         "--gateways", "3", "--rounds", "2", "--attack", "0", "--dp-split", "2", "--dp-rounds", "2", "--dp-local-epochs", "2",
+         "--out", str(out), "--publish", str(pub)],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "simulate.json").read_text())
-    assert {"central", "federated", "federated_fedprox", "local_only"} <= set(summary)
-    assert all({"apgr", "cpt50", "cpt80"} <= set(summary[k]) for k in ("central", "federated", "local_only"))
+    assert {"shipped", "central", "federated", "federated_fedprox", "federated_dp", "local_only"} <= set(summary)
+    assert all({"apgr", "cpt50", "cpt80"} <= set(summary[k]) for k in ("shipped", "central", "federated", "local_only"))
+    assert summary["federated_dp"]["gateways"] == 6 and summary["federated_dp"]["epsilon"] > 0
+    assert summary["federated"]["bytes_per_gateway_round"] == 2 * 386 * 4  # the correction: a, b and one weight a dimension
     assert (out / "apgr_rounds.png").read_bytes()[:4] == b"\x89PNG"
+    # What it publishes is the router that ships with the fleet's correction on top, not another head.
     model = load_router(pub, embedder="all-MiniLM-L6-v2-static", dim=384)
-    assert model.meta["training"]["federated"] is True and model.head.kind == "gd-logistic"
+    assert model.meta["training"]["federated"] is True and model.head.kind == "blend" and model.fleet is not None
 
 
 def test_differential_privacy_reports_its_epsilon(split: tuple) -> None:
