@@ -1,12 +1,13 @@
 """How far does one machine simulate a fleet? Many gateways, many rounds, with Flower's simulation runtime.
 
 One FedAvg federation of ``--gateways`` simulated gateways (MMLU's train split
-spread over them by subject) for ``--rounds`` rounds, with Ray's start-up
-included in the wall time; memory is the peak resident set of this process and
+spread over them by subject) for ``--rounds`` rounds, training what a real fleet
+trains (the correction on top of the shipped router, ``fl simulate``'s rows), with
+Ray's start-up included in the wall time (fitting the router beforehand is not); memory is the peak resident set of this process and
 every process it started (Ray's workers), sampled every 0.2 s. Prints a table
 and writes ``bench/results/fl_scale.json``.
 
-    python bench/fl_scale.py [--gateways 100] [--rounds 30] [--data ../shared/data/routellm-mmlu/responses]
+    python bench/fl_scale.py [--gateways 100] [--rounds 30] [--data ../shared/data/routellm-mmlu/responses] [--out F]
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from rich.table import Table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
-from mmlu import add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
+from hybridgate.federated.fleet_adaptation import identity, shipped_in_distribution  # noqa: E402
+from mmlu import EMBEDDER, add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
 from hybridgate.federated.partition import assign  # noqa: E402
 from hybridgate.federated.simulation import Evaluator, run_federation  # noqa: E402
 
@@ -73,10 +75,11 @@ def main() -> None:
     rows = load(args)
     train, test = rows.subset("train"), rows.subset("test")
     x_tr, x_te = static_vectors(train.prompts, "training prompts"), static_vectors(test.prompts, "test prompts")
+    rows_tr, rows_te = shipped_in_distribution(train, x_tr, test, x_te, EMBEDDER).inputs(x_tr, x_te)
     parts = assign(train.prompts, train.groups, args.gateways, args.partition)
-    plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs)
+    plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, initial=identity(x_tr.shape[1]))
     with PeakMemory() as mem:
-        res = run_federation(x_tr, train.label, parts, args.gateways, Evaluator(x_te, test), plan)
+        res = run_federation(rows_tr, train.label, parts, args.gateways, Evaluator(rows_te, test), plan)
     last = res.plan.history[-1]
     row = {
         "gateways": args.gateways, "rounds": args.rounds, "partition": args.partition, "local_epochs": args.local_epochs,

@@ -1,13 +1,16 @@
-"""Does the fleet's correction keep its gain under differential privacy? The transfer folds as fleets, with DP.
+"""Does the fleet's correction keep its gain under differential privacy? The transfer folds as fleets, with DP,
+for several noise levels: privacy spent (ε) against APGR, as a curve.
 
 For each of the routing benchmark's 5 transfer folds: the default router fitted
 without the fold's subjects, the fold's labelled questions dealt to gateways of
 ``--labels`` labels each, and the correction federated with Flower's server-side
 fixed clipping, Gaussian noise and RDP accountant (user level: one gateway, one
-vote), beside the same without DP and the correction fitted centrally on all the
-fold's labels. Prints a table and writes ``bench/results/fleet_dp.json``.
+vote) at each ``--noise`` multiplier, beside the same without DP and the
+correction trained centrally on all the fold's labels (as many steps as the
+federation). Prints a table and writes ``bench/results/fleet_dp.json`` and
+``fleet_dp.png``.
 
-    python bench/fleet_dp.py [--noise 1.5] [--clip 0.5] [--rounds 5] [--labels 3]
+    python bench/fleet_dp.py [--noise 1.0 1.5 2.2 3.0 4.0] [--clip 0.5] [--rounds 10] [--local-epochs 20] [--labels 3]
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hybridgate.classifiers.adapt import fit_adapter  # noqa: E402
-from hybridgate.classifiers.metrics import routing_curve  # noqa: E402
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
 from mmlu import EMBEDDER, add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
 from hybridgate.federated.fleet_adaptation import fleet_adaptation, transfer_fleets  # noqa: E402
@@ -36,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_options(ap)
-    ap.add_argument("--noise", type=float, default=1.5)
+    ap.add_argument("--noise", type=float, nargs="+", default=[1.0, 1.5, 2.2, 3.0, 4.0])
     ap.add_argument("--clip", type=float, default=0.5)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--local-epochs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--local-epochs", type=int, default=20)
     ap.add_argument("--labels", type=int, default=3, help="labels per gateway (more gateways, less noise each)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fleet_dp.json")
     args = ap.parse_args()
@@ -47,29 +48,59 @@ def main() -> None:
     rows = load(args)
     x = static_vectors(rows.prompts, "all prompts")
     folds = []
-    epsilon = None
+    epsilon: dict[float, float] = {}
     for k, setting in transfer_fleets(rows, x, EMBEDDER, args.labels):
-        central = fit_adapter(setting.score_train, setting.x_train, setting.labels).apply(setting.score_test, setting.x_test)
-        test = setting.test
         plain = fleet_adaptation(setting, ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs))
-        dp_plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=args.noise, dp_clip=args.clip)
-        dp = fleet_adaptation(setting, dp_plan)
-        epsilon = dp_plan.epsilon
-        folds.append({
-            "fold": k, "gateways": setting.k, "shipped": plain["shipped"],
-            "central": round(float(routing_curve(central, test.weak, test.strong, test.sha256).apgr), 4),
-            "federated": plain["federated"], "federated_dp": dp["federated"],
-        })
-    mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "central", "federated", "federated_dp")}
-    table = Table(title=f"fleet correction under DP: noise {args.noise}, clip {args.clip}, {args.rounds} rounds, {args.labels} labels a gateway, ε = {epsilon:.2f} (δ = 1e-5)")
-    for col in ("fold", "gateways", "shipped", "central (all labels pooled)", "federated", "federated + DP"):
-        table.add_column(col)
-    for f in [*folds, {"fold": "mean", "gateways": "", **mean}]:
-        table.add_row(str(f["fold"]), str(f["gateways"]), f"{f['shipped']:.3f}", f"{f['central']:.3f}", f"{f['federated']:.3f}", f"{f['federated_dp']:.3f}")
-    Console(width=150).print(table)
+        fold = {"fold": k, "gateways": setting.k, **{key: plain[key] for key in ("shipped", "central", "federated")}, "dp": {}}
+        for noise in args.noise:
+            plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=noise, dp_clip=args.clip)
+            fold["dp"][str(noise)] = fleet_adaptation(setting, plan)["federated"]
+            epsilon[noise] = float(plan.epsilon or float("nan"))
+        folds.append(fold)
+    mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "central", "federated")}
+    curve = [
+        {"noise": n, "epsilon": round(epsilon[n], 2), "apgr": round(float(np.mean([f["dp"][str(n)] for f in folds])), 4)}
+        for n in sorted(args.noise)
+    ]
+    title = (f"the fleet's correction under DP: {args.rounds} rounds, clip {args.clip}, {args.labels} labels a gateway "
+             f"(δ = 1e-5); mean of 5 transfer folds")
+    table = Table(title=title)
+    for col in ("noise multiplier", "ε", "federated + DP", "gap to central"):
+        table.add_column(col, justify="right")
+    for point in curve:
+        table.add_row(f"{point['noise']}", f"{point['epsilon']:.1f}", f"{point['apgr']:.3f}", f"{point['apgr'] - mean['central']:+.3f}")
+    console = Console(width=150)
+    console.print(table)
+    console.print(f"shipped {mean['shipped']:.3f}, central {mean['central']:.3f}, federated without DP {mean['federated']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "epsilon": epsilon, "delta": 1e-5, "mean": mean, "folds": folds}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    settings = {k: v if isinstance(v, (int, float, list)) else str(v) for k, v in vars(args).items()}
+    args.out.write_text(json.dumps({"settings": settings, "delta": 1e-5, "mean": mean, "curve": curve, "folds": folds}, indent=2) + "\n")
+    _plot(args.out.with_suffix(".png"), curve, mean, title)
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def _plot(path: Path, curve: list[dict[str, float]], mean: dict[str, float], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.plot([c["epsilon"] for c in curve], [c["apgr"] for c in curve], marker="o", label="federated + DP")
+    for c in curve:
+        ax.annotate(f"σ {c['noise']}", (c["epsilon"], c["apgr"]), textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.axhline(mean["central"], color="black", linestyle="--", label="central")
+    ax.axhline(mean["federated"], color="tab:green", linestyle=":", label="federated, no DP")
+    ax.axhline(mean["shipped"], color="grey", linestyle="-.", label="shipped router")
+    ax.axvline(8.0, color="tab:red", alpha=0.3, label="ε = 8")
+    ax.set_xlabel("ε (δ = 1e-5)")
+    ax.set_ylabel("APGR on the fold's test questions")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], p
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for name, ys in curves.items():
         ax.plot(range(1, len(ys) + 1), ys, label=name)
-    ax.axhline(results["shipped"]["apgr"], color="tab:red", linestyle="-.", label="shipped router")
+    ax.axhline(results["shipped"]["apgr"], color="black", linestyle="-.", label="shipped router")
     ax.axhline(results["central"]["apgr"], color="black", linestyle="--", label="central")
     ax.axhline(results["local_only"]["apgr"], color="grey", linestyle=":", label="local-only (mean)")
     ax.set_xlabel("round")
@@ -380,11 +380,19 @@ def server(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the SuperLink listens on (its one HTTP API for gateways and runs)."),
     port: int = typer.Option(9091, "--port"),
+    tls_dir: Path | None = typer.Option(
+        None, "--tls-dir", help="Serve TLS: a folder with ca.crt, server.pem and server.key (a certificate for the address gateways dial)."
+    ),
+    supernode_keys: list[Path] = typer.Option(
+        [], "--supernode-key",
+        help="Only gateways whose key is registered may join (Flower's SuperNode authentication; needs --tls-dir): "
+        "the public key (OpenSSH, ECDSA) of one; repeat for each.",
+    ),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the run."),
 ) -> None:
     """Start a SuperLink, run the federated training on the connected gateways, publish the router, stop.
 
-    Plain-text gRPC (--insecure): put it behind TLS, or run it on a trusted network.
+    Without --tls-dir it speaks plain-text gRPC: for loopback or a trusted network only.
     """
     need_extra("fl", "fl server")
     import subprocess
@@ -403,17 +411,18 @@ def server(
         base = load_router(base_path)
     except ArtifactError as exc:
         fail(f"--base-router: {exc}")
+    security, connection = _superlink_security(tls_dir, supernode_keys)
     env = _flower_env()
     with tempfile.TemporaryDirectory(prefix="hybridgate-flwr-") as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
         env["FLWR_HOME"] = str(home)
         (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "hybridgate"\n\n[superlink.hybridgate]\naddress = "127.0.0.1:{port}"\ninsecure = true\n', encoding="utf-8"
+            f'[superlink]\ndefault = "hybridgate"\n\n[superlink.hybridgate]\naddress = "127.0.0.1:{port}"\n{connection}\n', encoding="utf-8"
         )
         app_dir = write_app(Path(tmp) / "app")
         link = subprocess.Popen(
-            [_bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+            [_bin("flower-superlink"), *security, "--disable-runtime-dependency-installation",
              "--host", host, "--port", str(port),
              "--database", str(Path(tmp) / "state.db")],
             env=env,
@@ -422,6 +431,12 @@ def server(
             time.sleep(3)
             if link.poll() is not None:
                 fail(f"the SuperLink exited with code {link.returncode}")
+            for key in supernode_keys:
+                registered = subprocess.run(
+                    [_bin("flwr"), "supernode", "register", str(key.resolve()), "hybridgate"], env=env, capture_output=True, text=True, check=False
+                )
+                if registered.returncode != 0:
+                    fail(f"{key}: not registered with the SuperLink: {(registered.stdout + registered.stderr).strip()[-300:]}")
             run_config = (
                 f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
                 f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers} '
@@ -448,6 +463,28 @@ def server(
     typer.echo(f"published {publish / 'router.json'}")
 
 
+TLS_FILES = ("ca.crt", "server.pem", "server.key")
+
+
+def _superlink_security(tls_dir: Path | None, supernode_keys: list[Path]) -> tuple[list[str], str]:
+    """The SuperLink's TLS and authentication flags, and the matching connection line of the CLI's config."""
+    if tls_dir is None:
+        if supernode_keys:
+            fail("--supernode-key needs --tls-dir: Flower authenticates SuperNodes only over TLS")
+        return ["--insecure"], "insecure = true"
+    missing = [name for name in TLS_FILES if not (tls_dir / name).is_file()]
+    if missing:
+        fail(f"--tls-dir {tls_dir}: missing {', '.join(missing)}")
+    for key in supernode_keys:
+        if not key.is_file():
+            fail(f"--supernode-key {key}: no such file")
+    ca, cert, key_file = ((tls_dir / name).resolve() for name in TLS_FILES)
+    flags = ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key_file)]
+    if supernode_keys:
+        flags.append("--enable-supernode-auth")
+    return flags, f'root-certificates = "{ca}"'
+
+
 @fl_app.command()
 def client(
     superlink: str = typer.Option("127.0.0.1:9091", "--superlink", help="The SuperLink's address (host:port)."),
@@ -462,9 +499,26 @@ def client(
         None, "--node-weights-file", help="Send the node-choice weights saved from GET /v1/hybridgate/nodes (with --labels-file)."
     ),
     port: int = typer.Option(9094, "--port", help="Port of this SuperNode's runtime API on 127.0.0.1 (one per node)."),
+    root_certificates: Path | None = typer.Option(
+        None, "--root-certificates", help="Speak TLS to the SuperLink, trusting this CA certificate (the server's ca.crt)."
+    ),
+    auth_key: Path | None = typer.Option(
+        None, "--auth-key", help="This gateway's private key (OpenSSH, ECDSA) for a SuperLink that authenticates SuperNodes; needs --root-certificates."
+    ),
 ) -> None:
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
     need_extra("fl", "fl client")
+    security = ["--insecure"]
+    if root_certificates is not None:
+        if not root_certificates.is_file():
+            fail(f"--root-certificates {root_certificates}: no such file")
+        security = ["--root-certificates", str(root_certificates.resolve())]
+    if auth_key is not None:
+        if root_certificates is None:
+            fail("--auth-key needs --root-certificates: Flower authenticates SuperNodes only over TLS")
+        if not auth_key.is_file():
+            fail(f"--auth-key {auth_key}: no such file")
+        security += ["--auth-supernode-private-key", str(auth_key.resolve())]
     if labels_file is not None:
         from hybridgate.federated.deploy import labels_file as read_labels
 
@@ -484,5 +538,51 @@ def client(
             fail(f"{node_weights_file}: no such file")
         node_config += f' node-weights-file="{node_weights_file.resolve()}"'
     env = _flower_env()
-    cmd = [_bin("flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
+    cmd = [_bin("flower-supernode"), *security, "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
     os.execve(cmd[0], cmd, env)  # become the SuperNode: signals reach it directly
+
+
+@fl_app.command("export-labels")
+def export_labels(
+    out: Path = typer.Option(..., "--out", help="The .npz to write (x, label, base_score, router_version): what fl client --labels-file reads."),
+    gateway_url: str = typer.Option("http://127.0.0.1:8080", "--gateway-url", help="This device's gateway."),
+    api_key_file: Path | None = typer.Option(
+        None, "--api-key-file", help="A file holding a key of that gateway, if it has keys (or set HYBRIDGATE_API_KEY)."
+    ),
+) -> None:
+    """Save this gateway's labels (query vectors and outcomes, never text) for a SuperNode that cannot reach it."""
+    import httpx
+
+    from hybridgate.federated.deploy import from_gateway
+
+    cfg: dict[str, str] = {"gateway-url": gateway_url}
+    if api_key_file is not None:
+        if not api_key_file.is_file():
+            fail(f"{api_key_file}: no such file")
+        cfg["api-key-file"] = str(api_key_file)
+    try:
+        body = from_gateway(cfg, "/v1/hybridgate/labels", limit=10_000)
+    except (httpx.HTTPError, ValueError) as exc:
+        fail(f"{gateway_url}: no labels read ({exc})")
+    if not isinstance(body, dict) or "data" not in body:
+        reason = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else body
+        fail(f"{gateway_url} refused: {reason}")
+    rows = [
+        r for r in body["data"]
+        if isinstance(r.get("base_score"), (int, float)) and r.get("router_version") and r.get("label") in (0, 1) and isinstance(r.get("vector"), list)
+    ]
+    if not rows:
+        fail(f"{gateway_url} holds no labels with the router's score yet ({len(body['data'])} labels in all)")
+    embedders = {str(r.get("embedder")) for r in rows}
+    if len(embedders) != 1 or len({len(r["vector"]) for r in rows}) != 1:
+        fail(f"{gateway_url}: labels from more than one embedder ({', '.join(sorted(embedders))}); nothing written")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        x=np.asarray([r["vector"] for r in rows], dtype=np.float32),
+        label=np.asarray([r["label"] for r in rows], dtype=np.int8),
+        base_score=np.asarray([r["base_score"] for r in rows], dtype=np.float64),
+        router_version=np.asarray([str(r["router_version"]) for r in rows]),
+    )
+    versions = sorted({str(r["router_version"]) for r in rows})
+    typer.echo(f"wrote {len(rows)} labels ({len(body['data']) - len(rows)} without the router's score left out; router versions {', '.join(versions)}) to {out}")

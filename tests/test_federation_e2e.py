@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,35 +66,10 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     served = httpx.get(f"{gateway.url}/v1/hybridgate/labels", params={"limit": 5}, headers=AUTH).json()["data"]
     assert len(served) == 5 and "prompt" not in served[0]
 
-    port = free_port()
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
-    server = subprocess.Popen(
-        [HG, "fl", "server", "--publish", str(published), "--rounds", "2", "--min-clients", "3", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    clients = []
-    try:
-        time.sleep(3)
-        sources = [
-            ["--labels-file", str(tmp_path / f"gw{i}.npz"), "--node-weights-file", str(tmp_path / f"nodes{i}.json")] for i in (0, 1)
-        ] + [["--gateway-url", gateway.url]]  # its gateway has learnt from no answers yet: its weights do not count
-        for i, source in enumerate(sources):
-            clients.append(subprocess.Popen(
-                [HG, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()), *source],
-                env={**env, "HYBRIDGATE_API_KEY": KEY}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            ))
-        out, _ = server.communicate(timeout=240)
-    finally:
-        for c in clients:  # each SuperNode and the helper processes it started
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.pid, signal.SIGTERM)
-        for c in clients:
-            try:
-                c.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(c.pid, signal.SIGKILL)
-        if server.poll() is None:
-            server.kill()
+    sources = [
+        ["--labels-file", str(tmp_path / f"gw{i}.npz"), "--node-weights-file", str(tmp_path / f"nodes{i}.json")] for i in (0, 1)
+    ] + [["--gateway-url", gateway.url]]  # its gateway has learnt from no answers yet: its weights do not count
+    server, out = federate(["--publish", str(published), "--rounds", "2", "--min-clients", "3"], sources, {"HYBRIDGATE_API_KEY": KEY})
     assert server.returncode == 0, out[-3000:]
     # Every round heard from all three, the keyed gateway's SuperNode included (its key came from the environment).
     assert out.count("Received 3 results and 0 failures") >= 2, out[-3000:]
@@ -117,3 +93,130 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     assert r.json()["router_version"] == header["version"]
     # With too few answers of its own to judge, the gateway takes the fleet's node weights with the router.
     assert httpx.get(f"{gateway.url}/v1/hybridgate/nodes", headers=AUTH).json()["weights"] == {"intercept_ms": 5.0, "cpu": 0.5, "ai": 1.2, "nl": 2.0}
+
+
+def federate(
+    server_args: list[str], sources: list[list[str]], client_env: dict[str, str], logs: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``hybridgate fl server`` with one ``fl client`` per source (started in order), on 127.0.0.1; the server's
+    process and its output once it has stopped, every SuperNode (and what it started) stopped too. Each client's
+    output goes to ``logs/client<i>.log`` when ``logs`` is given."""
+    port = free_port()
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    server = subprocess.Popen(
+        [HG, "fl", "server", *server_args, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    clients = []
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in server.stdout or []:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        # Gateways join once the SuperLink is up and has registered the keys it trusts (it says so).
+        deadline = time.monotonic() + 60
+        while not any("waiting for" in line for line in list(lines)) and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for i, source in enumerate(sources):
+            sink = open(logs / f"client{i}.log", "w") if logs else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+            clients.append(subprocess.Popen(
+                [HG, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()), *source],
+                env={**env, **client_env}, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+            time.sleep(0.5)
+        server.wait(timeout=240)
+        reader.join(timeout=10)
+    finally:
+        for c in clients:  # each SuperNode and the helper processes it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.pid, signal.SIGTERM)
+        for c in clients:
+            try:
+                c.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(c.pid, signal.SIGKILL)
+        if server.poll() is None:
+            server.kill()
+    return server, "".join(lines)
+
+
+def _tls_and_keys(folder: Path, nodes: int) -> list[tuple[Path, Path]]:
+    """A CA, the SuperLink's certificate for 127.0.0.1 signed by it (ca.crt, server.pem, server.key), and one
+    OpenSSH ECDSA key pair a SuperNode: what an operator makes with openssl and ssh-keygen (README)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("hybridgate test CA")).issuer_name(name("hybridgate test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir()
+    (folder / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pairs = []
+    for i in range(nodes):
+        node = ec.generate_private_key(ec.SECP384R1())
+        private, public = folder / f"node{i}", folder / f"node{i}.pub"
+        private.write_bytes(node.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+        public.write_bytes(node.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+        pairs.append((private, public))
+    return pairs
+
+
+def test_over_tls_only_registered_gateways_join(query_embedder: Embedder, tmp_path: Path) -> None:
+    data = load_routing_data(FIXTURE, "small-model", "large-model")
+    x = query_embedder.encode(list(data.prompts))
+    shipped = load_router(resolve_router("blend-static"))
+    base = shipped.score(x, list(data.prompts))
+    labels = tmp_path / "labels.npz"
+    np.savez(labels, x=x, label=data.label, base_score=base, router_version=shipped.version)
+    tls = tmp_path / "tls"
+    (k0, p0), (k1, p1), (stranger, _) = _tls_and_keys(tls, 3)
+    published = tmp_path / "router"
+    ca = ["--root-certificates", str(tls / "ca.crt"), "--labels-file", str(labels)]
+    # The stranger dials first with a well-formed key the SuperLink never registered; it must not take part.
+    server, out = federate(
+        ["--publish", str(published), "--rounds", "1", "--min-clients", "2", "--tls-dir", str(tls),
+         "--supernode-key", str(p0), "--supernode-key", str(p1)],
+        [[*ca, "--auth-key", str(stranger)], [*ca, "--auth-key", str(k0)], [*ca, "--auth-key", str(k1)]], {}, logs=tmp_path,
+    )
+    assert "Failed to activate SuperNode" in (tmp_path / "client0.log").read_text()  # the stranger was turned away
+    assert server.returncode == 0, out[-3000:]
+    assert "Received 2 results and 0 failures" in out and "Received 3 results" not in out, out[-3000:]
+    assert json.loads((published / "router.json").read_text())["fleet"]["trained_on"] == shipped.version
+    # Without TLS a key means nothing to Flower: refused up front, in one line.
+    from typer.testing import CliRunner
+
+    from hybridgate.cli import app
+
+    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--supernode-key", str(p0)])
+    assert r.exit_code != 0 and "needs --tls-dir" in r.output
+    r = CliRunner().invoke(app, ["fl", "client", "--auth-key", str(k0)])
+    assert r.exit_code != 0 and "needs --root-certificates" in r.output
+    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--tls-dir", str(tmp_path)])
+    assert r.exit_code != 0 and "missing ca.crt, server.pem, server.key" in r.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from hybridgate.router import RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.router_reload import RouterWatcher
 from hybridgate.serving.state.memory import MemoryStore
+from tests.conftest import ServerThread
 
 FIXTURE = Path(__file__).parent / "fixtures" / "routing"
 finite = st.floats(-1, 1, allow_nan=False)  # log-odds within +-9: clear of the clipping at 1e-4
@@ -150,3 +152,30 @@ def test_more_gateways_for_dp_keep_each_within_its_parent() -> None:
     children = subdivide(parents, 4, keys)
     assert (children // 4 == parents).all() and len(set(children.tolist())) > 3
     assert (subdivide(parents, 1, keys) == parents).all()
+
+
+def test_export_labels_writes_what_a_supernode_reads(make_gateway: Callable[..., ServerThread], query_embedder: Embedder, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hybridgate.cli import app
+
+    srv = make_gateway(server={"api_keys": ["k-export"]})
+    gw = srv.gateway  # type: ignore[attr-defined]
+    vec = query_embedder.encode(["what is 2 + 2?"])[0].tolist()
+    for i in range(3):
+        asyncio.run(gw.state.add_label({"embedder": query_embedder.name, "vector": vec, "label": i % 2, "base_score": 0.25 * i,
+                                        "router_version": "v-now"}))
+    asyncio.run(gw.state.add_label({"embedder": query_embedder.name, "vector": vec, "label": 1}))  # from before labels kept scores
+    key = tmp_path / "key"
+    key.write_text("k-export\n")
+    out = tmp_path / "labels.npz"
+    runner = CliRunner()
+    denied = runner.invoke(app, ["fl", "export-labels", "--gateway-url", srv.url, "--out", str(out)], env={"HYBRIDGATE_API_KEY": ""})
+    assert denied.exit_code == 2 and "refused" in denied.output and not out.exists()
+    r = runner.invoke(app, ["fl", "export-labels", "--gateway-url", srv.url, "--api-key-file", str(key), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "wrote 3 labels (1 without the router's score left out; router versions v-now)" in r.output
+    base, x, labels = labels_file(out, "v-now")
+    assert sorted(base.tolist()) == [0.0, 0.25, 0.5] and sorted(labels.tolist()) == [0, 0, 1] and x.shape == (3, query_embedder.dim)
+    gone = runner.invoke(app, ["fl", "export-labels", "--gateway-url", "http://127.0.0.1:9", "--out", str(tmp_path / "x.npz")])
+    assert gone.exit_code == 2 and "no labels read" in gone.output
