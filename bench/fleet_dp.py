@@ -1,16 +1,16 @@
 """Does the fleet's correction keep its gain under differential privacy? The transfer folds as fleets, with DP,
-for several noise levels: privacy spent (ε) against APGR, as a curve.
+for several noise levels and clipping norms: privacy spent (ε) against APGR, a curve per clipping norm.
 
 For each of the routing benchmark's 5 transfer folds: the default router fitted
 without the fold's subjects, the fold's labelled questions dealt to gateways of
 ``--labels`` labels each, and the correction federated with Flower's server-side
 fixed clipping, Gaussian noise and RDP accountant (user level: one gateway, one
-vote) at each ``--noise`` multiplier, beside the same without DP and the
+vote) at each ``--clip`` norm and ``--noise`` multiplier, beside the same without DP and the
 correction trained centrally on all the fold's labels (as many steps as the
 federation). Prints a table and writes ``bench/results/fleet_dp.json`` and
 ``fleet_dp.png``.
 
-    python bench/fleet_dp.py [--noise 1.0 1.5 2.2 3.0 4.0] [--clip 0.5] [--rounds 10] [--local-epochs 20] [--labels 3]
+    python bench/fleet_dp.py [--noise 1.5 2.2 4.0] [--clip 0.5 1.0 2.0] [--rounds 10] [--local-epochs 20] [--labels 3]
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_options(ap)
-    ap.add_argument("--noise", type=float, nargs="+", default=[1.0, 1.5, 2.2, 3.0, 4.0])
-    ap.add_argument("--clip", type=float, default=0.5)
+    ap.add_argument("--noise", type=float, nargs="+", default=[1.5, 2.2, 4.0])
+    ap.add_argument("--clip", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--local-epochs", type=int, default=20)
     ap.add_argument("--labels", type=int, default=3, help="labels per gateway (more gateways, less noise each)")
@@ -52,23 +52,24 @@ def main() -> None:
     for k, setting in transfer_fleets(rows, x, EMBEDDER, args.labels):
         plain = fleet_adaptation(setting, ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs))
         fold = {"fold": k, "gateways": setting.k, **{key: plain[key] for key in ("shipped", "central", "federated")}, "dp": {}}
-        for noise in args.noise:
-            plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=noise, dp_clip=args.clip)
-            fold["dp"][str(noise)] = fleet_adaptation(setting, plan)["federated"]
-            epsilon[noise] = float(plan.epsilon or float("nan"))
+        for clip in args.clip:
+            for noise in args.noise:
+                plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=noise, dp_clip=clip)
+                fold["dp"][f"{clip}/{noise}"] = fleet_adaptation(setting, plan)["federated"]
+                epsilon[noise] = float(plan.epsilon or float("nan"))  # the accountant's ε depends on the noise and rounds only
         folds.append(fold)
     mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "central", "federated")}
     curve = [
-        {"noise": n, "epsilon": round(epsilon[n], 2), "apgr": round(float(np.mean([f["dp"][str(n)] for f in folds])), 4)}
-        for n in sorted(args.noise)
+        {"clip": c, "noise": n, "epsilon": round(epsilon[n], 2), "apgr": round(float(np.mean([f["dp"][f"{c}/{n}"] for f in folds])), 4)}
+        for c in args.clip for n in sorted(args.noise)
     ]
-    title = (f"the fleet's correction under DP: {args.rounds} rounds, clip {args.clip}, {args.labels} labels a gateway "
-             f"(δ = 1e-5); mean of 5 transfer folds")
+    title = (f"the fleet's correction under DP: {args.rounds} rounds of {args.local_epochs} local epochs, {args.labels} labels "
+             f"a gateway (δ = 1e-5); mean of 5 transfer folds")
     table = Table(title=title)
-    for col in ("noise multiplier", "ε", "federated + DP", "gap to central"):
+    for col in ("clip", "noise multiplier", "ε", "federated + DP", "gap to central"):
         table.add_column(col, justify="right")
     for point in curve:
-        table.add_row(f"{point['noise']}", f"{point['epsilon']:.1f}", f"{point['apgr']:.3f}", f"{point['apgr'] - mean['central']:+.3f}")
+        table.add_row(f"{point['clip']}", f"{point['noise']}", f"{point['epsilon']:.1f}", f"{point['apgr']:.3f}", f"{point['apgr'] - mean['central']:+.3f}")
     console = Console(width=150)
     console.print(table)
     console.print(f"shipped {mean['shipped']:.3f}, central {mean['central']:.3f}, federated without DP {mean['federated']:.3f}")
@@ -86,9 +87,11 @@ def _plot(path: Path, curve: list[dict[str, float]], mean: dict[str, float], tit
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.plot([c["epsilon"] for c in curve], [c["apgr"] for c in curve], marker="o", label="federated + DP")
-    for c in curve:
-        ax.annotate(f"σ {c['noise']}", (c["epsilon"], c["apgr"]), textcoords="offset points", xytext=(4, -12), fontsize=7)
+    for clip in sorted({c["clip"] for c in curve}):
+        points = [c for c in curve if c["clip"] == clip]
+        ax.plot([c["epsilon"] for c in points], [c["apgr"] for c in points], marker="o", label=f"federated + DP, clip {clip}")
+        for c in points:
+            ax.annotate(f"σ {c['noise']}", (c["epsilon"], c["apgr"]), textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.axhline(mean["central"], color="black", linestyle="--", label="central")
     ax.axhline(mean["federated"], color="tab:green", linestyle=":", label="federated, no DP")
     ax.axhline(mean["shipped"], color="grey", linestyle="-.", label="shipped router")
