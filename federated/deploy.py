@@ -206,6 +206,8 @@ def _server(grid: Grid, context: Context) -> None:
         relative_norm=relative if relative > 0 else None,
         initial=identity(base.dim),
         expected_clients=int(cfg.get("min-clients", 2)),
+        dp_noise=float(cfg.get("dp-noise", 0.0)),
+        dp_clip=float(cfg.get("dp-clip", 1.0)),
     )
     weights = run_plan(grid, plan)
     fleet, pooled = node_weights.pool(grid, NodeWeights(), min_answers=int(cfg.get("node-weights-min-answers", 20)))
@@ -214,6 +216,9 @@ def _server(grid: Grid, context: Context) -> None:
     if out:
         training = {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
                     "rejected_updates": len(plan.rejected), "base": {"name": base.name, "version": base.version}}
+        if plan.epsilon is not None:
+            training["differential_privacy"] = {"epsilon": round(plan.epsilon, 3), "delta": plan.dp_delta, "noise_multiplier": plan.dp_noise,
+                                                "clip": plan.dp_clip, "level": "user (one gateway, one vote)"}
         router = correction_round(base, weights, rounds=plan.rounds, clients=plan.expected_clients)
         meta: dict[str, Any] = {"name": str(cfg.get("router-name", "federated")), "training": {**base.meta.get("training", {}), **training}}
         if fleet is not None:

@@ -329,6 +329,8 @@ node-weights-min-answers = 20
 base-router = ""
 base-version = ""
 relative-norm = 0.0
+dp-noise = 0.0
+dp-clip = 1.0
 """
 
 
@@ -380,6 +382,11 @@ def server(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the SuperLink listens on (its one HTTP API for gateways and runs)."),
     port: int = typer.Option(9091, "--port"),
+    dp_noise: float = typer.Option(
+        0.0, "--dp-noise", min=0.0,
+        help="User-level differential privacy: Gaussian noise of this multiple of --dp-clip on the average (0: off; fedavg only).",
+    ),
+    dp_clip: float = typer.Option(1.0, "--dp-clip", min=0.0, help="Each gateway's update is clipped to this norm under --dp-noise."),
     tls_dir: Path | None = typer.Option(
         None, "--tls-dir", help="Serve TLS: a folder with ca.crt, server.pem and server.key (a certificate for the address gateways dial)."
     ),
@@ -406,6 +413,8 @@ def server(
         fail(f"--strategy must be one of {', '.join(STRATEGIES)}")
     if 0 < relative_norm <= 1:
         fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for off)")
+    if dp_noise > 0 and (strategy != "fedavg" or dp_clip <= 0):
+        fail("--dp-noise needs --strategy fedavg (Flower's accountant requires it) and a positive --dp-clip")
     base_path = resolve_router(base_router if base_router else (publish if (publish / "router.json").is_file() else None)).resolve()
     try:
         base = load_router(base_path)
@@ -440,7 +449,8 @@ def server(
             run_config = (
                 f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
                 f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers} '
-                f'base-router="{base_path}" base-version="{base.version}" embedder="{base.embedder}" relative-norm={relative_norm}'
+                f'base-router="{base_path}" base-version="{base.version}" embedder="{base.embedder}" relative-norm={relative_norm} '
+                f'dp-noise={dp_noise} dp-clip={dp_clip}'
             )
             typer.echo(
                 f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds of a correction "

@@ -201,14 +201,17 @@ def test_over_tls_only_registered_gateways_join(query_embedder: Embedder, tmp_pa
     ca = ["--root-certificates", str(tls / "ca.crt"), "--labels-file", str(labels)]
     # The stranger dials first with a well-formed key the SuperLink never registered; it must not take part.
     server, out = federate(
-        ["--publish", str(published), "--rounds", "1", "--min-clients", "2", "--tls-dir", str(tls),
+        ["--publish", str(published), "--rounds", "1", "--min-clients", "2", "--tls-dir", str(tls), "--dp-noise", "2.2",
          "--supernode-key", str(p0), "--supernode-key", str(p1)],
         [[*ca, "--auth-key", str(stranger)], [*ca, "--auth-key", str(k0)], [*ca, "--auth-key", str(k1)]], {}, logs=tmp_path,
     )
     assert "Failed to activate SuperNode" in (tmp_path / "client0.log").read_text()  # the stranger was turned away
     assert server.returncode == 0, out[-3000:]
     assert "Received 2 results and 0 failures" in out and "Received 3 results" not in out, out[-3000:]
-    assert json.loads((published / "router.json").read_text())["fleet"]["trained_on"] == shipped.version
+    header = json.loads((published / "router.json").read_text())
+    assert header["fleet"]["trained_on"] == shipped.version
+    dp = header["training"]["differential_privacy"]  # and under user-level DP, with the privacy spent on record
+    assert dp["noise_multiplier"] == 2.2 and dp["clip"] == 1.0 and 0 < dp["epsilon"] < 8
     # Without TLS a key means nothing to Flower: refused up front, in one line.
     from typer.testing import CliRunner
 
