@@ -38,7 +38,7 @@ def simulate(
         None, "--publish", help="Write the shipped router with the FedAvg correction here (gateways with router.watch_s pick it up)."
     ),
     dp_noise: float = typer.Option(2.2, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
-    dp_clip: float = typer.Option(0.5, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
+    dp_clip: float = typer.Option(1.0, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
     dp_split: int = typer.Option(
         5, "--dp-split", min=1, help="The DP row splits each gateway into this many (user-level DP: more gateways, less noise each)."
     ),
