@@ -84,6 +84,16 @@ class NodeFeatures:
         return np.array([max(0.0, self.load) * one, one, self.rtt_ms], dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What became of weights offered from elsewhere, and the mean errors (ms) that decided it."""
+
+    taken: bool
+    own_error: float | None
+    offered_error: float | None
+    answers: int
+
+
 class OnlineNodeRegression:
     """Ridge regression of total milliseconds on the parts, with exponential forgetting and a pull to ``prior``.
 
@@ -134,13 +144,13 @@ class OnlineNodeRegression:
         y = np.array([r[1] for r in data])
         return float(np.abs(weights.predict_ms(x) - y).mean())
 
-    def offer(self, other: NodeWeights, min_answers: int = 20) -> bool:
+    def offer(self, other: NodeWeights, min_answers: int = 20) -> Offer:
         """Take weights learnt elsewhere (the fleet's) if they predict this gateway's recent answers at least as
-        well as its own, or if it has too few answers to judge; True when taken. The gateway keeps learning from
-        them: the fleet's vector becomes the prior its own answers pull away from."""
+        well as its own, or if it has too few answers to judge. The gateway keeps learning from them: the fleet's
+        vector becomes the prior its own answers pull away from."""
         mine, theirs = self.error(self.weights), self.error(other)
         if len(self.recent) >= min_answers and mine is not None and theirs is not None and theirs > mine:
-            return False
+            return Offer(False, mine, theirs, len(self.recent))
         self.prior = other
         self.weights = self._solve() if self._n > 0 else other
-        return True
+        return Offer(True, mine, theirs, len(self.recent))

@@ -300,15 +300,13 @@ class Gateway:
         except (NodeWeightsError, KeyError, TypeError, ValueError) as exc:
             log.warning("the router's node weights are not usable (%s); keeping this gateway's", exc)
             return False
-        reg = self.nodes.regression
-        mine, theirs = reg.error(reg.weights), reg.error(fleet)
-        taken = reg.offer(fleet)
+        offer = self.nodes.regression.offer(fleet)
         log.info(
             "fleet node weights %s: %s (mean error on %d recent answers: fleet %s ms, own %s ms)",
-            fleet.as_dict(), "taken" if taken else "kept this gateway's", len(reg.recent),
-            "-" if theirs is None else f"{theirs:.0f}", "-" if mine is None else f"{mine:.0f}",
+            fleet.as_dict(), "taken" if offer.taken else "kept this gateway's", offer.answers,
+            "-" if offer.offered_error is None else f"{offer.offered_error:.0f}", "-" if offer.own_error is None else f"{offer.own_error:.0f}",
         )
-        return taken
+        return offer.taken
 
     def router_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.policy.scorer.name, "version": getattr(self.policy.scorer, "version", None)}

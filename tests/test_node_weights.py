@@ -63,10 +63,12 @@ def test_weights_from_elsewhere_are_checked_and_taken_only_when_they_predict_bet
     for _ in range(100):
         parts = NodeFeatures(float(rng.integers(0, 5)), 10.0, 5.0).parts(100)
         reg.observe(parts, float(truth.predict_ms(parts)[0]))
-    assert not reg.offer(NodeWeights(cpu=3.0)), "a fleet vector that predicts this gateway worse is refused"
-    assert reg.offer(NodeWeights(cpu=0.5)) and reg.prior == NodeWeights(cpu=0.5)
+    refused = reg.offer(NodeWeights(cpu=3.0))
+    assert not refused.taken, "a fleet vector that predicts this gateway worse is refused"
+    assert refused.offered_error is not None and refused.own_error is not None and refused.offered_error > refused.own_error
+    assert reg.offer(NodeWeights(cpu=0.5)).taken and reg.prior == NodeWeights(cpu=0.5)
     fresh = OnlineNodeRegression()
-    assert fresh.offer(NodeWeights(cpu=3.0)) and fresh.weights == NodeWeights(cpu=3.0), "no answers yet: the fleet knows better"
+    assert fresh.offer(NodeWeights(cpu=3.0)).taken and fresh.weights == NodeWeights(cpu=3.0), "no answers yet: the fleet knows better"
 
 
 def test_prometheus_gauges_are_read_and_hostile_text_is_not() -> None:
