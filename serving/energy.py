@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hybridgate.serving.smoothing import smoothed
+
 POWERCAP = Path("/sys/class/powercap")
 PROC_STAT = Path("/proc/stat")
 DEFAULT_WATTS_PER_CORE = 7.5  # a busy laptop or desktop core; set energy.watts_per_core for the device at hand
@@ -203,7 +205,7 @@ class EnergyRate:
         if work <= 0 or not joules >= 0:
             return
         rate = joules / work
-        self.per_output = rate if self.measured == 0 else (1 - self.alpha) * self.per_output + self.alpha * rate
+        self.per_output = smoothed(None if self.measured == 0 else self.per_output, rate, self.alpha)
         self.measured += 1
 
     def expected(self, prompt_tokens: int, completion_tokens: int) -> float:

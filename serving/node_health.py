@@ -25,6 +25,7 @@ import httpx
 from hybridgate.serving.backends.base import Health
 from hybridgate.serving.node_stats import NodeStats, read_gauges
 from hybridgate.serving.periodic import Periodic
+from hybridgate.serving.smoothing import smoothed
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ class LatencyTracker:
 
     def observe(self, backend: str, seconds: float) -> None:
         ms = seconds * 1000.0
-        old = self._ms.get(backend)
-        self._ms[backend] = ms if old is None else (1 - self.alpha) * old + self.alpha * ms
+        self._ms[backend] = smoothed(self._ms.get(backend), ms, self.alpha)
 
     def snapshot(self) -> dict[str, float]:
         return dict(self._ms)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hybridgate.classifiers.node_weights import NodeFeatures, NodeWeights, OnlineNodeRegression
+from hybridgate.serving.smoothing import smoothed
 
 ACCELERATOR_SPEEDUP = 4.0
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEinfNa]+)(?:\s+\d+)?$")
@@ -115,7 +116,7 @@ class NodeStats:
         node = self.nodes.get(name)
         if node is not None:
             ms = seconds * 1000.0
-            node.rtt_ms = ms if node.rtt_ms == 0.0 else (1 - self.alpha) * node.rtt_ms + self.alpha * ms
+            node.rtt_ms = smoothed(node.rtt_ms or None, ms, self.alpha)  # 0: no probe answered yet
 
     def observe_load(self, name: str, load: float | None) -> None:
         node = self.nodes.get(name)
@@ -164,7 +165,7 @@ class NodeStats:
         # The node's own speed, with the load it served under taken out (a shared node gives each request a share):
         # what is left when the parts' default weights are right; the fitted weights correct where they are not.
         rate = max(0.0, total_ms - ticket.features.rtt_ms) / (tokens * (1.0 + max(0.0, ticket.features.load)))
-        node.ms_per_token = rate if node.speed_measured == 0 else (1 - self.alpha) * node.ms_per_token + self.alpha * rate
+        node.ms_per_token = smoothed(None if node.speed_measured == 0 else node.ms_per_token, rate, self.alpha)
         node.speed_measured += 1
         if self.learn:
             self.regression.observe(ticket.features.parts(tokens), total_ms)

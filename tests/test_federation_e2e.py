@@ -104,7 +104,8 @@ def federate(
     port = free_port()
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     server = subprocess.Popen(
-        [HG, "fl", "server", *server_args, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [HG, "fl", "server", *server_args, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its SuperLink and the processes that starts go with it, even on a failed run
     )
     clients = []
     lines: list[str] = []
@@ -138,8 +139,9 @@ def federate(
                 c.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(c.pid, signal.SIGKILL)
-        if server.poll() is None:
-            server.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL if server.poll() is None else signal.SIGTERM)
+        server.wait(timeout=10)
     return server, "".join(lines)
 
 
