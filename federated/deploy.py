@@ -37,14 +37,14 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from hybridgate.classifiers.adapt import Adapter, logit
+from hybridgate.classifiers.adapt import Adapter
 from hybridgate.classifiers.artifact import load_router, save_router
 from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.classifiers.node_weights import NodeWeights
 from hybridgate.federated import node_weights
 from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
 from hybridgate.federated.checks import RequestRejected, checked_weights, pooled_quantiles
-from hybridgate.federated.fleet_adaptation import adapter_inputs, identity
+from hybridgate.federated.fleet_adaptation import correction_rows, identity
 from hybridgate.federated.task import LocalData, scores
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def gateway_labels(context: Context) -> LocalData:
         labels = np.asarray([r["label"] for r in rows], dtype=np.int8)
     if len(labels) == 0:
         return LocalData(np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int8))
-    return LocalData(adapter_inputs(logit(base), vectors), labels)
+    return LocalData(correction_rows(base, vectors), labels)
 
 
 LABELS_FILE_ARRAYS = ("x", "label", "base_score", "router_version")

@@ -23,26 +23,25 @@ from typing import Any
 
 import numpy as np
 
-from hybridgate.classifiers.adapt import fit_adapter, logit
+from hybridgate.classifiers.adapt import Adapter, fit_adapter, logit
 from hybridgate.classifiers.data import RoutingData
 from hybridgate.classifiers.metrics import routing_curve
 from hybridgate.classifiers.protocols import FOLDS, Bench
 from hybridgate.classifiers.model import RouterModel
 from hybridgate.classifiers.training import fit_router, out_of_fold_scores
 from hybridgate.federated.apps import ServerPlan
-from hybridgate.federated.simulation import Evaluator, run_federation
+from hybridgate.federated.simulation import Evaluator, SimulationResult, run_federation
 from hybridgate.federated.task import LocalData, local_train, scores
 
 
-def adapter_inputs(z_router: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    return np.hstack([np.asarray(z_router, dtype=np.float32)[:, None], vectors.astype(np.float32)])
+def correction_rows(router_scores: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """What the correction's logistic head reads for each query: ``[logit(the router's score), vector]``."""
+    return np.hstack([logit(router_scores).astype(np.float32)[:, None], vectors.astype(np.float32)])
 
 
 def identity(dim: int) -> np.ndarray:
-    """The correction that changes nothing: a = 1 on the router's log-odds, 0 on the vector, no bias."""
-    w = np.zeros(dim + 2, dtype=np.float32)
-    w[0] = 1.0
-    return w
+    """The weights of the correction that changes nothing (a = 1 on the router's log-odds, 0 elsewhere)."""
+    return Adapter.identity(dim).weights()
 
 
 @dataclass
@@ -63,6 +62,15 @@ def _apgr(scores: np.ndarray, test: RoutingData) -> float:
     return float(routing_curve(scores, test.weak, test.strong, test.sha256).apgr)
 
 
+def federate(s: Setting, plan: ServerPlan) -> tuple[float, SimulationResult]:
+    """The fleet's correction federated under ``plan`` (from the identity): its APGR on the test rows, and the run."""
+    plan.initial = identity(s.x_train.shape[1])
+    res = run_federation(
+        correction_rows(s.score_train, s.x_train), s.labels, s.gateways, s.k, Evaluator(correction_rows(s.score_test, s.x_test), s.test), plan
+    )
+    return (float(res.plan.history[-1]["apgr"]) if res.plan.history else float("nan")), res
+
+
 def fleet_adaptation(s: Setting, plan: ServerPlan) -> dict[str, Any]:
     shipped = _apgr(s.score_test, s.test)
     alone = []
@@ -71,13 +79,11 @@ def fleet_adaptation(s: Setting, plan: ServerPlan) -> dict[str, Any]:
         if mine.any():
             adapter = fit_adapter(s.score_train[mine], s.x_train[mine], s.labels[mine])
             alone.append(_apgr(adapter.apply(s.score_test, s.x_test), s.test))
-    plan.initial = identity(s.x_train.shape[1])
-    rows, test_rows = adapter_inputs(logit(s.score_train), s.x_train), adapter_inputs(logit(s.score_test), s.x_test)
-    res = run_federation(rows, s.labels, s.gateways, s.k, Evaluator(test_rows, s.test), plan)
-    federated = res.plan.history[-1]["apgr"] if res.plan.history else float("nan")
+    federated, res = federate(s, plan)
     # The same correction trained on every gateway's labels pooled, with as many steps as the federation took.
+    rows = correction_rows(s.score_train, s.x_train)
     pooled = local_train(plan.initial, LocalData(rows, s.labels), epochs=plan.rounds * plan.local_epochs, lr=plan.lr)
-    central = _apgr(scores(pooled, test_rows), s.test)
+    central = _apgr(scores(pooled, correction_rows(s.score_test, s.x_test)), s.test)
     per_gateway = np.bincount(s.gateways, minlength=s.k)
     return {
         "shipped": round(shipped, 4),
@@ -104,7 +110,7 @@ class Shipped:
 
     def inputs(self, x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The correction's rows ``[logit(score), vector]`` for the training and the test queries."""
-        return adapter_inputs(logit(self.train_scores), x_train), adapter_inputs(logit(self.test_scores), x_test)
+        return correction_rows(self.train_scores, x_train), correction_rows(self.test_scores, x_test)
 
 
 def shipped_in_distribution(train: RoutingData, x_train: np.ndarray, test: RoutingData, x_test: np.ndarray, embedder: str) -> Shipped:

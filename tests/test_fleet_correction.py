@@ -16,7 +16,7 @@ from hybridgate.classifiers.artifact import ArtifactError, load_router, resolve_
 from hybridgate.classifiers.data import load_routing_data
 from hybridgate.classifiers.embedder import Embedder
 from hybridgate.federated.deploy import correction_round, labels_file
-from hybridgate.federated.fleet_adaptation import adapter_inputs, identity, subdivide
+from hybridgate.federated.fleet_adaptation import correction_rows, identity, subdivide
 from hybridgate.federated.task import scores
 from hybridgate.router import RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
@@ -43,11 +43,10 @@ def test_the_weights_the_fleet_trains_are_the_correction_the_router_applies() ->
     w = rng.normal(size=6).astype(np.float32)
     w[0] = abs(w[0])
     base, x = rng.uniform(0.05, 0.95, 50), rng.normal(size=(50, 4)).astype(np.float32)
-    from hybridgate.classifiers.adapt import logit
 
-    assert np.allclose(Adapter.from_weights(w).apply(base, x), scores(w, adapter_inputs(logit(base), x)), atol=1e-5)
+    assert np.allclose(Adapter.from_weights(w).apply(base, x), scores(w, correction_rows(base, x)), atol=1e-5)
     assert np.array_equal(Adapter.from_weights(w).weights(), w)
-    assert np.array_equal(identity(4), Adapter.identity(4).weights())
+    assert np.allclose(scores(identity(4), correction_rows(base, x)), base, atol=1e-5)  # the identity changes no score
     with pytest.raises(ValueError, match="finite"):
         Adapter.from_weights(np.array([1.0, np.nan, 0.0]))
 
@@ -132,7 +131,7 @@ def test_the_gateway_judges_the_fleets_correction_on_the_scores_its_labels_got(q
     # A correction that points the wrong way (the router's ranking discounted, the labels' direction reversed) is refused.
     from hybridgate.federated.task import LocalData, local_train
 
-    rows = adapter_inputs(np.log(np.clip(base, 1e-4, 1 - 1e-4) / np.clip(1 - base, 1e-4, 1)), x)
+    rows = correction_rows(base, x)
     learnt = local_train(identity(current.dim), LocalData(rows, data.label), epochs=200, lr=0.5)
     wrong = -learnt
     wrong[0] = 0.0
