@@ -22,7 +22,7 @@ import numpy as np
 from hybridgate.classifiers.adapt import Adapter, fit_adapter
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.periodic import Periodic
-from hybridgate.serving.router_reload import auc
+from hybridgate.serving.router_reload import auc, label_arrays, labels_under
 from hybridgate.serving.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,7 @@ class RouterAdapter:
         self._loop = Periodic("hybridgate-router-adapt", self.adapt_once, self.interval_s)
 
     async def usable_labels(self) -> list[dict[str, Any]]:
-        version, dim = self.scorer.version, self.scorer.model.dim
-        return [
-            r
-            for r in await self.state.labels(10_000)
-            if r.get("router_version") == version
-            and isinstance(r.get("base_score"), (int, float))
-            and isinstance(r.get("vector"), list)
-            and len(r["vector"]) == dim
-            and r.get("label") in (0, 1)
-        ]
+        return labels_under(await self.state.labels(10_000), self.scorer.version, self.scorer.model.dim)
 
     async def adapt_once(self) -> AdaptResult:
         rows = await self.usable_labels()
@@ -84,9 +75,7 @@ class RouterAdapter:
 
     def _fit(self, rows: list[dict[str, Any]]) -> AdaptResult:
         held = np.array([_held_out(r) for r in rows])
-        base = np.array([float(r["base_score"]) for r in rows])
-        x = np.asarray([r["vector"] for r in rows], dtype=np.float32)
-        y = np.array([int(r["label"]) for r in rows])
+        base, x, y = label_arrays(rows)
         if held.all() or not held.any():
             return AdaptResult("too-few", len(rows))
         trial = fit_adapter(base[~held], x[~held], y[~held])

@@ -64,6 +64,22 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def labels_under(rows: list[dict[str, Any]], version: str, dim: int) -> list[dict[str, Any]]:
+    """The labels made under router ``version`` that kept its score: what a correction of that router is trained
+    and judged on."""
+    return [
+        r for r in rows
+        if r.get("router_version") == version and isinstance(r.get("base_score"), (int, float))
+        and isinstance(r.get("vector"), list) and len(r["vector"]) == dim and r.get("label") in (0, 1)
+    ]
+
+
+def label_arrays(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the router's scores then, query vectors, labels) of labels from :func:`labels_under`."""
+    base = np.asarray([float(r["base_score"]) for r in rows])
+    return base, np.asarray([r["vector"] for r in rows], dtype=np.float32), np.asarray([int(r["label"]) for r in rows])
+
+
 @dataclass
 class RouterWatcher:
     folder: Path
@@ -133,12 +149,10 @@ class RouterWatcher:
         if new.fleet_step is not None and new.trained_on == old.version:
             # The fleet's correction of the router in use: exact on the labels made under it, from the score each
             # query got then (the text, which the router reads and a label does not keep, is in that score).
-            rows = [r for r in rows if r.get("router_version") == old.version and isinstance(r.get("base_score"), (int, float))]
+            rows = labels_under(rows, old.version, old.dim)
             if len(rows) < MIN_LABELS:
                 return None, None, len(rows)
-            base = np.asarray([float(r["base_score"]) for r in rows])
-            x = np.asarray([r["vector"] for r in rows], dtype=np.float32)
-            y = np.asarray([int(r["label"]) for r in rows])
+            base, x, y = label_arrays(rows)
             return auc(base, y), auc(new.fleet_step.apply(base, x), y), len(rows)
         if old.reads_text or new.reads_text or len(rows) < MIN_LABELS:
             return None, None, len(rows)  # labels keep no text: a router that reads it cannot be scored on them
