@@ -28,6 +28,8 @@ from hybridgate.router import (
 )
 
 BACKENDS = {"local": Route.LOCAL, "edge": Route.LOCAL, "cloud": Route.CLOUD, "cloud-b": Route.CLOUD}
+# Requested models that name a route through the cloud: a cloud backend, the cloud route, or a collaborative mode.
+CLOUD_PINS = {"cloud", "cloud-b", "hybridgate/cloud", *(f"hybridgate/{m.value}" for m in Mode)}
 MODELS = ["hybridgate/auto", "hybridgate/local", "hybridgate/cloud", *(f"hybridgate/{m.value}" for m in Mode), *BACKENDS]
 
 
@@ -92,10 +94,17 @@ def test_a_private_request_never_gets_a_cloud_backend(s: tuple[RoutingPolicy, Ro
     redact_only = not query.privacy_strict and bool(query.personal_data) and (
         policy.on_personal_data == "redact" or (policy.on_personal_data == "local" and asked_redact)
     )
+    # Only a request that pins a cloud-bound route may be refused for its privacy: hybridgate/auto, the local
+    # route and local backends always have an answer that keeps the data home (or another clear error), so a
+    # PrivacyViolation there means a rule step sent the request towards the cloud and only the final check caught it.
+    pins_cloud = query.requested_model in CLOUD_PINS
     try:
         d = policy.decide(query, ctx)
-    except (PrivacyViolation, UnroutableError, BudgetExhausted, ToolsRefused, EnergyBudgetExhausted, EnergyCapExceeded):
-        return  # a clear error (403, 503, 429, 400) is always allowed
+    except PrivacyViolation:
+        assert pins_cloud and (query.privacy_strict or bool(query.personal_data)), query
+        return
+    except (UnroutableError, BudgetExhausted, ToolsRefused, EnergyBudgetExhausted, EnergyCapExceeded):
+        return  # a clear error (503, 429, 400) is always allowed
     if private:
         assert d.route is Route.LOCAL and not _cloud_names(d, ctx) and d.private, d
     elif redact_only:
