@@ -84,6 +84,8 @@ def models(config: Path | None = ConfigOpt) -> None:
     from rich.table import Table
 
     from hybridgate.serving.backends.local_llama import default_model_path
+    from hybridgate.serving.backends.providers import resolve_wire
+    from hybridgate.serving.config import RemoteConfig
 
     cfg = _load(config)
     table = Table("model name", "route", "kind", "model")
@@ -92,11 +94,20 @@ def models(config: Path | None = ConfigOpt) -> None:
     except FileNotFoundError as exc:
         local_path = f"(missing: {exc})"
     table.add_row(cfg.local.name, "local", "llama_cpp (in process)", local_path)
+    def kind(node: RemoteConfig, api_base: str | None) -> str:
+        try:
+            wire = resolve_wire(node.model, api_base, node.transport, node.api_key_env)
+        except ValueError as exc:
+            return f"(misconfigured: {exc})"
+        return f"{wire.transport} ({wire.provider})"
+
     for node in cfg.edge_nodes:
-        table.add_row(node.name, node.route, node.transport, f"{node.model} @ {node.api_base}")
+        table.add_row(node.name, node.route, kind(node, node.api_base), f"{node.model} @ {node.api_base}")
     if cfg.cloud is not None:
-        where = cfg.cloud.api_base or ("loopback stand-in" if cfg.standin.enabled else "provider default")
-        table.add_row(cfg.cloud.name, "cloud", cfg.cloud.transport, f"{cfg.cloud.model} @ {where}")
+        standin = cfg.cloud.api_base is None and cfg.standin.enabled
+        where = cfg.cloud.api_base or ("loopback stand-in" if standin else "provider default")
+        base = "http://127.0.0.1/v1" if standin else cfg.cloud.api_base
+        table.add_row(cfg.cloud.name, "cloud", kind(cfg.cloud, base), f"{cfg.cloud.model} @ {where}")
     for alias in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud"):
         table.add_row(alias, "router" if alias.endswith("auto") else alias.split("/")[1], "alias", "")
     Console().print(table)

@@ -7,6 +7,7 @@ from hybridgate.router import Mode, RoutingPolicy, RuleScorer, Scorer
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import Backend
 from hybridgate.serving.backends.local_llama import LlamaBackend
+from hybridgate.serving.backends.providers import resolve_wire
 from hybridgate.serving.config import GatewayConfig, PrivacyConfig, RemoteConfig, RouterConfig
 from hybridgate.serving.gateway import Gateway
 from hybridgate.serving.metrics import Metrics
@@ -15,10 +16,12 @@ from hybridgate.serving.state import open_state
 
 
 def build_remote(cfg: RemoteConfig) -> Backend:
-    if cfg.transport == "openai":
+    """The native transport for every OpenAI-wire provider, litellm for the rest (``providers.resolve_wire``)."""
+    wire = resolve_wire(cfg.model, cfg.api_base, cfg.transport, cfg.api_key_env)
+    if wire.transport == "openai":
         from hybridgate.serving.backends.remote_openai import OpenAIHTTPBackend
 
-        return OpenAIHTTPBackend(cfg)
+        return OpenAIHTTPBackend(cfg, wire)
     from hybridgate.serving.backends.remote_litellm import LitellmBackend
 
     return LitellmBackend(cfg)

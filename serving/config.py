@@ -131,7 +131,8 @@ class RemoteConfig(_Strict):
     route: Literal["local", "cloud"] = "cloud"
     api_base: str | None = None
     api_key_env: str | None = None  # name of the environment variable holding the key
-    transport: Literal["litellm", "openai"] = "litellm"
+    # auto: the native transport for OpenAI-wire providers, litellm for the rest (serving/backends/providers.py)
+    transport: Literal["auto", "openai", "litellm"] = "auto"
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(1, ge=0)
     cost_per_1k_prompt_usd: float | None = Field(None, ge=0)

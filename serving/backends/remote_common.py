@@ -11,10 +11,14 @@ from hybridgate.serving.backends.base import ChatParams, Completion, Usage
 from hybridgate.serving.config import RemoteConfig
 
 
-def api_key(cfg: RemoteConfig) -> str | None:
-    """The key named by ``api_key_env``; a keyless OpenAI-compatible server gets a placeholder."""
+def api_key(cfg: RemoteConfig, default_env: str | None = None) -> str | None:
+    """The key named by ``api_key_env`` (else the provider's usual variable, ``default_env``); a keyless
+    OpenAI-compatible server gets a placeholder."""
+    env = cfg.api_key_env or default_env
+    if env and os.environ.get(env):
+        return os.environ[env]
     if cfg.api_key_env:
-        return os.environ.get(cfg.api_key_env)
+        return None
     return "no-key" if cfg.api_base else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +34,9 @@ def _quiet_litellm() -> Any:
     litellm.drop_params = True
     litellm.turn_off_message_logging = True
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    # litellm dumps its own response objects with fields its pydantic models do not declare: a warning per call
+    # that says nothing about the request.
+    warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
     return litellm
 
 
@@ -82,7 +86,7 @@ class LitellmBackend:
         except Exception as exc:
             raise self._translate(exc) from None
         usage = getattr(resp, "usage", None)
-        choices = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in resp.choices]
+        choices = [c.model_dump(warnings=False) if hasattr(c, "model_dump") else dict(c) for c in resp.choices]
         self.health.ok()
         return completion_from_choices(
             choices,
@@ -105,7 +109,7 @@ class LitellmBackend:
                     text = getattr(choice.delta, "content", None)
                     calls = getattr(choice.delta, "tool_calls", None)
                     if text or calls:
-                        wire = [c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else dict(c) for c in calls or []]
+                        wire = [c.model_dump(exclude_none=True, warnings=False) if hasattr(c, "model_dump") else dict(c) for c in calls or []]
                         yield Delta(text=text or "", tool_calls=wire or None)
                     finish = choice.finish_reason or finish
         except BackendError:

@@ -1,9 +1,10 @@
 """A native client for servers that already speak OpenAI's wire format.
 
-OpenAI itself, a llama.cpp server on an edge box, vLLM, another hybridgate:
-for these the gateway forwards JSON over one pooled httpx connection, which
-costs a fraction of a translation layer's time per request. Every other
-provider goes through :mod:`remote_litellm`.
+OpenAI itself and every provider that takes its body (see :mod:`providers`),
+a llama.cpp server on an edge box, vLLM, another hybridgate: for these the
+gateway forwards JSON over one pooled httpx connection, which costs a
+fraction of a translation layer's time per request. Every other provider
+goes through :mod:`remote_litellm`.
 """
 
 from __future__ import annotations
@@ -26,33 +27,26 @@ from hybridgate.serving.backends.base import (
     UpstreamRejected,
     Usage,
 )
+from hybridgate.serving.backends.providers import Wire, resolve_wire
 from hybridgate.serving.backends.remote_common import api_key, completion_from_choices, optional_params
 from hybridgate.serving.config import RemoteConfig
 
-_OPENAI_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamacpp/")
-
-
-def wire_model_name(model: str) -> str:
-    """``openai/gpt-4o-mini`` -> ``gpt-4o-mini``: the provider prefix is litellm's, not the server's."""
-    for prefix in _OPENAI_PREFIXES:
-        if model.startswith(prefix):
-            return model[len(prefix) :]
-    return model
-
-
 class OpenAIHTTPBackend:
-    def __init__(self, cfg: RemoteConfig) -> None:
-        if not cfg.api_base:
-            raise ValueError(f"backend {cfg.name!r}: transport 'openai' needs api_base")
+    def __init__(self, cfg: RemoteConfig, wire: Wire | None = None) -> None:
+        wire = wire or resolve_wire(cfg.model, cfg.api_base, "openai", cfg.api_key_env)
+        assert wire.api_base is not None  # resolve_wire refuses a native wire without one
         self.cfg = cfg
+        self.wire = wire
         self.name = cfg.name
         self.route = Route(cfg.route)
-        self.model_id = wire_model_name(cfg.model)
+        self.model_id = wire.model
         self.health = Health()
-        key = api_key(cfg)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        key = api_key(cfg, wire.key_env)
+        headers = {}
+        if key:
+            headers[wire.auth_header] = key if wire.auth_header != "Authorization" else f"Bearer {key}"
         self._client = httpx.AsyncClient(
-            base_url=cfg.api_base.rstrip("/"),
+            base_url=wire.api_base.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(cfg.timeout_s, connect=min(5.0, cfg.timeout_s)),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
@@ -153,8 +147,9 @@ class OpenAIHTTPBackend:
             "name": self.name,
             "route": self.route.value,
             "kind": "openai",
+            "provider": self.wire.provider,
             "model": self.cfg.model,
-            "api_base": self.cfg.api_base,
+            "api_base": self.wire.api_base,
             **self.health.as_dict(),
         }
 
