@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from hybridgate import __version__
 from hybridgate.router import (
     BudgetExhausted,
     EnergyBudgetExhausted,
@@ -135,7 +136,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             await app.state.gateway.aclose()
 
     # The schema and its page are served by the routes below, behind the operator's key when keys are configured.
-    app = FastAPI(title="hybridgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="hybridgate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.server.max_body_bytes)
     install_error_handlers(app)
 
