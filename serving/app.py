@@ -140,7 +140,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
     app.add_middleware(BodyLimit, max_bytes=cfg.server.max_body_bytes)
     install_error_handlers(app)
 
-    def gw(request: Request) -> Gateway:
+    async def gw(request: Request) -> Gateway:  # a coroutine: FastAPI would run a plain function in a thread
         return request.app.state.gateway  # type: ignore[no-any-return]
 
     def checked(body: ChatCompletionRequest, gateway: Gateway) -> None:

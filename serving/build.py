@@ -7,6 +7,7 @@ from hybridgate.router import Mode, RoutingPolicy, RuleScorer, Scorer
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.backends.base import Backend
 from hybridgate.serving.backends.local_llama import LlamaBackend
+from hybridgate.serving.backends.pricing import prices_per_1k
 from hybridgate.serving.backends.providers import resolve_wire
 from hybridgate.serving.config import GatewayConfig, PrivacyConfig, RemoteConfig, RouterConfig
 from hybridgate.serving.gateway import Gateway
@@ -76,6 +77,8 @@ def build_gateway(cfg: GatewayConfig, *, local: LlamaBackend | None = None, embe
     remotes = [build_remote(n) for n in cfg.edge_nodes]
     if cfg.cloud is not None:
         remotes.append(build_remote(cfg.cloud))
+    for remote in [*cfg.edge_nodes, *([cfg.cloud] if cfg.cloud else [])]:
+        prices_per_1k(remote)  # read the price list now, not on the first request's event-loop turn
     policy = build_policy(cfg.router, cfg.privacy, embedder=embedder)
     return Gateway(
         cfg, local or load_local(cfg), remotes, open_state(cfg.state), Metrics(), policy, owns_local=local is None

@@ -47,7 +47,7 @@ def test_serve_refuses_public_address_without_keys() -> None:
 
 
 def test_zero_config_serve_answers_both_routes_through_the_standin() -> None:
-    """The README's first command: no file, no credentials; the cloud route is a stand-in reached through litellm."""
+    """The README's first command: no file, no credentials; the cloud route is a stand-in reached through the native transport (transport: auto)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
     proc = subprocess.Popen([*EXE, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -121,3 +121,22 @@ def test_a_provider_refusal_is_the_clients_400_on_both_transports(make_gateway: 
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["message"].count("\n") == 0 and "cloud" in err["message"], "one readable line naming the backend"
+
+
+@pytest.mark.parametrize(
+    "model", ["openai/gpt-4o-mini", "gpt-4o-mini", "anthropic/claude-3-5-haiku-latest", "groq/llama-3.1-8b-instant", "openai/stub"]
+)
+def test_list_prices_read_without_litellm_match_litellms_own(model: str) -> None:
+    """The native path reads litellm's price file as data instead of importing litellm; the figures must be the same."""
+    import litellm
+
+    from hybridgate.serving.backends.pricing import list_price_per_1k
+
+    try:
+        expected: tuple[float, float] | None = tuple(litellm.cost_per_token(model=model, prompt_tokens=1000, completion_tokens=1000))  # type: ignore[assignment]
+    except Exception:  # litellm raises for a model it has no price for
+        expected = None
+    got = list_price_per_1k(model)
+    assert (got is None) == (expected is None)
+    if got is not None and expected is not None:
+        assert got == pytest.approx(expected, rel=1e-9)
