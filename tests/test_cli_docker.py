@@ -111,7 +111,12 @@ def test_compose_replicated_profile_puts_replicas_on_one_redis_behind_a_balancer
     assert replica["environment"]["HYBRIDGATE_API_KEYS"] == "k1"
     assert balancer["image"].startswith("haproxy:") and any("127.0.0.1:8090:8080" in str(p) for p in balancer["ports"])
     plain = subprocess.run([*_compose(), "-f", str(ROOT / "docker" / "compose.yaml"), "config"], capture_output=True, text=True, env=env)
-    assert plain.returncode == 0 and set(yaml.safe_load(plain.stdout)["services"]) == {"gateway", "redis"}, "one gateway unless asked"
+    assert plain.returncode == 0, plain.stderr
+    # Compose v2 leaves inactive profiles out of `config`, v1 lists them with their profile: either way, only the
+    # single gateway and Redis start unless the profile is asked for.
+    started = {name for name, svc in yaml.safe_load(plain.stdout)["services"].items() if "replicated" not in (svc.get("profiles") or [])}
+    assert started == {"gateway", "redis"}, "one gateway unless asked"
+    assert replica["profiles"] == balancer["profiles"] == ["replicated"]
     cfg = (ROOT / "docker" / "haproxy.cfg").read_text()
     assert "server-template replica" in cfg and "replica:8080" in cfg and "httpchk GET /healthz" in cfg
     haproxy = need_program("haproxy", "apt-get install haproxy")
