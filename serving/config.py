@@ -191,6 +191,11 @@ class StateConfig(_Strict):
     label_hold_s: int = Field(3600, ge=1)  # how long an answer can be rated
     label_store_size: int = Field(10_000, ge=1)  # labelled vectors kept for federated training
     shadow_rate: float = Field(0.0, ge=0.0, le=1.0)  # share of local answers also asked of the cloud and judged (costs cloud calls)
+    # With Redis: budget set aside for a call in flight is a lease renewed every third of this; a replica that dies
+    # stops renewing, and what it set aside goes back to the budget this long after (docs/replicas.md).
+    reservation_ttl_s: float = Field(30.0, ge=0.2, le=3600)
+    replica_id: str | None = None  # names this process in the shared decision log and node statistics (default host-pid)
+    node_share_s: float = Field(1.0, gt=0, le=60)  # how often this replica publishes and reads the fleet's node statistics
 
 
 class BudgetConfig(_Strict):

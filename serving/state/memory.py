@@ -21,6 +21,7 @@ class MemoryStore:
         self._held: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._labels: deque[dict[str, Any]] = deque(maxlen=label_store_size)
         self._held_entries = label_store_size
+        self._nodes: dict[str, tuple[float, dict[str, Any]]] = {}  # while Redis is away: this replica's own view
 
     async def record_usage(
         self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float = 0.0
@@ -34,6 +35,25 @@ class MemoryStore:
             u.cloud_cost_usd + cloud_cost_usd,
             u.energy_joules + energy_joules,
         )
+
+    async def account(
+        self,
+        key: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cloud_cost_usd: float,
+        energy_joules: float = 0.0,
+        released_usd: float = 0.0,
+        decision: dict[str, Any],
+    ) -> None:
+        # No await inside the three: nothing can run between them on the event loop.
+        await self.record_usage(
+            key, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cloud_cost_usd=cloud_cost_usd, energy_joules=energy_joules
+        )
+        if released_usd:
+            await self.release(key, released_usd)
+        await self.log_decision(decision)
 
     async def usage_today(self, key: str) -> UsageTotals:
         return self._usage.get((today(), key), UsageTotals())
@@ -90,6 +110,13 @@ class MemoryStore:
 
     async def labels(self, limit: int) -> list[dict[str, Any]]:
         return list(self._labels)[-limit:][::-1]
+
+    async def publish_nodes(self, replica: str, view: dict[str, Any], ttl_s: float) -> None:
+        self._nodes[replica] = (time.monotonic() + ttl_s, view)
+
+    async def fleet_nodes(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        return {r: view for r, (expires, view) in self._nodes.items() if expires > now}
 
     async def ping(self) -> None:
         return None

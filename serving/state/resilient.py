@@ -44,17 +44,23 @@ class ResilientStore:
         try:
             result = await op(self.primary)
         except _DOWN as exc:
-            if not self.degraded:
-                log.warning("redis unreachable (%s); state continues in process memory", exc)
-            self.degraded = True
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._retry_at = time.monotonic() + self.reconnect_interval_s
+            self._went_down(exc)
             return await op(self.fallback)
+        self._came_back()
+        return result
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self.degraded:
+            log.warning("redis unreachable (%s); state continues in process memory", exc)
+        self.degraded = True
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._retry_at = time.monotonic() + self.reconnect_interval_s
+
+    def _came_back(self) -> None:
         if self.degraded:
             log.info("redis is back; state returns to redis")
             self.degraded = False
             self.last_error = None
-        return result
 
     async def record_usage(
         self, key: str, *, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float = 0.0
@@ -89,16 +95,59 @@ class ResilientStore:
         )
 
     async def reserve(self, key: str, usd: float, limit: float) -> bool:
-        if not self.degraded:
-            ok = await self._call(lambda s: s.reserve(key, usd, limit))
-            if not self.degraded:
+        if not self.degraded or time.monotonic() >= self._retry_at:
+            try:
+                ok = await self.primary.reserve(key, usd, limit)
+            except _DOWN as exc:
+                self._went_down(exc)  # a script that ran before the connection dropped leaves a lease that expires
+            else:
+                self._came_back()
                 return ok
-        # In memory, against what Redis last said was spent (plus what memory has seen since).
+        # In memory, against what Redis last said was spent (plus what memory has seen since); asked once only.
         already = self._last_seen.get(key, UsageTotals()).cloud_cost_usd
         return await self.fallback.reserve(key, usd, max(0.0, limit - already))
 
     async def release(self, key: str, usd: float) -> None:
-        await self._call(lambda s: s.release(key, usd))
+        """Given back where it was set aside: a reservation made in memory while Redis was away must not come off
+        Redis's total once it is back (nor one made in Redis off memory's)."""
+        if self.primary.holds(key, usd):
+            await self._call(lambda s: s.release(key, usd) if s is self.primary else self._drop_lease(key, usd))
+        else:
+            await self.fallback.release(key, usd)
+
+    async def _drop_lease(self, key: str, usd: float) -> None:
+        """Redis is away: stop renewing the lease, and Redis drops it when it expires."""
+        self.primary._take_lease(key, usd)
+
+    async def account(
+        self,
+        key: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cloud_cost_usd: float,
+        energy_joules: float = 0.0,
+        released_usd: float = 0.0,
+        decision: dict[str, Any],
+    ) -> None:
+        in_redis = bool(released_usd) and self.primary.holds(key, released_usd)
+        if released_usd and not in_redis:
+            await self.fallback.release(key, released_usd)
+
+        async def step(s: Any) -> None:
+            if s is self.fallback and in_redis:
+                await self._drop_lease(key, released_usd)
+            await s.account(
+                key,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cloud_cost_usd=cloud_cost_usd,
+                energy_joules=energy_joules,
+                released_usd=released_usd if s is self.primary and in_redis else 0.0,
+                decision=decision,
+            )
+
+        await self._call(step)
 
     async def log_decision(self, record: dict[str, Any]) -> None:
         await self._call(lambda s: s.log_decision(record))
@@ -123,6 +172,16 @@ class ResilientStore:
 
     async def labels(self, limit: int) -> list[dict[str, Any]]:
         return await self._call(lambda s: s.labels(limit))
+
+    @property
+    def replica(self) -> str:
+        return self.primary.replica
+
+    async def publish_nodes(self, replica: str, view: dict[str, Any], ttl_s: float) -> None:
+        await self._call(lambda s: s.publish_nodes(replica, view, ttl_s))
+
+    async def fleet_nodes(self) -> dict[str, dict[str, Any]]:
+        return await self._call(lambda s: s.fleet_nodes())
 
     async def ping(self) -> None:
         await self._call(lambda s: s.ping())
