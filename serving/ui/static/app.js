@@ -53,17 +53,17 @@ function card(id, label, value, sub) {
 }
 
 function table(headers, rows, opts) {
-  const head = el("tr", {}, ...headers.map((h) => el("th", {}, h)));
+  const head = headers ? el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", {}, h)))) : null;
   const body = el("tbody");
   for (const r of rows) {
     const tr = el("tr", r.attrs || {}, ...r.cells.map((c) => el("td", typeof c === "number" ? { class: "num" } : {}, c)));
     body.appendChild(tr);
   }
-  return el("table", (opts && opts.id) ? { id: opts.id } : {}, el("thead", {}, head), body);
+  return el("table", (opts && opts.id) ? { id: opts.id } : {}, head, body);
 }
 
 function kv(obj) {
-  return table(["", ""], Object.entries(obj || {}).map(([k, v]) => ({ cells: [k, fmt(v)] })));
+  return table(null, Object.entries(obj || {}).map(([k, v]) => ({ cells: [k, fmt(v)] })));
 }
 
 function section(title, ...content) { return el("section", {}, el("h2", {}, title), ...content); }
@@ -112,7 +112,11 @@ function lineChart(points, label) {
     c.appendChild(svg("title", {}, `cloud calls ${pct(p[0])}: PGR ${p[1]}`));
     g.appendChild(c);
   }
-  g.appendChild(svg("text", { class: "tick", x: W / 2 - 50, y: H - 8 }, "share of calls to the cloud"));
+  for (const v of [0, 0.5, 1]) {
+    g.appendChild(svg("text", { class: "tick", x: x(v) - 6, y: H - P + 12 }, v));
+    g.appendChild(svg("text", { class: "tick", x: P - 20, y: y(v) + 3 }, v));
+  }
+  g.appendChild(svg("text", { class: "tick", x: W / 2 - 50, y: H - 4 }, "share of calls to the cloud"));
   g.appendChild(svg("text", { class: "tick", x: 2, y: P - 10 }, "PGR"));
   return el("div", { class: "chart", id: "pgr-chart" }, g);
 }
