@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import httpx
@@ -184,3 +185,24 @@ async def test_with_redis_the_history_outlives_the_process_and_adds_up_replicas(
         add_into(total, c)
     assert total == {"req|local|local|ok": 3, "req|cloud|cloud|ok": 2}
     await later.aclose()
+
+
+async def test_collaborative_answers_are_counted_by_mode_once_from_the_decision_log() -> None:
+    from hybridgate.serving.state.memory import MemoryStore
+
+    store = MemoryStore()
+    await store.log_decision({"id": "before", "ts": 1.0, "route": "collab", "status": "ok", "decided": {"mode": "cascade"}})
+    sampler = HistorySampler(Metrics(), decisions=store.recent_decisions)  # what an earlier process logged is not recounted
+    t0 = time.time()
+    for i, mode in enumerate(["cascade"] * 40 + ["condense"] * 3):  # more than one read of the tail
+        await store.log_decision({"id": f"d{i}", "ts": t0 + 1 + (i // 5) * 0.001, "route": "collab", "status": "ok", "decided": {"mode": mode}})
+    await store.log_decision({"id": "local", "ts": t0 + 2, "route": "local", "status": "ok", "decided": {}})
+    now = t0 + 3
+    await sampler.sample(now)
+    await sampler.sample(now)
+    await store.log_decision({"id": "late", "ts": t0 + 2, "route": "collab", "status": "ok", "decided": {"mode": "redact"}})  # same ts
+    await sampler.sample(now)
+    total: dict[str, float] = {}
+    for _, c in await sampler.buckets(HOUR, now):
+        add_into(total, c)
+    assert {k: v for k, v in total.items() if k.startswith("mode|")} == {"mode|cascade": 40, "mode|condense": 3, "mode|redact": 1}

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,6 +129,9 @@ class RedisRing:
     def __init__(self, url: str, timeout_s: float = 0.5) -> None:
         import redis.asyncio as aioredis
 
+        # Buckets two or more behind the current one no longer change (every replica samples each second into
+        # the bucket of its clock), so they are read from Redis once and kept: a poll reads two hashes.
+        self._closed: dict[tuple[str, int], Counts] = {}
         self._r = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True)
 
     @staticmethod
@@ -145,14 +148,48 @@ class RedisRing:
 
     async def read(self, res: Resolution, first: int, last: int) -> list[tuple[int, Counts]]:
         starts = list(range(first, last + 1, res.bucket_s))
+        wanted = [t for t in starts if (res.name, t) not in self._closed]
         async with self._r.pipeline(transaction=False) as p:
-            for t in starts:
+            for t in wanted:
                 p.hgetall(self._key(res, t))
             rows = await p.execute()
-        return [(t, {k: float(v) for k, v in row.items()}) for t, row in zip(starts, rows) if row]
+        fetched = {t: {k: float(v) for k, v in row.items()} for t, row in zip(wanted, rows)}
+        for t, c in fetched.items():
+            if t < last - res.bucket_s:
+                self._closed[(res.name, t)] = c
+        for key in [k for k in self._closed if k[0] == res.name and k[1] < first]:
+            del self._closed[key]
+        out = [(t, dict(fetched[t]) if t in fetched else dict(self._closed[(res.name, t)])) for t in starts]
+        return [(t, c) for t, c in out if c]
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+class DecisionTail:
+    """The decisions logged since the last call, newest first: the counters do not carry a collaborative answer's
+    mode, the decision log does. Reads grow from a few records until they reach what was already seen, so a
+    sample reads what is new, not the whole log."""
+
+    def __init__(self, read: Callable[[int], Awaitable[list[dict[str, Any]]]], cap: int = 10_000) -> None:
+        self.read = read
+        self.cap = cap
+        self.seen_ts = time.time()  # what was logged before this process started was counted by the one before
+        self.seen_ids: set[str] = set()
+
+    async def new(self) -> list[dict[str, Any]]:
+        n = 32
+        while True:
+            recent = await self.read(n)
+            if len(recent) < n or n >= self.cap or (recent[-1].get("ts") or 0) < self.seen_ts:
+                break
+            n = min(self.cap, n * 4)
+        fresh = [d for d in recent if (d.get("ts") or 0) > self.seen_ts or ((d.get("ts") or 0) == self.seen_ts and d.get("id") not in self.seen_ids)]
+        if fresh:
+            top = max(float(d.get("ts") or 0) for d in fresh)
+            self.seen_ids = {str(d.get("id")) for d in recent if (d.get("ts") or 0) == top}
+            self.seen_ts = top
+        return fresh
 
 
 class HistorySampler:
@@ -165,8 +202,10 @@ class HistorySampler:
         redis_url: str | None = None,
         sample_s: float = 1.0,
         thresholds: Callable[[], tuple[float | None, float | None]] | None = None,
+        decisions: Callable[[int], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.tail = DecisionTail(decisions) if decisions is not None else None
         self._thresholds_of = thresholds
         self.thresholds: deque[dict[str, Any]] = deque(maxlen=100)  # (t_cloud, t_local) each time they changed
         self.memory = MemoryRing()
@@ -201,6 +240,14 @@ class HistorySampler:
             self._last = current
             self.samples += 1
             self._watch_thresholds()
+            if self.tail is not None:
+                try:
+                    for d in await self.tail.new():
+                        if d.get("route") == "collab" and d.get("status") == "ok":
+                            key = f"mode|{(d.get('decided') or {}).get('mode') or 'unknown'}"
+                            deltas[key] = deltas.get(key, 0.0) + 1
+                except Exception as exc:  # noqa: BLE001 - the state store's own fallback logs its outages
+                    log.debug("dashboard history: decision log not read: %s", exc)
             if not deltas:
                 return
             t = time.time() if now is None else now

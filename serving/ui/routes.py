@@ -63,7 +63,8 @@ class Dashboard:
     def start(self, gateway: Gateway) -> None:
         policy = gateway.policy
         self.sampler = HistorySampler(
-            gateway.metrics, self.cfg.state.redis_url, self.sample_s, thresholds=lambda: (policy.threshold, policy.t_local)
+            gateway.metrics, self.cfg.state.redis_url, self.sample_s, thresholds=lambda: (policy.threshold, policy.t_local),
+            decisions=gateway.state.recent_decisions,
         )
         self.sampler.start()
 

@@ -102,7 +102,7 @@ async def overview(gateway: Gateway, sampler: HistorySampler, window: str) -> di
         "requests": {
             "answered": n,
             "by_route": {r: answered.get(r, 0) for r in sorted({*ROUTES, *answered})},
-            "by_mode": await _modes(gateway, now - res.span_s, answered.get("collab", 0), int(sum(answered.values()) + sum(errors.values()))),
+            "by_mode": {k.split("|", 1)[1]: int(v) for k, v in totals.items() if k.startswith("mode|")},
             "refused": sum(rejections.values()),
             "errors": sum(errors.values()),
             "cache_hits": int(totals.get("hit|", 0)),
@@ -116,20 +116,6 @@ async def overview(gateway: Gateway, sampler: HistorySampler, window: str) -> di
         "fallbacks": fallbacks,
         "series": {"t": series_t, **series},
     }
-
-
-async def _modes(gateway: Gateway, since: float, collab: int, logged: int) -> dict[str, int]:
-    """Collaborative answers by mode: the counters do not carry the mode, the decision log does. The window
-    logged at most ``logged`` records (one per counted answer or failure), so no more are read."""
-    out: Counter[str] = Counter()
-    if collab == 0:
-        return {}
-    for d in await gateway.state.recent_decisions(min(gateway.cfg.state.decision_log_size, logged + 1)):
-        if (d.get("ts") or 0) < since:
-            break
-        if d.get("route") == "collab" and d.get("status") == "ok":
-            out[str((d.get("decided") or {}).get("mode") or "unknown")] += 1
-    return dict(out)
 
 
 def _joules(d: dict[str, Any]) -> float:
@@ -186,9 +172,30 @@ def explanation(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _newer_than(gateway: Gateway, since: float, cap: int) -> list[dict[str, Any]]:
+    """The decisions logged after ``since``: reads grow until they reach it, so an update reads what is new."""
+    n = 32
+    while True:
+        recent = await gateway.state.recent_decisions(n)
+        if len(recent) < n or n >= cap or (recent[-1].get("ts") or 0) <= since:
+            return recent
+        n = min(cap, n * 4)
+
+
+# A filter reads through the log: all of it in memory; from Redis the newest 2,000, so one dashboard read stays
+# well inside the store's timeout (reading 10,000 records took longer than 0.5 s on a busy 2-core machine, and a
+# timed-out read would send the gateway's state to its memory fallback).
+REDIS_SCAN = 2000
+
+
 async def decisions(gateway: Gateway, limit: int, route: str | None, tenant: str | None, since: float | None) -> dict[str, Any]:
-    filtered = bool(route or tenant)
-    recent = await gateway.state.recent_decisions(gateway.cfg.state.decision_log_size if filtered else limit)
+    size = gateway.cfg.state.decision_log_size
+    if gateway.state.kind != "memory":
+        size = min(size, REDIS_SCAN)
+    if since is not None:
+        recent = await _newer_than(gateway, since, size)
+    else:
+        recent = await gateway.state.recent_decisions(size if route or tenant else limit)
     rows: list[dict[str, Any]] = []
     tenants: Counter[str] = Counter()
     for d in recent:
@@ -201,11 +208,13 @@ async def decisions(gateway: Gateway, limit: int, route: str | None, tenant: str
             continue
         if len(rows) < limit:
             rows.append(decision_row(d))
-    return {"object": "list", "data": rows, "tenants": sorted(tenants)[:200], "scanned": len(recent)}
+    newest = max((float(d.get("ts") or 0) for d in recent), default=since)
+    return {"object": "list", "data": rows, "tenants": sorted(tenants)[:200], "scanned": len(recent), "newest_ts": newest}
 
 
 async def find_decision(gateway: Gateway, request_id: str) -> dict[str, Any] | None:
-    for d in await gateway.state.recent_decisions(gateway.cfg.state.decision_log_size):
+    size = gateway.cfg.state.decision_log_size if gateway.state.kind == "memory" else min(gateway.cfg.state.decision_log_size, REDIS_SCAN)
+    for d in await gateway.state.recent_decisions(size):
         if d.get("id") == request_id:
             return explanation(d)
     return None

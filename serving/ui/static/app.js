@@ -6,7 +6,7 @@
 const POLL_MS = 1000;
 const SVG = "http://www.w3.org/2000/svg";
 const ROUTES = ["local", "cloud", "collab", "refused", "errors"];
-const state = { window: "hour", route: "", tenant: "", selected: null, timer: null };
+const state = { window: "hour", route: "", tenant: "", selected: null, timer: null, rows: [], since: null, filter: null, tenants: [] };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -190,11 +190,20 @@ async function explain(main, id) {
     section("Full record", el("pre", { id: "explanation-json" }, JSON.stringify(d, null, 2))));
 }
 
+// The first read (and a new filter) asks for the newest 100; each update after asks only for what is newer.
 async function decisions(main) {
   const q = new URLSearchParams({ limit: "100" });
   if (state.route) q.set("route", state.route);
   if (state.tenant) q.set("tenant", state.tenant);
+  const filter = q.toString();
+  const fresh = state.filter !== filter || state.since === null || state.since === undefined;
+  if (!fresh) q.set("since", String(state.since));
   const data = await getJSON("/ui/api/decisions?" + q.toString());
+  if (state.filter !== filter && !fresh) return;  // the filter changed while this was in flight
+  state.rows = fresh ? data.data : [...data.data, ...state.rows].slice(0, 100);
+  state.since = data.newest_ts;
+  state.filter = filter;
+  state.tenants = [...new Set([...(fresh ? [] : state.tenants), ...data.tenants])].sort();
   let box = document.getElementById("explanation");
   if (!box) {
     const routeSel = el("select", { id: "route-filter", on: { change: (e) => { state.route = e.target.value; refresh(main); } } },
@@ -204,12 +213,12 @@ async function decisions(main) {
     main.replaceChildren(el("div", { class: "toolbar" }, "Route ", routeSel, " Tenant ", tenantSel), el("div", { id: "table-box" }), box);
   }
   const tenantSel = document.getElementById("tenant-filter");
-  const wanted = ["", ...data.tenants];
+  const wanted = ["", ...state.tenants];
   if (tenantSel.options.length !== wanted.length) {
     tenantSel.replaceChildren(...wanted.map((t) => el("option", { value: t }, t || "every tenant")));
     tenantSel.value = state.tenant;
   }
-  const rows = data.data.map((d) => ({
+  const rows = state.rows.map((d) => ({
     attrs: { class: "clickable", "data-id": d.id, on: { click: () => explain(main, d.id) } },
     cells: [time(d.ts), fmt(d.tenant), fmt(d.user), fmt(d.route), fmt(d.mode), fmt(d.backend), score(d), signals(d.signals),
       d.tokens, fmt(d.latency_ms), fmt(d.energy_j), fmt(d.cost_usd), fmt(d.status), d.fallback ? "from " + d.fallback.from + ": " + d.fallback.reason : ""],
