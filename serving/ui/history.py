@@ -316,10 +316,3 @@ def quantile_from_buckets(cumulative: dict[float, float], q: float) -> float | N
         prev_bound, prev_count = b, c
     return prev_bound
 
-
-def split_key(key: str) -> list[str]:
-    return key.split("|")
-
-
-def as_json_number(v: float) -> Any:
-    return int(v) if float(v).is_integer() else round(v, 9)
