@@ -12,10 +12,12 @@ import typer
 from hybridgate.cli_common import fail as _fail
 from hybridgate.cli_fl import fl_app
 from hybridgate.cli_router import router_app
+from hybridgate.cli_top import top
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="An on-device LLM gateway: local SLM, cloud LLM, or both.")
 app.add_typer(router_app, name="router")
 app.add_typer(fl_app, name="fl")
+app.command()(top)
 
 
 def _load(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:

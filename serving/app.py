@@ -38,6 +38,7 @@ from hybridgate.serving.responses import completion_body, sse_events
 from hybridgate.serving.schemas import ChatCompletionRequest, ErrorResponse, FeedbackRequest, UnsupportedField
 from hybridgate.serving.structured import StructuredOutputError
 from hybridgate.serving.state.base import key_id
+from hybridgate.serving.ui import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +126,25 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
     """``gateway_factory`` runs at start-up, so the model loads once the server is about to listen."""
     keys = KeyCheck(cfg.server.api_keys, cfg.server.admin_keys)
     operator = keys.operator
+    dashboard = Dashboard(cfg, keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = gateway_factory()
         app.state.gateway.start()
+        dashboard.start(app.state.gateway)
         try:
             yield
         finally:
+            await dashboard.aclose()
             await app.state.gateway.aclose()
 
     # The schema and its page are served by the routes below, behind the operator's key when keys are configured.
     app = FastAPI(title="hybridgate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.server.max_body_bytes)
     install_error_handlers(app)
+    dashboard.mount(app)
+    app.state.dashboard = dashboard
 
     async def gw(request: Request) -> Gateway:  # a coroutine: FastAPI would run a plain function in a thread
         return request.app.state.gateway  # type: ignore[no-any-return]
@@ -228,7 +234,10 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         except ApiError:
             raise
         except Exception as exc:
-            raise to_api_error(exc) from None
+            err = to_api_error(exc)
+            if not isinstance(exc, BackendError):  # refused before generating (a failed backend counts as an error)
+                gateway.metrics.rejections.labels(err.code or err.type).inc()
+            raise err from None
 
         async def finish(usage: Usage, status: str) -> None:
             await gateway.finish_stream(stream, usage, api_key, status)

@@ -91,6 +91,7 @@ class Routing:
     energy_local: Energy | None = None  # what the local model's generation took, as its backend measured it
     energy: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side (local, cloud), set when accounted
     ticket: Ticket | None = None  # a streamed answer's node measurement, finished with the stream
+    user: str | None = None  # the request's ``user`` (the client's end-user id), for the operator's decision log
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -489,6 +490,7 @@ class Gateway:
         self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None, prompt_tokens: int = 0
     ) -> Answer:
         routing = self._routing(decision, ms)
+        routing.user = params.user[:128] if params.user else None
         await self._reserve(routing, params, prompt_tokens, api_key)
         try:
             return await self._chat(routing, req, params, api_key)
@@ -561,6 +563,7 @@ class Gateway:
         self, params: ChatParams, decision: Decision, ms: float, api_key: str | None = None, prompt_tokens: int = 0
     ) -> StreamAnswer:
         routing = self._routing(decision, ms)
+        routing.user = params.user[:128] if params.user else None
         await self._reserve(routing, params, prompt_tokens, api_key)
         try:
             return await self._stream(routing, params)
@@ -653,6 +656,7 @@ class Gateway:
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "latency_ms": round(elapsed * 1000, 2),
+                "user": routing.user,
                 **routing.as_dict(),
             },
         )

@@ -143,3 +143,28 @@ def test_the_image_is_the_serving_install_built_in_two_stages_and_run_unprivileg
     assert "torch" not in text and "download.pytorch.org" not in text
     users = [x for x in runtime if x.startswith("USER ")]
     assert users and users[-1] not in ("USER root", "USER 0") and runtime.index(users[-1]) < runtime.index(next(x for x in runtime if x.startswith("ENTRYPOINT")))
+
+
+def test_monitoring_profile_starts_prometheus_and_grafana_with_the_board_provisioned() -> None:
+    """The monitoring profile's services, the files they mount, and a board that only asks for metrics the
+    gateway exports (a renamed counter would leave a panel empty)."""
+    import json
+    import re
+
+    from hybridgate.serving.metrics import Metrics
+
+    cmd = [*_compose(), "-f", str(ROOT / "docker" / "compose.yaml"), "--profile", "monitoring", "config"]
+    ok = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HYBRIDGATE_API_KEYS": "k1"})
+    assert ok.returncode == 0, ok.stderr
+    for needle in ("prom/prometheus", "grafana/grafana-oss", "/etc/grafana/provisioning", "/var/lib/grafana/dashboards"):
+        assert needle in ok.stdout, needle
+    mounts = re.findall(r"- (/\S+?/docker/grafana/[^:\s]+):", ok.stdout)
+    assert len(mounts) == 3 and all(Path(m).exists() for m in mounts), mounts
+    board = json.loads((ROOT / "docker" / "grafana" / "dashboards" / "hybridgate.json").read_text())
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {f.name + s for f in Metrics().registry.collect() for s in suffixes[f.type]}
+    asked = {m for p in board["panels"] for t in p["targets"] for m in re.findall(r"\bhybridgate_[a-z_]+", t["expr"])}
+    assert asked and asked <= exported, asked - exported
+    assert len(board["panels"]) >= 10 and len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    datasource = (ROOT / "docker" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    assert "http://prometheus:9090" in datasource and all(p["datasource"]["uid"] == "prometheus" for p in board["panels"])
