@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 # Cards and phone numbers have eight digits close together, IBANs seven (CH51 5308 7GT3 DQNN CLRB A): one
@@ -75,43 +75,55 @@ def _search(pattern: re.Pattern[str], text: str) -> bool:
 
 # -- normalising, with the way back -----------------------------------------------------------------------------
 _INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u200e\u200f")
-_TO_NORMALISE = re.compile(r"[^\x00-\x7f]+|%40|&#0*64;|&#[xX]0*40;|&commat;")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_AT_ENTITY = re.compile(r"%40|&#0*64;|&#[xX]0*40;|&commat;", re.IGNORECASE)
 
 
 def normalise(text: str) -> tuple[str, list[int] | None]:
     """``text`` as the patterns read it, and for each of its characters the index of the original one it came
-    from (``None``: the text was already normal, indices are the same). Only what needs it is touched: ASCII
-    runs are copied, a non-ASCII run that is NFKC already and holds nothing invisible too."""
-    if _TO_NORMALISE.search(text) is None:
-        return text, None
-    out: list[str] = []
-    index: list[int] = []
-    pos = 0
-    for m in _TO_NORMALISE.finditer(text):
-        out.append(text[pos : m.start()])
-        index.extend(range(pos, m.start()))
-        run = m.group(0)
-        if run[0] in "%&":
-            out.append("@")
-            index.append(m.start())
-        else:
-            kept = range(m.start(), m.end())
+    from (``None``: the text was already normal, indices are the same).
+
+    First NFKC, with invisible characters dropped, then ``%40`` and its kin read as '@' (so ``%\u200b40`` and
+    a full-width ``％４０`` are too). Only what needs it is touched: ASCII runs are copied, and a non-ASCII run
+    that NFKC maps one character for one keeps its indices."""
+    norm, index = text, None
+    if _NON_ASCII.search(text) is not None:
+        out: list[str] = []
+        index = []
+        pos = 0
+        for m in _NON_ASCII.finditer(text):
+            out.append(text[pos : m.start()])
+            index.extend(range(pos, m.start()))
+            run = m.group(0)
+            kept: Sequence[int] = range(m.start(), m.end())
             if not _INVISIBLE.isdisjoint(run):
                 kept = [i for i in kept if text[i] not in _INVISIBLE]
                 run = "".join(text[i] for i in kept)
-            norm = unicodedata.normalize("NFKC", run)
-            if len(norm) == len(run):  # one character for one (full-width forms, spaces): the indices carry over
-                out.append(norm)
+            nfkc = unicodedata.normalize("NFKC", run)
+            if len(nfkc) == len(run):  # one character for one (full-width forms, spaces): the indices carry over
+                out.append(nfkc)
                 index.extend(kept)
             else:
                 for i, ch in zip(kept, run):
-                    norm = unicodedata.normalize("NFKC", ch)
-                    out.append(norm)
-                    index.extend([i] * len(norm))
-        pos = m.end()
-    out.append(text[pos:])
-    index.extend(range(pos, len(text)))
-    return "".join(out), index
+                    one = unicodedata.normalize("NFKC", ch)
+                    out.append(one)
+                    index.extend([i] * len(one))
+            pos = m.end()
+        out.append(text[pos:])
+        index.extend(range(pos, len(text)))
+        norm = "".join(out)
+    if ("%" in norm or "&" in norm) and _AT_ENTITY.search(norm):
+        was = index if index is not None else range(len(norm))
+        out, new_index, pos = [], [], 0
+        for m in _AT_ENTITY.finditer(norm):
+            out += [norm[pos : m.start()], "@"]
+            new_index.extend(was[pos : m.start()])
+            new_index.append(was[m.start()])
+            pos = m.end()
+        out.append(norm[pos:])
+        new_index.extend(was[pos:])
+        norm, index = "".join(out), new_index
+    return norm, index
 
 
 # -- e-mail addresses ---------------------------------------------------------------------------------------------
@@ -232,29 +244,34 @@ _GROUP = re.compile(r"\d+")
 
 
 def _cards(text: str) -> list[tuple[int, int]]:
-    """Card numbers: every run of whole digit groups in a chain that is a card, the first one from the left
-    taken, at 16 digits where that is a card too (a card followed by a CVV can be a valid 19-digit one)."""
+    """Card numbers: every run of whole digit groups in a chain that is a card, at 16 digits where a start has
+    more than one (a card followed by a CVV can be a valid 19-digit one). Where two overlap ("4444 4111 1111
+    1111 1111": either four groups may be the card), their union is taken: it holds the card either way."""
     out: list[tuple[int, int]] = []
     for chain in _finditer(_CARD_CHAIN, text):
         if chain.end() - chain.start() < 14:
             continue
         groups = [(g.start() + chain.start(), g.end() + chain.start()) for g in _GROUP.finditer(chain.group(0))]
-        i = 0
-        while i < len(groups):
+        last = -1  # the last group of the previous card in this chain
+        for i in range(len(groups)):
             valid: list[tuple[int, int]] = []
             digits = ""
             for j in range(i, len(groups)):
+                if groups[j][1] - groups[j][0] < 3:
+                    break  # cards are written in groups of three digits or more: "23 05/29 ..." is a date
                 digits += text[groups[j][0] : groups[j][1]]
                 if len(digits) > 19:
                     break
                 if len(digits) >= 14 and _is_card(digits):
                     valid.append((len(digits), j))
             if not valid:
-                i += 1
                 continue
             j = next((j for n, j in valid if n == 16), valid[-1][1])
-            out.append((groups[i][0], groups[j][1]))
-            i = j + 1
+            if i <= last:
+                out[-1] = (out[-1][0], groups[max(j, last)][1])
+            else:
+                out.append((groups[i][0], groups[j][1]))
+            last = max(j, last)
     return out
 
 
@@ -344,8 +361,13 @@ def _nanp(groups: list[str]) -> bool:
 def _phone_end(groups: list[tuple[int, int, str, bool, bool, bool]], i: int, text: str) -> int | None:
     """The last group of the longest phone number that starts at group ``i``, if one does.
 
-    ``groups``: (start, end, digits, '+' before, '(' before, ')' after) of each group of a chain."""
+    ``groups``: (start, end, digits, '+' before, '(' before, ')' after) of each group of a chain. Inside a
+    chain (after "room 4", say) a national number after its trunk 0 must not be grouped in threes: "17 086
+    276 134" is a price."""
     _, _, first, plus, paren, closed = groups[i]
+    if i > 0 and not plus and not paren and first.startswith("0") and len(groups[i - 1][2]) > 3:
+        return None  # "DE00 4046 0676 0706 9911 84": the middle of a longer number
+    inside = i > 0 and not plus and not paren and first.startswith("0")
     if not plus and paren and closed and len(first) == 3:  # (415) 555-2671
         ends = [i + 2]
         shape = _nanp
@@ -372,6 +394,8 @@ def _phone_end(groups: list[tuple[int, int, str, bool, bool, bool]], i: int, tex
             ok = len(span) > 1 and 10 <= len(digits) <= 17 and _international(digits[2:])
         else:  # a national number after its trunk prefix: 020 7946 0958, 06 12 34 56 78
             ok = 9 <= len(digits) <= 11 and 2 <= len(first) <= 5 and all(len(g[2]) > 1 for g in span)
+            ok = ok and not (inside and all(len(g[2]) == 3 for g in span)) and not any(g[4] or g[5] for g in span[1:-1])
+            ok = ok and (len(span) == 1 or not (span[0][5] or span[-1][4]))  # a bracket only around the whole
         if ok and not _DATE.search(text, groups[i][0], end):
             return j
     if not plus and not paren and _PHONE_CUE.search(text, max(0, groups[i][0] - 24), groups[i][0]):
@@ -382,8 +406,10 @@ def _phone_end(groups: list[tuple[int, int, str, bool, bool, bool]], i: int, tex
     return None
 
 
-def _phones(text: str) -> list[tuple[int, int]]:
-    """Phone numbers: runs of whole groups in a chain of digit groups, the longest valid one from each start."""
+def _phones(text: str, international: bool) -> list[tuple[int, int]]:
+    """Phone numbers: runs of whole groups in a chain of digit groups, the longest valid one from each start;
+    where two overlap ("01/24 (200) 200-0000"), their union. ``international``: only numbers written with
+    their country code (``+44``, ``0044``), which are looked for before card numbers, or only the others."""
     out: list[tuple[int, int]] = []
     for chain in _finditer(_PHONE_CHAIN, text):
         if len(_NOT_DIGIT.sub("", chain.group(0))) < 8:
@@ -393,15 +419,17 @@ def _phones(text: str) -> list[tuple[int, int]]:
                   for g in _PHONE_GROUP.finditer(chain.group(0))]
         i = 0
         while i < len(groups):
-            if i > 0 and not (text[groups[i][0] - 1].isspace() and text[groups[i][0]] in "+("):
-                i += 1  # inside a chain of numbers, only "+44 ..." or "(415) ..." starts a phone number
+            if i > 0 and not text[groups[i][0] - 1].isspace():
+                i += 1  # a number starts after a space, not inside 10.0.19045 or 2024-05-12
                 continue
-            j = _phone_end(groups, i, text)
-            if j is None:
-                i += 1
-                continue
-            out.append((groups[i][0], groups[j][1]))
-            i = j + 1
+            intl = groups[i][3] or (groups[i][2].startswith("00") and i + 1 < len(groups))
+            j = _phone_end(groups, i, text) if intl == international else None
+            if j is not None:  # numbers that overlap are taken as one: it holds the real one either way
+                if out and out[-1][1] > groups[i][0]:
+                    out[-1] = (out[-1][0], max(out[-1][1], groups[j][1]))
+                else:
+                    out.append((groups[i][0], groups[j][1]))
+            i += 1
     return out
 
 
@@ -466,11 +494,15 @@ class PersonalDataDetector:
         if _search(_SEVEN_DIGITS, norm):
             # Each kind's numbers are blanked out before the next kind looks: they cannot be the next kind
             # too, and in text dense with numbers the later scans then have far fewer chains to try.
-            for kind, scan in (("iban", _ibans), ("card", _cards), ("phone", _phones)):
+            # A number with its country code ("+1 391 200 0001 01/24") is surer than the card its digits
+            # might also make, a card surer than a national phone number.
+            scans: tuple[tuple[str, Callable[[str], list[tuple[int, int]]]], ...] = (
+                ("iban", _ibans), ("phone", lambda t: _phones(t, True)), ("card", _cards), ("phone", lambda t: _phones(t, False)))
+            for n, (kind, scan) in enumerate(scans):
                 spans = scan(norm)
                 for start, end in spans:
                     add(kind, start, end)
-                if spans and kind != "phone":
+                if spans and n < len(scans) - 1:
                     norm = _blank(norm, spans)
         if self._names is not None:
             for m in _finditer(self._names, norm):
