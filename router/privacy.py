@@ -154,7 +154,8 @@ def _emails(text: str) -> list[tuple[int, int]]:
     return out
 
 
-_AT = re.compile(r"\s*[\[({<]\s*at\s*[\])}>]\s*|\s+at\s+|\s+AT\s+", re.IGNORECASE)
+_AT = re.compile(r"(?<![^\s\[({<])[aA][tT](?![^\s\])}>])")  # "at" as a word or in brackets: a literal, fast to find
+_BRACKETS = {"[": "]", "(": ")", "{": "}", "<": ">"}
 _DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+|\s+DOT\s+|\.)"
 _LABEL = r"[^\W_][\w-]{0,62}"
 _DOMAIN_AFTER = re.compile(_LABEL + r"(?:" + _DOT + _LABEL + r")+(?!\w)", re.IGNORECASE)
@@ -174,18 +175,38 @@ def _spelled_emails(text: str) -> list[tuple[int, int]]:
     dot is spelled out too; the domain must end in a common top-level domain and not start with an article.
     Found from each ``at``, so the cost is in the few of them, not in every word."""
     out: list[tuple[int, int]] = []
+    n = len(text)
     for at in _finditer(_AT, text):
-        start = at.start()
-        while start > 0 and at.start() - start < _LOCAL_MAX and (text[start - 1].isalnum() or text[start - 1] in _LOCAL_CHARS):
+        left, right = at.start(), at.end()
+        if left == 0 or right >= n:
+            continue
+        opening = text[left - 1]
+        if opening in _BRACKETS:
+            if text[right] != _BRACKETS[opening]:
+                continue
+            left, right = left - 1, right + 1
+        elif not text[right].isspace():
+            continue
+        bracketed = opening in _BRACKETS
+        while left > 0 and text[left - 1].isspace() and at.start() - left < 8:
+            left -= 1
+        while right < n and text[right].isspace() and right - at.end() < 8:
+            right += 1
+        if not bracketed and (left == at.start() or right == at.end()):
+            continue
+        start = left
+        while start > 0 and left - start < _LOCAL_MAX and (text[start - 1].isalnum() or text[start - 1] in _LOCAL_CHARS):
             start -= 1
-        while start < at.start() and not text[start].isalnum():  # starts with a letter or digit
+        while start < left and not text[start].isalnum():  # starts with a letter or digit
             start += 1
-        domain = _DOMAIN_AFTER.match(text, at.end())
-        if start == at.start() or domain is None:
+        if start == left:
+            continue
+        domain = _DOMAIN_AFTER.match(text, right)
+        if domain is None:
             continue
         labels = _SPELLED_DOT.split(domain.group(0))
         spelled_dot = len(labels) - 1 > domain.group(0).count(".")
-        if at.group(0).strip() == "at" and not spelled_dot:
+        if not bracketed and at.group(0) != "AT" and not spelled_dot:
             continue
         if labels[-1].lower() not in _SPELLED_TLDS or labels[0].lower() in _NOT_A_DOMAIN:
             continue
@@ -249,7 +270,7 @@ def _cards(text: str) -> list[tuple[int, int]]:
     1111 1111": either four groups may be the card), their union is taken: it holds the card either way."""
     out: list[tuple[int, int]] = []
     for chain in _finditer(_CARD_CHAIN, text):
-        if chain.end() - chain.start() < 14:
+        if chain.end() - chain.start() < 14 or len(_NOT_DIGIT.sub("", chain.group(0))) < 14:
             continue
         groups = [(g.start() + chain.start(), g.end() + chain.start()) for g in _GROUP.finditer(chain.group(0))]
         last = -1  # the last group of the previous card in this chain
@@ -338,6 +359,8 @@ _OTHER_NATIONAL = (6, 12)
 _PHONE_CHAIN = re.compile(r"(?<![\w+])(?=[\d \t()+./-]{9})(?:\+[ \t]?)?\(?\d+\)?(?:(?:[ \t]{0,2}[-./][ \t]{0,2}|[ \t]{1,2}|(?<=\)))\(?\d+\)?)*")
 _PHONE_GROUP = re.compile(r"(\+[ \t]?)?(\()?(\d+)(\))?")
 _NOT_DIGIT = re.compile(r"\D")
+_INTERNATIONAL_HINT = re.compile(r"\+|(?<!\d)00")
+_NATIONAL_HINT = re.compile(r"\(|(?:^|\s)0\d|(?<!\d)\d{3}\D{1,3}\d{3}\D{1,3}\d{4}(?!\d)|(?<!\d)\d{10,11}(?!\d)")
 _PHONE_CUE = re.compile(r"\b(?:phone|tel|telephone|call|mobile|cell|fax|whatsapp|ring|sms|text me|reach me|ph|(?:my|our|his|her|their|your)\s+(?:number|no))\b\W{0,3}(?:\w+\W{1,3}){0,2}$", re.I)
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 
@@ -411,9 +434,10 @@ def _phones(text: str, international: bool) -> list[tuple[int, int]]:
     where two overlap ("01/24 (200) 200-0000"), their union. ``international``: only numbers written with
     their country code (``+44``, ``0044``), which are looked for before card numbers, or only the others."""
     out: list[tuple[int, int]] = []
+    hint = _INTERNATIONAL_HINT if international else _NATIONAL_HINT
     for chain in _finditer(_PHONE_CHAIN, text):
-        if len(_NOT_DIGIT.sub("", chain.group(0))) < 8:
-            continue
+        if hint.search(chain.group(0)) is None or len(_NOT_DIGIT.sub("", chain.group(0))) < 8:
+            continue  # no start a number of this kind could have
         base = chain.start()
         groups = [(base + g.start(), base + g.end(), g.group(3), bool(g.group(1)), bool(g.group(2)), bool(g.group(4)))
                   for g in _PHONE_GROUP.finditer(chain.group(0))]
@@ -469,6 +493,8 @@ class PersonalDataDetector:
 
     def __init__(self, names: Sequence[str] = (), spelled: bool = False) -> None:
         self._names = _names_pattern(names)
+        # Every form of a name holds its last word: text without any of them skips the names pattern.
+        self._surnames = tuple({n.split()[-1].lower() for n in names if n.strip()})
         self.spelled = spelled
 
     def find(self, text: str) -> list[Finding]:
@@ -504,7 +530,8 @@ class PersonalDataDetector:
                     add(kind, start, end)
                 if spans and n < len(scans) - 1:
                     norm = _blank(norm, spans)
-        if self._names is not None:
+        lowered = norm.lower() if self._names is not None else ""
+        if self._names is not None and any(surname in lowered for surname in self._surnames):
             for m in _finditer(self._names, norm):
                 add("name", m.start(), m.end())
         out = []
