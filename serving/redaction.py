@@ -118,9 +118,12 @@ class StreamRestorer:
     continue on its next line), then restored as a whole. An answer that starts like JSON is held to the end.
     """
 
-    def __init__(self, redaction: Redaction) -> None:
+    def __init__(self, redaction: Redaction, arguments: bool = False) -> None:
+        """``arguments``: the stream is a tool call's arguments, restored as ``Redaction.restore_arguments``
+        does once complete (and not at all if they are not JSON)."""
         self.redaction = redaction
-        self._json: bool | None = None  # undecided until the answer's first two visible characters
+        self._arguments = arguments
+        self._json: bool | None = True if arguments else None  # else undecided until two visible characters
         self._block = ""  # the current top-level block
         self._sent = 0  # how much of it went out unchanged
         self._cutter = restore.BlockCutter()
@@ -153,7 +156,7 @@ class StreamRestorer:
     def flush(self) -> str:
         if self._json:
             text, self._block = self._block, ""
-            return self.redaction.restore(text)
+            return self.redaction.restore_arguments(text) if self._arguments else self.redaction.restore(text)
         out = self._finish(self._block)
         self._block, self._sent, self._cutter = "", 0, restore.BlockCutter()
         return out

@@ -137,5 +137,10 @@ def test_json_restores_string_values_but_never_ids_or_urls() -> None:
     assert json.loads(RED.restore_arguments(args)) == out and restore_json_value(json.loads(args), RED) == out
     assert _streamed(args, [5, 17, 40, 41, 90]) == RED.restore(args)  # tool-call arguments arrive in pieces
     assert RED.restore_arguments('{"to": "[EMAIL_1]"') == '{"to": "[EMAIL_1]"'  # not JSON: nothing restored
+    streamed = StreamRestorer(RED, arguments=True)
+    assert "".join(streamed.feed(p) for p in ('{"to": "[EM', 'AIL_1]", "id": "[EMAIL_1]"}')) == ""  # held to the end
+    assert json.loads(streamed.flush()) == {"to": SECRET, "id": "[EMAIL_1]"}
+    broken = StreamRestorer(RED, arguments=True)
+    assert broken.feed('{"to": "[EMAIL_1]",') + broken.flush() == '{"to": "[EMAIL_1]",'  # cut off: kept
     quoted = Redaction({"[NAME_1]": 'Ada "the Countess" Lovelace'})
     assert json.loads(quoted.restore('{"n": "[NAME_1]"}')) == {"n": 'Ada "the Countess" Lovelace'}
