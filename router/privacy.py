@@ -312,6 +312,9 @@ _IBAN_SEP = r"[ \t.\-]{0,2}\n?[ \t]?"
 _IBAN = re.compile(r"(?<![A-Za-z0-9])(?=([A-Za-z]{2}" + _IBAN_SEP + r"\d{2}(?:" + _IBAN_SEP + r"[A-Za-z0-9]){11,30}))")
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _mod97(s: str) -> bool:
     moved = s[4:] + s[:4]
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
@@ -322,17 +325,19 @@ def _iban_span(start: int, candidate: str) -> tuple[int, int] | None:
     n = IBAN_LENGTHS.get(candidate[:2].upper())
     if n is None:
         return None
-    ends: list[int] = []  # ends[k]: where the (k+1)-th letter or digit of the candidate ends
-    chars: list[str] = []
+    chars = _NOT_ALNUM.sub("", candidate).upper()
+    if len(chars) < n or not chars[2:4].isdigit() or not _mod97(chars[:n]):
+        return None
+    seen, end = 0, 0  # where the n-th letter or digit ends, and whether one follows at once
     for i, ch in enumerate(candidate):
         if ch.isalnum():
-            chars.append(ch.upper())
-            ends.append(start + i + 1)
-    if len(chars) < n or not chars[2].isdigit() or not chars[3].isdigit():
-        return None
-    if n < len(chars) and ends[n] == ends[n - 1] + 1:
+            seen += 1
+            if seen == n:
+                end = i + 1
+                break
+    if end < len(candidate) and candidate[end].isalnum():
         return None  # the letters and digits run on without a break: a longer token, not an IBAN
-    return (start, ends[n - 1]) if _mod97("".join(chars[:n])) else None
+    return start, start + end
 
 
 def _ibans(text: str) -> list[tuple[int, int]]:
