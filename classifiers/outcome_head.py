@@ -70,7 +70,7 @@ class OutcomeHead:
 
     def explained(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, float]]]:
         """The score and what moved the gain's direction: the query's topic (its vector) and each shape feature,
-        as their share of ``u . (v_cloud - v_local)``; the two abilities used come first, by name."""
+        as their share of ``u . (v_cloud - v_local)`` (the abilities used are named by :meth:`describe_pair`)."""
         local, cloud = self.pair()
         x1 = np.asarray(x[:1], dtype=np.float64)
         z = (x1[0] - self.model.x_mean) / self.model.x_scale
@@ -80,8 +80,7 @@ class OutcomeHead:
         pushes = [("topic", float(parts[:-n_shape].sum()))]
         pushes += [(name, float(p)) for name, p in zip(SHAPE_NAMES, parts[-n_shape:], strict=True)]
         pushes = sorted((p for p in pushes if abs(p[1]) >= 1e-4), key=lambda p: -abs(p[1]))
-        named = [(f"cloud {cloud.name} ({cloud.origin}) ability", cloud.offset), (f"local {local.name} ({local.origin}) ability", local.offset)]
-        return self.score(x1), named + pushes
+        return self.score(x1), pushes
 
     def abilities(self) -> dict[str, Any]:
         local, cloud = self.pair()
@@ -89,6 +88,10 @@ class OutcomeHead:
             "local": {"name": local.name, "origin": local.origin, "offset": round(local.offset, 4)},
             "cloud": {"name": cloud.name, "origin": cloud.origin, "offset": round(cloud.offset, 4)},
         }
+
+    def describe_pair(self) -> str:
+        local, cloud = self.pair()
+        return f"local {local.name}: {local.origin} {local.offset:+.2f}, cloud {cloud.name}: {cloud.origin} {cloud.offset:+.2f}"
 
     def params(self) -> dict[str, Any]:
         return {"local_model": self.local_model, "cloud_model": self.cloud_model, "outcome_model": self.model.params(),
@@ -120,3 +123,10 @@ def catalogue(om: OutcomeModel) -> dict[str, Any]:
 
 def known(om: OutcomeModel, name: str) -> bool:
     return canonical(name) in om.models
+
+
+def for_pair(model: Any, local: str | None, cloud: str | None) -> Any:
+    """A loaded router scoring for the configured pair when its head is an outcomes head (others: unchanged)."""
+    if isinstance(model.head, OutcomeHead):
+        model.head = model.head.with_pair(local, cloud)
+    return model
