@@ -354,11 +354,10 @@ def compare(
     With --across: the outcomes router on the across-sources protocols instead."""
     need_extra("train", "router compare")
     if across:
-        from hybridgate.classifiers.across_train import CANDIDATES
         from hybridgate.cli_across import across_report
 
         with _Errors():
-            across_report(data, out, dict(CANDIDATES[0]), protocol, cache, "outcomes")
+            across_report(data, out, {}, protocol, cache, "outcomes")  # the settings across-static was chosen with
         return
     if not weak or not strong:
         fail("give --weak and --strong (the two models' columns), or --across for several sources")
@@ -367,7 +366,7 @@ def compare(
     from hybridgate.classifiers.heads import HEADS, parse_params
     from hybridgate.classifiers.protocols import Bench, adapter_inputs, evaluate_recipe, fixed_recipe, head_recipe
 
-    kinds = list(head) or [k for k in HEADS if k != "gd-logistic"]
+    kinds = list(head) or [k for k in HEADS if k not in ("gd-logistic", "outcomes")]  # outcomes: --across
     for k in kinds:
         if k not in HEADS:
             fail(f"unknown head {k!r}; the heads are {', '.join(HEADS)}")

@@ -181,3 +181,20 @@ def test_shipped_across_router_scores_its_frozen_slice_as_its_header_claims(quer
     got = slice_apgr(model, query_embedder.encode(texts), texts, src.column(claim["weak"]), src.column(claim["strong"]))
     assert got == pytest.approx(claim["apgr"], abs=2e-3)
     assert model.head.pair()[0].origin == model.head.pair()[1].origin == "catalogue"
+
+
+@pytest.mark.skipif(not (ACROSS / "router.json").is_file(), reason="the across-static router is not shipped in this checkout")
+def test_configured_pair_names_its_abilities_in_the_decision(query_embedder: Embedder) -> None:
+    """router.local_model / router.cloud_model pick the catalogue's abilities; the scorer names them and the signals."""
+    from hybridgate.router.classifier_scorer import ClassifierScorer
+    from hybridgate.router.decision import RouteQuery
+    from hybridgate.serving.config import RouterConfig
+
+    cfg = RouterConfig(path="across-static", local_model="mistralai/Mixtral-8x7B-Instruct-v0.1", cloud_model="gpt-4o-2024-05-13")
+    model = for_pair(load_router(ACROSS, embedder=query_embedder.name, dim=query_embedder.dim), cfg.local_model, cfg.cloud_model)
+    scorer = ClassifierScorer(model, query_embedder)
+    assert "local mistralai/Mixtral-8x7B-Instruct-v0.1: catalogue" in scorer.name and "cloud gpt-4o-2024-05-13: catalogue" in scorer.name
+    score, signals = scorer.score_explained(RouteQuery("Prove that the square root of 2 is irrational, step by step.", 14, 1))
+    assert 0.0 <= score <= 1.0 and signals
+    unknown = ClassifierScorer(for_pair(load_router(ACROSS), "SmolLM2-135M-Instruct", None), query_embedder)
+    assert "local SmolLM2-135M-Instruct: prior" in unknown.name and "cloud cloud: prior" in unknown.name
