@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hybridgate.classifiers.heads import HeadError, TrainingSet, _need
-from hybridgate.classifiers.outcomes import OutcomeModel, canonical
+from hybridgate.classifiers.outcomes import OutcomeModel
 from hybridgate.classifiers.pair_score import Ability, ability_for, success
 from hybridgate.classifiers.shape import NAMES as SHAPE_NAMES
 
@@ -119,10 +119,6 @@ def catalogue(om: OutcomeModel) -> dict[str, Any]:
         "models": {m: round(float(t) + om.source_offset(None), 4) for m, t in zip(om.models, om.theta, strict=True)},
         "aliases": {a: t for a, t in ALIASES.items() if t in om.models and a != t},
     }
-
-
-def known(om: OutcomeModel, name: str) -> bool:
-    return canonical(name) in om.models
 
 
 def for_pair(model: Any, local: str | None, cloud: str | None) -> Any:

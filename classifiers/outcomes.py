@@ -157,8 +157,11 @@ class OutcomeModel:
         """The query side ``u`` for rows of raw inputs."""
         return ((x - self.x_mean) / self.x_scale) @ self.w
 
-    def shape_part(self, x: np.ndarray, n_shape: int = 15) -> np.ndarray:
+    def shape_part(self, x: np.ndarray) -> np.ndarray:
         """The standardised shape features of rows of raw inputs (their last columns)."""
+        from hybridgate.classifiers.shape import NAMES
+
+        n_shape = len(NAMES)
         return (x[:, -n_shape:] - self.x_mean[-n_shape:]) / self.x_scale[-n_shape:]
 
     def ability(self, model: str, source: str | None = None) -> tuple[float, np.ndarray] | None:

@@ -198,3 +198,29 @@ def test_configured_pair_names_its_abilities_in_the_decision(query_embedder: Emb
     assert 0.0 <= score <= 1.0 and signals
     unknown = ClassifierScorer(for_pair(load_router(ACROSS), "SmolLM2-135M-Instruct", None), query_embedder)
     assert "local SmolLM2-135M-Instruct: prior" in unknown.name and "cloud cloud: prior" in unknown.name
+
+
+def test_compare_across_reports_every_protocol_per_source_and_pair(tmp_path: Path) -> None:
+    """`router compare --across` on two small sources (made here): JSON and PNG, every pair and baseline."""
+    from typer.testing import CliRunner
+
+    from hybridgate.cli import app
+
+    rng = np.random.default_rng(0)
+    topics = ["add 17 and 25", "write a poem about the sea", "what is the capital of France", "prove the lemma"]
+    llm = ["mistral-7b-instruct-v0.3", "qwen2.5-7b-instruct", "llama-3.1-nemotron-51b-instruct", "gemma-2-9b-it"]
+    alp = ["Mixtral-8x7B-Instruct-v0.1_concise", "FuseChat-Llama-3.2-1B-Instruct", "gpt4_1106_preview"]
+    llm_rows = [[f"{topics[i % 4]} (case {i})", "math", *(str(bool(rng.random() < 0.3 + 0.15 * j)) for j in range(4))] for i in range(120)]
+    alp_rows = [[f"{topics[i % 4]}, please (request {i})", "oasst", *(f"{rng.random():.3f}" for _ in range(2)), "0.5"] for i in range(80)]
+    a = _write(tmp_path / "llmrouter" / "l.csv", ["prompt", "task", *llm], llm_rows).parent
+    b = _write(tmp_path / "alpacaeval" / "a.csv", ["prompt", "dataset", *alp], alp_rows).parent
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["router", "compare", "--across", "--data", str(a), "--data", str(b), "--protocol", "loso", "--out", str(out), "--no-cache"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "across.json").read_text())
+    loso = report["leave_one_source_out"]
+    assert set(loso) == {"0", "25", "50", "100", "200"} and (out / "across.png").is_file()
+    for block in (loso["0"], report["baselines"]["length"], report["baselines"]["rule"]):
+        assert {len(block["sources"][s]["pairs"]) for s in ("llmrouter", "alpacaeval")} == {2}
+    bad = CliRunner().invoke(app, ["router", "compare", "--across", "--data", str(a), "--protocol", "everything"])
+    assert bad.exit_code == 2 and "--protocol takes" in bad.output
