@@ -217,6 +217,8 @@ def evaluate_cmd(
         except ValueError as e:
             fail(str(e))
         extra: dict[str, Any] = {"router_path": str(folder), "engine": emb.engine}
+        if hasattr(model.head, "abilities"):  # a router that scores a pair: which abilities it used
+            extra["pair_abilities"] = model.head.abilities()
         if weak_joules is not None and strong_joules is not None:
             from hybridgate.classifiers.metrics import accuracy_per_joule
 
