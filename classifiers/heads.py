@@ -303,9 +303,10 @@ def _registry() -> dict[str, type]:
     # The prior-correction head is built on the group-prior head above, so it lives in a module of its own
     # that imports this one; it joins the registry here, on first use.
     from hybridgate.classifiers.blend_head import BlendHead
+    from hybridgate.classifiers.outcome_head import OutcomeHead
     from hybridgate.classifiers.prior_head import PriorCorrectionHead
 
-    return {h.kind: h for h in (BlendHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
+    return {h.kind: h for h in (BlendHead, OutcomeHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
 
 
 def __getattr__(name: str) -> Any:
@@ -324,7 +325,10 @@ _SETTABLE = {
     "knn": {"k", "tau"},
     "group-prior": {"C", "shrinkage", "clusters", "seed"},
     "gd-logistic": {"lr", "epochs", "l2"},
+    "outcomes": {"local_model", "cloud_model"},
 }
+# What a head keeps in its header beyond its settings, handed back on loading (``load_params``).
+_STORED = ("target", "groups", "shape_features", "weights", "rules", "outcome_model", "catalogue")
 
 
 def make_head(kind: str, params: Mapping[str, Any] | None = None) -> Head:
@@ -332,13 +336,15 @@ def make_head(kind: str, params: Mapping[str, Any] | None = None) -> Head:
     heads = _registry()
     if kind not in heads:
         raise HeadError(f"unknown head {kind!r}; the heads are {', '.join(heads)}")
-    given = {k: v for k, v in (params or {}).items() if k not in ("target", "groups", "shape_features", "weights", "rules")}
+    given = {k: v for k, v in (params or {}).items() if k not in _STORED}
     unknown = set(given) - _SETTABLE[kind]
     if unknown:
         raise HeadError(f"head {kind} has no setting {', '.join(sorted(unknown))}; it takes {', '.join(sorted(_SETTABLE[kind]))}")
     head = heads[kind](**given)
     if params and "groups" in params and hasattr(head, "group_names"):
         head.group_names = list(params["groups"])
+    if params and hasattr(head, "load_params"):
+        head.load_params(params)
     return head
 
 

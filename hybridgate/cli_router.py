@@ -27,6 +27,11 @@ HeldoutStrongOpt = typer.Option(None, "--heldout-strong", help="The cloud model'
 RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: blend-static, shipped in the package).")
 EngineOpt = typer.Option("auto", "--engine", help="Embedding engine: auto, onnx or torch.")
 ExcludeOpt = typer.Option([], "--exclude", help="JSONL of prompts to drop (field eval_prompt); contaminated_prompts.jsonl beside the data is read anyway.")
+AcrossOpt = typer.Option(
+    False, "--across", help="Several sources (one --data per source folder, its pairs known): leave one source out, new traffic "
+    "from N labels, in source and new model, beside random, prompt length and the rule scorer (docs/routing.md).",
+)
+ProtocolOpt = typer.Option(["loso", "in_source", "new_model"], "--protocol", help="With --across: loso, in_source, new_model; repeatable.")
 CacheOpt = typer.Option(True, "--cache/--no-cache", help="Keep prompt vectors under ~/.cache/hybridgate/embeddings.")
 
 
@@ -166,6 +171,8 @@ def evaluate_cmd(
     engine: str = EngineOpt,
     cache: bool = CacheOpt,
     exclude: list[Path] = ExcludeOpt,
+    across: bool = AcrossOpt,
+    protocol: list[str] = ProtocolOpt,
     weak_joules: float | None = typer.Option(None, "--weak-joules", help="Energy of one local answer (J): with --strong-joules, report accuracy per joule."),
     strong_joules: float | None = typer.Option(None, "--strong-joules", help="Energy of one cloud answer (J)."),
 ) -> None:
@@ -176,6 +183,7 @@ def evaluate_cmd(
     need_extra("train", "router eval")
     from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
     from hybridgate.classifiers.evaluation import evaluate, write_report
+    from hybridgate.classifiers.outcome_head import for_pair
     from hybridgate.classifiers.protocols import Bench, evaluate_recipe, head_recipe
 
     if split not in ("test", "all"):
@@ -183,10 +191,22 @@ def evaluate_cmd(
     if (weak_joules is None) != (strong_joules is None) or any(j is not None and j <= 0 for j in (weak_joules, strong_joules)):
         fail("--weak-joules and --strong-joules go together, each a positive number of joules per answer")
     folder = resolve_router(router)
+    if across:
+        from hybridgate.cli_across import across_report
+
+        with _Errors():
+            header = read_header(folder)
+            spec = (header.get("head") or {}).get("params") or {}
+            if (header.get("head") or {}).get("kind") != "outcomes":
+                fail(f"{folder}: --across refits an outcomes router's recipe; this router's head is {header.get('head', {}).get('kind')}")
+            om = spec.get("outcome_model") or {}
+            across_report(data, out, {k: om[k] for k in ("dim", "l2_w", "l2_v", "l2_eps", "steps", "lr", "seed") if k in om}, protocol, cache, str(header.get("name")))
+        return
     with _Errors():
         header = read_header(folder)
         emb = _embedder(_embedder_model(header), engine)
-        model = load_router(folder, embedder=emb.name, dim=emb.dim)
+        # A router that scores a pair scores the pair named here: the catalogue's abilities when it knows both names.
+        model = for_pair(load_router(folder, embedder=emb.name, dim=emb.dim), weak[0], strong[0])
         every = _load_data(data, weak, strong, exclude)
         rows = every.subset(split)  # type: ignore[arg-type]
         if len(rows) == 0:
@@ -197,6 +217,8 @@ def evaluate_cmd(
         except ValueError as e:
             fail(str(e))
         extra: dict[str, Any] = {"router_path": str(folder), "engine": emb.engine}
+        if hasattr(model.head, "abilities"):  # a router that scores a pair: which abilities it used
+            extra["pair_abilities"] = model.head.abilities()
         if weak_joules is not None and strong_joules is not None:
             from hybridgate.classifiers.metrics import accuracy_per_joule
 
@@ -308,9 +330,11 @@ def _plot_adaptation(path: Path, results: list[Any]) -> None:
 @router_app.command()
 def compare(
     data: list[Path] = DataOpt,
-    weak: list[str] = WeakOpt,
-    strong: list[str] = StrongOpt,
-    out: Path | None = typer.Option(None, "--out", help="Folder for compare.json, compare.png and adaptation.png."),
+    weak: list[str] = typer.Option([], "--weak", help="Column of the model that plays the local SLM: once for every --data, or once per --data."),
+    strong: list[str] = typer.Option([], "--strong", help="Column of the model that plays the cloud LLM: once for every --data, or once per --data."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for compare.json, compare.png and adaptation.png (with --across: across.json, across.png)."),
+    across: bool = AcrossOpt,
+    protocol: list[str] = ProtocolOpt,
     embedder: list[str] = typer.Option(
         ["all-MiniLM-L6-v2-static", "all-MiniLM-L6-v2"], "--embedder", help="Embedders to compare, repeatable."
     ),
@@ -328,14 +352,23 @@ def compare(
     exclude: list[Path] = ExcludeOpt,
 ) -> None:
     """Every head (default settings, with and without text features) on every embedder, and every baseline, on
-    the in-distribution split, the transfer protocol, the adaptation curve and a held-out question set, in one table."""
+    the in-distribution split, the transfer protocol, the adaptation curve and a held-out question set, in one table.
+    With --across: the outcomes router on the across-sources protocols instead."""
     need_extra("train", "router compare")
+    if across:
+        from hybridgate.cli_across import across_report
+
+        with _Errors():
+            across_report(data, out, {}, protocol, cache, "outcomes")  # the settings across-static was chosen with
+        return
+    if not weak or not strong:
+        fail("give --weak and --strong (the two models' columns), or --across for several sources")
     from hybridgate.classifiers.baselines import group_prior_scores, length_scores, random_scores
     from hybridgate.classifiers.evaluation import evaluate
     from hybridgate.classifiers.heads import HEADS, parse_params
     from hybridgate.classifiers.protocols import Bench, adapter_inputs, evaluate_recipe, fixed_recipe, head_recipe
 
-    kinds = list(head) or [k for k in HEADS if k != "gd-logistic"]
+    kinds = list(head) or [k for k in HEADS if k not in ("gd-logistic", "outcomes")]  # outcomes: --across
     for k in kinds:
         if k not in HEADS:
             fail(f"unknown head {k!r}; the heads are {', '.join(HEADS)}")
@@ -429,6 +462,22 @@ def _plot_compare(path: Path, results: list[Any]) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@router_app.command("train-across")
+def train_across(
+    data: list[Path] = typer.Option(..., "--data", help="A source folder (routellm-mmlu, mmlu-pro, alpacaeval, llmrouter); repeatable."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the router to."),
+    name: str = typer.Option("across-static", "--name", help="The router's name."),
+    slice_out: Path | None = typer.Option(None, "--slice", help="Write a frozen slice of llmrouter's test split here and claim its APGR in the header."),
+    cache: bool = CacheOpt,
+) -> None:
+    """Build the outcomes router: settings chosen on the train splits alone, fitted on every source's train split."""
+    need_extra("train", "router train-across")
+    from hybridgate.cli_across import train_across_cmd
+
+    with _Errors():
+        train_across_cmd(data, out, name, cache, slice_out)
 
 
 @router_app.command()

@@ -41,7 +41,9 @@ class ClassifierScorer:
 
     @property
     def name(self) -> str:
-        return self.model.name
+        """The router's name, and for a router that scores a pair, the two abilities it uses."""
+        describe = getattr(self.model.head, "describe_pair", None)
+        return self.model.name if describe is None else f"{self.model.name} ({describe()})"
 
     @property
     def version(self) -> str:

@@ -54,6 +54,7 @@ def build_policy(cfg: RouterConfig, privacy: PrivacyConfig | None = None, *, emb
     tampered with, or made for another embedder than the one given.
     """
     from hybridgate.classifiers.artifact import load_router, read_header, resolve_router
+    from hybridgate.classifiers.outcome_head import for_pair
 
     mode = Mode(cfg.mode)
     on_pd = privacy.on_personal_data if privacy else "local"
@@ -66,7 +67,7 @@ def build_policy(cfg: RouterConfig, privacy: PrivacyConfig | None = None, *, emb
     header = read_header(folder)
     if embedder is None:
         embedder = load_query_embedder(cfg, str(header["embedder"]["name"]))
-    model = load_router(folder, embedder=embedder.name, dim=embedder.dim)
+    model = for_pair(load_router(folder, embedder=embedder.name, dim=embedder.dim), cfg.local_model, cfg.cloud_model)
     threshold, t_local = thresholds_for(model, cfg)
     scorer: Scorer = ClassifierScorer(model, CachedEmbedder(embedder, cfg.cache_size))
     return RoutingPolicy(scorer, threshold, t_local, mode, on_pd, cfg.tools)

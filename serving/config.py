@@ -57,6 +57,10 @@ class RouterConfig(_Strict):
     adapt_s: float = Field(0.0, ge=0.0)  # > 0: this often, fit a correction on this gateway's labels and adopt it if it validates
     adapt_min_labels: int = Field(40, ge=8)  # labels under the current router needed before adapting
     long_prompt_tokens: int = Field(300, gt=0)
+    # The deployed pair by catalogue name (or alias) for a router that scores a pair (an outcomes head);
+    # None or a name the catalogue lacks: that model's prior ability (both: the catalogue-free router).
+    local_model: str | None = None
+    cloud_model: str | None = None
 
     @model_validator(mode="after")
     def _one_way_to_set_each_threshold(self) -> RouterConfig:

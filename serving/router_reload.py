@@ -24,6 +24,7 @@ import numpy as np
 
 from hybridgate.classifiers.artifact import ArtifactError, load_router
 from hybridgate.classifiers.model import RouterModel
+from hybridgate.classifiers.outcome_head import for_pair
 from hybridgate.router import RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.config import RouterConfig
@@ -114,6 +115,8 @@ class RouterWatcher:
         emb = self.scorer.embedder
         try:
             new = load_router(self.folder, embedder=emb.name, dim=emb.dim)
+            old = self.scorer.model.head  # a router that scores a pair keeps the configured pair across reloads
+            new = for_pair(new, getattr(old, "local_model", None), getattr(old, "cloud_model", None))
         except ArtifactError as exc:
             log.warning("router %s not loaded: %s", version, exc)
             self.history.append({"version": version, "outcome": "invalid", "reason": str(exc)})
