@@ -3,18 +3,22 @@
 Every target fronts the same fixed-reply OpenAI-compatible stub on loopback, so
 no model runs on the measured path:
 
-- ``direct``: the stub itself (the baseline);
-- ``hybridgate (litellm)``: the gateway, route pinned to the cloud backend, litellm transport;
-- ``hybridgate (native)``: the same with the native OpenAI-wire transport;
+- ``direct``: the stub itself (the limit);
+- ``hybridgate default, pinned``: the embedded defaults (``transport: auto``, privacy scan on) with the cloud
+  pointed at the stub, ``model: hybridgate/cloud``;
+- ``hybridgate default, auto``: the same gateway, ``model: hybridgate/auto`` with a prompt the router sends
+  to the cloud (the decision included: embedding, classifier, rules, privacy scan);
+- ``hybridgate default, auto 4 KB``: the same with a 4 KB prompt (decision + privacy scan on 4 KB);
+- ``hybridgate litellm``: the pinned row through ``transport: litellm``;
 - ``litellm proxy``: LiteLLM's proxy with one deployment pointing at the stub.
 
-For each: concurrency 1 and 16, N requests each, non-streaming (whole answer)
+For each: concurrency 1, 16 and 64, N requests each, non-streaming (whole answer)
 and streaming (time to first chunk). "added" is the target's p50 minus the
 stub's p50 at the same concurrency and mode. Then the local model's decode rate
 through the gateway against raw llama-cpp-python, and the resident memory of a
 zero-configuration gateway with both models loaded.
 
-    python bench/gateway_overhead.py [--requests 2000] [--out bench/results/gateway_overhead.json]
+    python bench/gateway_overhead.py [--requests 600] [--out bench/results/gateway_overhead-DATE.json]
 """
 
 from __future__ import annotations
@@ -90,15 +94,20 @@ class Row:
     added_p50_ms: float | None = None
     cpu_ms_per_request: float | None = None
     ratio_to_litellm_proxy: float | None = None
+    share_of_direct_rps: float | None = None
 
 
-async def load(url: str, model: str, n: int, concurrency: int, stream: bool, headers: dict[str, str]) -> tuple[list[float], float]:
+async def load(
+    url: str, model: str, n: int, concurrency: int, stream: bool, headers: dict[str, str], messages: list[dict[str, str]] | None = None
+) -> tuple[list[float], float]:
     """n requests, `concurrency` in flight; latency of the whole answer, or of the first content chunk when streaming."""
     lat: list[float] = []
     queue = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
         body = {"model": model, **BODY, "stream": stream}
+        if messages is not None:
+            body["messages"] = messages
 
         async def worker() -> None:
             for _ in queue:
@@ -127,30 +136,71 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] * 1000
 
 
-def gateway_config(tmp: Path, name: str, stub_port: int, transport: str) -> Path:
+def gateway_config(tmp: Path, name: str, stub_port: int, transport: str | None) -> Path:
+    """The embedded defaults with the cloud at the stub; ``transport`` None leaves it to the default (auto)."""
     path = tmp / f"{name}.yaml"
+    cloud: dict[str, object] = {"model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "max_retries": 0}
+    if transport is not None:
+        cloud["transport"] = transport
     doc = {
         "server": {"port": free_port(), "log_level": "warning", "api_keys": [KEY]},
         "local": {"n_threads": 1},
-        "cloud": {"model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "transport": transport, "max_retries": 0},
+        "cloud": cloud,
         "standin": {"enabled": False},
     }
     path.write_text(yaml.safe_dump(doc))
     return path
 
 
-def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]]) -> tuple[list[Row], dict[str, str]]:
+# Questions a router should send to the cloud; the first the running gateway does send there is used.
+HARD = [
+    "Prove that there are infinitely many primes p such that p + 2 is also prime, or explain precisely why this is open.",
+    "Derive the closed form of the posterior for a Gaussian process regression with a squared-exponential kernel and noisy observations.",
+    "Write a lock-free multi-producer multi-consumer queue in C++ with hazard pointers, and prove it is linearizable.",
+    "Explain, step by step, how the Gibbs free energy of a reaction relates to its equilibrium constant, with a worked numeric example.",
+    "Compare the time complexity of Dijkstra with a Fibonacci heap against A* with a consistent heuristic on grid graphs, and prove both bounds.",
+]
+
+
+def cloud_bound(url: str, prompts: list[str]) -> list[dict[str, str]]:
+    """The first prompt that the gateway's router sends to the cloud, as messages (so the auto row measures a
+    decision and a cloud call, never the local model)."""
+    for text in prompts:
+        messages = [{"role": "user", "content": text}]
+        d = httpx.post(f"{url}/v1/route", json={"model": "hybridgate/auto", "messages": messages}, headers=AUTH, timeout=30).json()
+        if d.get("route") == "cloud":
+            return messages
+    raise SystemExit("no prompt went to the cloud under the default router: the auto rows cannot be measured")
+
+
+def four_kb(prompt: str) -> str:
+    filler = " Consider every case carefully, state each assumption, and justify each step with a short argument."
+    text = prompt
+    while len(text.encode()) < 4096:
+        text += filler
+    return text[:4096]
+
+
+def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...]) -> tuple[list[Row], dict[str, str]]:
     """Starts the targets into ``procs`` (the caller stops them) and loads each in turn."""
     py = sys.executable
     stub_port = free_port()
-    urls: dict[str, tuple[str, str, dict[str, str]]] = {}
+    # target -> (process label, url, model, messages)
+    urls: dict[str, tuple[str, str, str, dict[str, str], list[dict[str, str]] | None]] = {}
     procs["direct"] = start([py, "-m", "hybridgate.serving.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
-    urls["direct"] = (f"http://127.0.0.1:{stub_port}", "stub", {})
-    for label, transport in (("hybridgate (litellm)", "litellm"), ("hybridgate (native)", "openai")):
-        cfg = gateway_config(tmp, transport, stub_port, transport)
+    urls["direct"] = ("direct", f"http://127.0.0.1:{stub_port}", "stub", {}, None)
+    for label, transport in (("hybridgate default", None), ("hybridgate litellm", "litellm")):
+        cfg = gateway_config(tmp, label.replace(" ", "-"), stub_port, transport)
         port = yaml.safe_load(cfg.read_text())["server"]["port"]
         procs[label] = start([py, "-m", "hybridgate.cli", "serve", "--config", str(cfg)], f"http://127.0.0.1:{port}/readyz")
-        urls[label] = (f"http://127.0.0.1:{port}", "cloud", AUTH)
+    default_url = f"http://127.0.0.1:{yaml.safe_load((tmp / 'hybridgate-default.yaml').read_text())['server']['port']}"
+    litellm_url = f"http://127.0.0.1:{yaml.safe_load((tmp / 'hybridgate-litellm.yaml').read_text())['server']['port']}"
+    urls["hybridgate default, pinned"] = ("hybridgate default", default_url, "hybridgate/cloud", AUTH, None)
+    urls["hybridgate default, auto"] = ("hybridgate default", default_url, "hybridgate/auto", AUTH, cloud_bound(default_url, HARD))
+    urls["hybridgate default, auto 4 KB"] = (
+        "hybridgate default", default_url, "hybridgate/auto", AUTH, cloud_bound(default_url, [four_kb(p) for p in HARD])
+    )
+    urls["hybridgate litellm, pinned"] = ("hybridgate litellm", litellm_url, "hybridgate/cloud", AUTH, None)
     proxy_port = free_port()
     proxy_cfg = tmp / "litellm.yaml"
     proxy_cfg.write_text(
@@ -173,29 +223,31 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
         f"http://127.0.0.1:{proxy_port}/health/liveliness",
         env=env,
     )
-    urls["litellm proxy"] = (f"http://127.0.0.1:{proxy_port}", "stub", AUTH)
+    urls["litellm proxy"] = ("litellm proxy", f"http://127.0.0.1:{proxy_port}", "stub", AUTH, None)
 
     rows: list[Row] = []
     for stream in (False, True):
-        for conc in (1, 16):
-            for target, (url, model, headers) in urls.items():
-                asyncio.run(load(url, model, min(200, n), conc, stream, headers))  # warm-up
-                cpu0 = tree_cpu_seconds(procs[target].pid)
-                lat, wall = asyncio.run(load(url, model, n, conc, stream, headers))
-                cpu = tree_cpu_seconds(procs[target].pid) - cpu0
+        for conc in concurrencies:
+            for target, (proc, url, model, headers, messages) in urls.items():
+                asyncio.run(load(url, model, min(200, n), conc, stream, headers, messages))  # warm-up
+                cpu0 = tree_cpu_seconds(procs[proc].pid)
+                lat, wall = asyncio.run(load(url, model, n, conc, stream, headers, messages))
+                cpu = tree_cpu_seconds(procs[proc].pid) - cpu0
                 rows.append(
                     Row(target, conc, "stream (first chunk)" if stream else "whole answer", n, pct(lat, 0.5), pct(lat, 0.99), n / wall,
                         cpu_ms_per_request=cpu / n * 1000)
                 )
-                console.print(f"  {rows[-1].target:22s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms")
+                console.print(f"  {rows[-1].target:30s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms  {rows[-1].rps:6.0f} req/s")
     for r in rows:
         base = next(b for b in rows if b.target == "direct" and b.concurrency == r.concurrency and b.mode == r.mode)
         r.added_p50_ms = r.p50_ms - base.p50_ms
+        r.share_of_direct_rps = r.rps / base.rps
     for r in rows:
         lp = next(b for b in rows if b.target == "litellm proxy" and b.concurrency == r.concurrency and b.mode == r.mode)
         if r.target.startswith("hybridgate") and lp.added_p50_ms and lp.added_p50_ms > 0:
             r.ratio_to_litellm_proxy = (r.added_p50_ms or 0) / lp.added_p50_ms
-    return rows, {label: url for label, (url, _, _) in urls.items()}
+    return rows, {"hybridgate default": default_url}
+
 
 STORY = [{"role": "user", "content": "Write a long, detailed story about a lighthouse keeper and a storm."}]
 
@@ -260,9 +312,10 @@ def zero_config_memory() -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=600)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--decode-runs", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"gateway_overhead-{time.strftime('%Y-%m-%d')}.json")
     args = ap.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -270,11 +323,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         try:
             console.print(f"[bold]latency added[/bold]: {args.requests} requests per cell")
-            rows, urls = measure_overhead(args.requests, Path(td), procs)
-            for label in ("direct", "hybridgate (litellm)", "litellm proxy"):
+            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency))
+            for label in ("direct", "hybridgate litellm", "litellm proxy"):
                 stop(procs.pop(label))
             console.print("[bold]decode rate[/bold]: through the gateway, then raw llama-cpp-python")
-            via = decode_rate_gateway(urls["hybridgate (native)"], args.decode_runs)
+            via = decode_rate_gateway(urls["hybridgate default"], args.decode_runs)
         finally:
             for p in procs.values():
                 stop(p)
@@ -283,11 +336,12 @@ def main() -> None:
     mem = zero_config_memory()
 
     table = Table(title=f"gateway overhead ({args.requests} requests per row, fixed-reply stub on loopback)")
-    for col in ("target", "conc", "mode", "p50 ms", "p99 ms", "req/s", "added p50 ms", "CPU ms/req", "÷ LiteLLM added"):
+    for col in ("target", "conc", "mode", "p50 ms", "p99 ms", "req/s", "÷ direct req/s", "added p50 ms", "CPU ms/req", "÷ LiteLLM added"):
         table.add_column(col, justify="right" if col not in ("target", "mode") else "left")
     for r in rows:
         table.add_row(
             r.target, str(r.concurrency), r.mode, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.rps:.0f}",
+            "-" if r.share_of_direct_rps is None or r.target == "direct" else f"{r.share_of_direct_rps:.2f}",
             "-" if r.target == "direct" else f"{r.added_p50_ms:.2f}",
             f"{r.cpu_ms_per_request:.2f}",
             "-" if r.ratio_to_litellm_proxy is None else f"{r.ratio_to_litellm_proxy:.2f}",
