@@ -18,27 +18,6 @@ def api_key(cfg: RemoteConfig) -> str | None:
     return "no-key" if cfg.api_base else None
 
 
-def optional_params(params: ChatParams) -> dict[str, Any]:
-    fields = {
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "stop": params.stop,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-        "user": None if params.user is None else pseudonym(params.user),
-        "response_format": params.response_format,
-        "tools": params.tools,
-        "tool_choice": params.tool_choice,
-        "parallel_tool_calls": params.parallel_tool_calls,
-        "n": params.n if params.n > 1 else None,
-        "logprobs": True if params.logprobs else None,
-        "top_logprobs": params.top_logprobs if params.logprobs else None,
-    }
-    return {k: v for k, v in fields.items() if v is not None}
-
-
 def completion_from_choices(choices: list[dict[str, Any]], usage: Usage, model: str) -> Completion:
     """An OpenAI ``choices`` list (dicts) as one Completion: the first choice, the others as alternatives."""
     parsed = [

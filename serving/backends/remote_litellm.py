@@ -15,10 +15,12 @@ from hybridgate.serving.backends.base import (
     Completion,
     Delta,
     Health,
+    RequestUnsendable,
     UpstreamRejected,
     Usage,
 )
-from hybridgate.serving.backends.remote_common import api_key, completion_from_choices, optional_params
+from hybridgate.serving.backends.remote_common import api_key, completion_from_choices
+from hybridgate.serving.cloud_request import cloud_body, encoded
 from hybridgate.serving.config import RemoteConfig
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,13 @@ class LitellmBackend:
         self._key = api_key(cfg)
 
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
+        body = cloud_body(params)
+        encoded(body, self.name)  # a body that cannot be encoded fails here, never counted as the provider's fault
         kw: dict[str, Any] = {
             "model": self.cfg.model,
-            "messages": params.messages,
             "timeout": self.cfg.timeout_s,
             "num_retries": self.cfg.max_retries,
-            **optional_params(params),
+            **body,  # the allow-list: nothing else leaves
         }
         if self.cfg.api_base:
             kw["api_base"] = self.cfg.api_base
@@ -61,8 +64,15 @@ class LitellmBackend:
         return kw
 
     def _translate(self, exc: Exception) -> BackendError:
+        """The failure as the gateway's error; only what the provider or the network did (connection, timeout,
+        5xx, 429) counts against the circuit breaker, never what a request's own content caused."""
+        if isinstance(exc, BackendError):  # already judged (a body that could not be encoded)
+            return exc
         ex = self._litellm.exceptions
         msg = f"{self.name}: {type(exc).__name__}: {str(exc)[:300]}"
+        if isinstance(exc, UnicodeError) or isinstance(getattr(exc, "__cause__", None), UnicodeError):
+            return RequestUnsendable(msg, backend=self.name)
+        status = getattr(exc, "status_code", None)
         if isinstance(exc, ex.Timeout):
             err: BackendError = BackendTimeout(msg, backend=self.name)
         elif isinstance(exc, ex.APIConnectionError):
@@ -73,6 +83,8 @@ class LitellmBackend:
             return UpstreamRejected(msg, backend=self.name)
         else:
             err = BackendError(msg, backend=self.name)
+            if not isinstance(status, int) or not (status >= 500 or status in (408, 429)):
+                return err  # not the provider failing (a bug, an auth or quota answer): fall back, but keep the breaker shut
         self.health.failed(msg)
         return err
 

@@ -26,7 +26,8 @@ from hybridgate.serving.backends.base import (
     UpstreamRejected,
     Usage,
 )
-from hybridgate.serving.backends.remote_common import api_key, completion_from_choices, optional_params
+from hybridgate.serving.backends.remote_common import api_key, completion_from_choices
+from hybridgate.serving.cloud_request import cloud_body, encoded
 from hybridgate.serving.config import RemoteConfig
 
 _OPENAI_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamacpp/")
@@ -59,7 +60,7 @@ class OpenAIHTTPBackend:
         )
 
     def _body(self, params: ChatParams, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model_id, "messages": params.messages, **optional_params(params)}
+        body: dict[str, Any] = {"model": self.model_id, **cloud_body(params)}  # the allow-list: nothing else leaves
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -78,10 +79,11 @@ class OpenAIHTTPBackend:
         raise UpstreamRejected(f"{self.name} rejected the request (HTTP {status}): {detail}", backend=self.name)
 
     async def _send(self, body: dict[str, Any], stream: bool) -> httpx.Response:
+        content = encoded(body, self.name)  # a body that cannot be encoded fails here, never counted as the node's fault
         last: BackendError | None = None
         for _ in range(self.cfg.max_retries + 1):
             try:
-                req = self._client.build_request("POST", "/chat/completions", json=body)
+                req = self._client.build_request("POST", "/chat/completions", content=content, headers={"Content-Type": "application/json"})
                 resp = await self._client.send(req, stream=stream)
             except httpx.TimeoutException as exc:
                 last = BackendTimeout(f"{self.name} timed out: {type(exc).__name__}", backend=self.name)
