@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -205,7 +204,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         cap = cfg.budgets.max_tokens_for(api_key or "")
         if cap is not None and body.answer_limit is not None and body.answer_limit > cap:
             raise ApiError(400, f"max_tokens {body.answer_limit} is above this key's cap of {cap}", code="max_tokens_exceeded", param="max_tokens")
-        params = replace(request_params(body, body.answer_limit if cap is None else min(body.answer_limit or cap, cap)), messages=messages)
+        params = request_params(body, body.answer_limit if cap is None else min(body.answer_limit or cap, cap), messages)
         try:
             decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints)
             if not body.stream:

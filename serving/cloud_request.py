@@ -136,10 +136,13 @@ def rewrite_strings(params: ChatParams, change: Callable[[str], str]) -> ChatPar
     )
 
 
-def request_params(req: ChatCompletionRequest, max_tokens: int | None = None) -> ChatParams:
-    """The request as every backend reads it; ``max_tokens`` is the answer limit after the key's cap."""
+def request_params(
+    req: ChatCompletionRequest, max_tokens: int | None = None, messages: list[dict[str, Any]] | None = None
+) -> ChatParams:
+    """The request as every backend reads it; ``max_tokens`` is the answer limit after the key's cap, ``messages``
+    its :meth:`~ChatCompletionRequest.plain_messages` where the caller has them already."""
     return ChatParams(
-        messages=req.plain_messages(),
+        messages=req.plain_messages() if messages is None else messages,
         max_tokens=max_tokens if max_tokens is not None else req.answer_limit,
         temperature=req.temperature,
         top_p=req.top_p,

@@ -411,7 +411,7 @@ class Gateway:
             n_messages=len(messages),
             requested_model=req.model,
             # Every string a cloud call would carry, not the content only: the same list the redact mode rewrites.
-            personal_data=self.detector.kinds(cloud_strings(replace(request_params(req), messages=messages))),
+            personal_data=self.detector.kinds(cloud_strings(request_params(req, messages=messages))),
             privacy_strict=hints.privacy_strict,
             deadline_ms=hints.deadline_ms,
             needs_tools=req.uses_tools,

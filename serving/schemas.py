@@ -142,7 +142,14 @@ class JsonSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     """``text``, ``json_object`` (any JSON object) or ``json_schema`` (an object that matches the schema)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # what the validator below enforces, stated in the schema
+            "if": {"properties": {"type": {"const": "json_schema"}}, "required": ["type"]},
+            "then": {"properties": {"json_schema": {"type": "object"}}, "required": ["json_schema"]},
+            "else": {"properties": {"json_schema": {"type": "null"}}},
+        },
+    )
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None

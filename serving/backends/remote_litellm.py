@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+import threading
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import (
@@ -24,6 +26,30 @@ from hybridgate.serving.cloud_request import cloud_body, encoded
 from hybridgate.serving.config import RemoteConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+_END = object()
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def _litellm_loop() -> asyncio.AbstractEventLoop:
+    """One event loop on a thread of its own for every litellm call. litellm's own work per call grows with the
+    request (copying and logging the messages, building the provider's body, reading the answer): on the
+    gateway's loop, 2,048 messages to the cloud stalled /healthz. One loop for all litellm backends, so the
+    HTTP clients litellm caches are always used on the loop that made them."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.is_closed():
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="hybridgate-litellm", daemon=True).start()
+        return _LOOP
+
+
+async def _on_litellm_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on litellm's loop and wait for it here; cancelling here cancels it there."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _litellm_loop()))
 
 
 def _quiet_litellm() -> Any:
@@ -89,43 +115,58 @@ class LitellmBackend:
         return err
 
     async def complete(self, params: ChatParams) -> Completion:
-        try:
+        async def call() -> Any:
             resp = await self._litellm.acompletion(**self._kwargs(params))
+            usage = getattr(resp, "usage", None)
+            choices = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in resp.choices]
+            return choices, Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0), resp.model
+
+        try:
+            choices, usage, model = await _on_litellm_loop(call())
         except Exception as exc:
             raise self._translate(exc) from None
-        usage = getattr(resp, "usage", None)
-        choices = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in resp.choices]
         self.health.ok()
-        return completion_from_choices(
-            choices,
-            Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
-            resp.model or self.model_id,
-        )
+        return completion_from_choices(choices, usage, model or self.model_id)
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
-        finish: str | None = None
-        usage: Usage | None = None
+        here = asyncio.get_running_loop()
+        pieces: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(item: Any) -> None:
+            here.call_soon_threadsafe(pieces.put_nowait, item)
+
+        async def pump() -> None:  # on litellm's loop: the call, and turning each chunk into a Delta
+            finish: str | None = None
+            usage: Usage | None = None
+            try:
+                resp = await self._litellm.acompletion(**self._kwargs(params), stream=True, stream_options={"include_usage": True})
+                async for chunk in resp:
+                    u = getattr(chunk, "usage", None)
+                    if u is not None and getattr(u, "completion_tokens", None):
+                        usage = Usage(u.prompt_tokens or 0, u.completion_tokens or 0)
+                    for choice in chunk.choices or []:
+                        text = getattr(choice.delta, "content", None)
+                        calls = getattr(choice.delta, "tool_calls", None)
+                        if text or calls:
+                            wire = [c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else dict(c) for c in calls or []]
+                            put(Delta(text=text or "", tool_calls=wire or None))
+                        finish = choice.finish_reason or finish
+                put(Delta(finish_reason=finish or "stop", usage=usage))
+            except Exception as exc:  # handed over, raised on the gateway's loop
+                put(exc)
+            finally:
+                put(_END)
+
+        running = asyncio.run_coroutine_threadsafe(pump(), _litellm_loop())
         try:
-            resp = await self._litellm.acompletion(
-                **self._kwargs(params), stream=True, stream_options={"include_usage": True}
-            )
-            async for chunk in resp:
-                u = getattr(chunk, "usage", None)
-                if u is not None and getattr(u, "completion_tokens", None):
-                    usage = Usage(u.prompt_tokens or 0, u.completion_tokens or 0)
-                for choice in chunk.choices or []:
-                    text = getattr(choice.delta, "content", None)
-                    calls = getattr(choice.delta, "tool_calls", None)
-                    if text or calls:
-                        wire = [c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else dict(c) for c in calls or []]
-                        yield Delta(text=text or "", tool_calls=wire or None)
-                    finish = choice.finish_reason or finish
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from None
-        self.health.ok()
-        yield Delta(finish_reason=finish or "stop", usage=usage)
+            while (item := await pieces.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise self._translate(item)
+                if item.finish_reason:
+                    self.health.ok()
+                yield item
+        finally:
+            running.cancel()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ provider goes through :mod:`remote_litellm`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,7 +80,9 @@ class OpenAIHTTPBackend:
         raise UpstreamRejected(f"{self.name} rejected the request (HTTP {status}): {detail}", backend=self.name)
 
     async def _send(self, body: dict[str, Any], stream: bool) -> httpx.Response:
-        content = encoded(body, self.name)  # a body that cannot be encoded fails here, never counted as the node's fault
+        # Encoding grows with the request (2,048 messages, a megabyte of text): off the event loop. A body that
+        # cannot be encoded fails here, as the request's fault, never counted against the node.
+        content = await asyncio.to_thread(encoded, body, self.name)
         last: BackendError | None = None
         for _ in range(self.cfg.max_retries + 1):
             try:
