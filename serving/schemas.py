@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 # OpenAI fields that are accepted but have no effect on the answer.
 _ACCEPTED_NOOPS = {"metadata", "store", "service_tier", "logit_bias"}
@@ -85,6 +85,10 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+# A content part as the schema states it: only text parts are answered (others are a 400 that names them).
+_TEXT_PART = {"type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}}, "required": ["type", "text"]}
+
+
 class ChatMessage(BaseModel):
     # The schema states what the validator below enforces, so a generated client (or a fuzzer) knows it.
     model_config = ConfigDict(
@@ -104,7 +108,7 @@ class ChatMessage(BaseModel):
     )
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[Annotated[dict[str, Any], WithJsonSchema(_TEXT_PART)]] | None = None
     name: str | None = None
     tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
     tool_call_id: str | None = Field(None, max_length=256)
@@ -207,7 +211,9 @@ class ErrorResponse(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Extra fields are collected (so the 400 can name them), but the schema says what the gateway does with
+    # them: none is accepted beyond the fields below.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -229,6 +235,11 @@ class ChatCompletionRequest(BaseModel):
     tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # OpenAI fields accepted without effect on the answer (never sent to a provider).
+    metadata: dict[str, Any] | None = Field(None, description="accepted, not used")
+    store: bool | None = Field(None, description="accepted, not used")
+    service_tier: str | None = Field(None, description="accepted, not used")
+    logit_bias: dict[str, Any] | None = Field(None, description="accepted, not used")
 
     @model_validator(mode="before")
     @classmethod
