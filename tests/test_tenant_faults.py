@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hybridgate.serving.backends.base import BackendError, ChatParams, RequestUnsendable
+from hybridgate.serving.backends.base import BackendError, ChatParams
 from hybridgate.serving.config import RemoteConfig
 from tests.conftest import ServerThread, post_chat
 
@@ -83,6 +83,7 @@ async def test_a_body_that_cannot_be_encoded_is_the_requests_fault_not_the_backe
     """Behind validation, in depth: a body no encoding holds fails before the call, as a 400 that never counts
     against the breaker; a provider's 500 still does."""
     from hybridgate.serving.app import to_api_error
+    from hybridgate.serving.backends.base import RequestUnsendable
     from hybridgate.serving.build import build_remote
 
     url, behaviour = stub
