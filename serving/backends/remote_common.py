@@ -1,4 +1,5 @@
-"""Pieces both remote transports share: the request body and the API key."""
+"""Pieces both remote transports share: the API key, the answer's choices, the user pseudonym (the request
+body is :mod:`hybridgate.serving.cloud_request`'s)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from hybridgate.serving.backends.base import ChatParams, Completion, Usage
+from hybridgate.serving.backends.base import Completion, Usage
 from hybridgate.serving.config import RemoteConfig
 
 
