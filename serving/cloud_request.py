@@ -107,17 +107,22 @@ def _walk(value: Any, change: Callable[[str], str]) -> Any:
 
 
 def cloud_strings(params: ChatParams) -> list[str]:
-    """Every string a cloud call for ``params`` would carry: what the privacy decision reads."""
-    found: list[str] = []
-
-    def keep(s: str) -> str:
-        found.append(s)
-        return s
-
-    for name, value in cloud_body(params).items():
-        if name not in _NOT_TEXT:
-            _walk(value, keep)
-    return found
+    """Every distinct string a cloud call for ``params`` would carry (keys included), in order: what the privacy
+    decision reads. Distinct: a schema of 10,000 properties repeats "type" and "string" 10,000 times."""
+    found: dict[str, None] = {}
+    todo = [value for name, value in cloud_body(params).items() if name not in _NOT_TEXT]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            found[item] = None
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str):
+                    found[k] = None
+                todo.append(v)
+        elif isinstance(item, list):
+            todo.extend(item)
+    return list(found)
 
 
 def rewrite_strings(params: ChatParams, change: Callable[[str], str]) -> ChatParams:
