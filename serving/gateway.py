@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,6 +57,7 @@ from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
 from hybridgate.serving.energy import Energy, EnergyRate, add_energy, cloud_energy
 from hybridgate.serving.cloud_request import cloud_strings, request_params
+from hybridgate.serving.cpu import cpu_executor
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Gateway:
         # The CPU work of deciding (rendering, tokenising, scanning, embedding) in one thread of its own: with a
         # thread per request, five hostile requests competed with the event loop for the interpreter lock and
         # /healthz waited over 100 ms; queued behind one thread, the loop waits a switch interval at most.
-        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-decide")
+        self._cpu = cpu_executor()  # shared with the local model's preparing (serving/cpu.py)
         self.watcher: RouterWatcher | None = None
         if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
             from hybridgate.classifiers.artifact import resolve_router
@@ -833,4 +833,3 @@ class Gateway:
             if b is not self.local or self._owns_local:
                 await b.aclose()
         await self.state.aclose()
-        self._cpu.shutdown(wait=False, cancel_futures=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from hybridgate.router import Route
 from hybridgate.serving.backends.base import ChatParams, Completion, Delta, Health, PromptTooLong, QueueFull, Usage
+from hybridgate.serving.cpu import cpu_executor
 from hybridgate.serving.energy import DEFAULT_WATTS_PER_CORE, LocalEnergyMeter, NvmlMeter, add_energy
 from hybridgate.serving.structured import (
     FLAT_OBJECT_GBNF,
@@ -166,9 +167,9 @@ class LlamaBackend:
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
         # Rendering the template, tokenising and compiling a grammar grow with the request (a 1 MB message, 128
-        # tools, a schema of 10,000 properties took the event loop for 100-370 ms): a thread of their own, so
-        # they neither stall the loop nor wait behind a generation.
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}-prepare")
+        # tools, a schema of 10,000 properties took the event loop for 100-370 ms): off the loop, and not behind
+        # a generation.
+        self._prep = cpu_executor()  # the gateway's CPU thread: one CPU-bound thread beside the loop, not two
         self._grammars: OrderedDict[str, Any] = OrderedDict()  # least recently used first
         # The GPU's counter is read only where layers run there (and NVML is installed: nvidia-ml-py).
         self.energy = LocalEnergyMeter(watts_per_core, gpu=NvmlMeter.open() if n_gpu_layers else None)
@@ -415,4 +416,3 @@ class LlamaBackend:
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._prep.shutdown(wait=False, cancel_futures=True)
