@@ -24,13 +24,13 @@ from hybridgate.serving.auth import KeyCheck
 from hybridgate.serving.backends.base import (
     BackendError,
     BackendTimeout,
-    ChatParams,
     PromptTooLong,
     QueueFull,
     UpstreamRejected,
     Usage,
 )
 from hybridgate.serving.body_limit import BodyLimit
+from hybridgate.serving.cloud_request import request_params
 from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import ApiError, install_error_handlers
 from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
@@ -87,9 +87,13 @@ def is_loopback(host: str) -> bool:
 
 def request_hints(request: Request) -> RequestHints:
     """``x-hybridgate-privacy: strict`` and ``x-hybridgate-deadline-ms: 200``; anything else there is a 400."""
-    privacy = request.headers.get("x-hybridgate-privacy", "").strip().lower()
-    if privacy not in ("", "strict", "default"):
-        raise ApiError(400, f"x-hybridgate-privacy must be strict or default, not {privacy!r}", param="x-hybridgate-privacy")
+    # A header given twice (or as a comma list) could be read differently by a proxy in front: every value counts,
+    # and the most restrictive wins, so "default" then "strict" is strict.
+    values = [v.strip().lower() for raw in request.headers.getlist("x-hybridgate-privacy") for v in raw.split(",")]
+    for privacy in values:
+        if privacy not in ("", "strict", "default"):
+            raise ApiError(400, f"x-hybridgate-privacy must be strict or default, not {privacy!r}", param="x-hybridgate-privacy")
+    privacy = "strict" if "strict" in values else "default"
     raw = request.headers.get("x-hybridgate-deadline-ms")
     deadline: float | None = None
     if raw is not None:
@@ -207,24 +211,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
         cap = cfg.budgets.max_tokens_for(api_key or "")
         if cap is not None and body.answer_limit is not None and body.answer_limit > cap:
             raise ApiError(400, f"max_tokens {body.answer_limit} is above this key's cap of {cap}", code="max_tokens_exceeded", param="max_tokens")
-        params = ChatParams(
-            messages=messages,
-            max_tokens=body.answer_limit if cap is None else min(body.answer_limit or cap, cap),
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop_list(),
-            seed=body.seed,
-            presence_penalty=body.presence_penalty,
-            frequency_penalty=body.frequency_penalty,
-            user=body.user,
-            response_format=None if body.response_format is None or body.response_format.type == "text" else body.response_format.wire(),
-            tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
-            tool_choice=body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice,  # type: ignore[union-attr]
-            parallel_tool_calls=body.parallel_tool_calls,
-            n=body.n or 1,
-            logprobs=bool(body.logprobs),
-            top_logprobs=body.top_logprobs,
-        )
+        params = request_params(body, body.answer_limit if cap is None else min(body.answer_limit or cap, cap), messages)
         try:
             decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints)
             if not body.stream:

@@ -36,7 +36,7 @@ from hybridgate.serving.backends.base import Backend, ChatParams, Completion, De
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.condense import condense, word_overlap
 from hybridgate.serving.config import CollaborationConfig
-from hybridgate.serving.redaction import Redaction, StreamRestorer, redact_messages, with_arguments
+from hybridgate.serving.redaction import Redaction, StreamRestorer, redact_request, with_arguments
 from hybridgate.serving.structured import invalid
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,10 @@ class Collaborator:
         # Scanning, tokenising and embedding a long prompt is CPU work: off the event loop, so that one large
         # request does not stall every other stream (and /healthz).
         if mode is Mode.REDACT:
-            messages, red = await asyncio.to_thread(redact_messages, params.messages, self.detector)
+            # Every string the cloud would read, not the content only: stop sequences, tools, schemas, ids.
+            redacted, red = await asyncio.to_thread(redact_request, params, self.detector)
             report.redacted = red.count
-            return Plan(report, replace(params, messages=messages), redaction=red)
+            return Plan(report, redacted, redaction=red)
         if mode is Mode.CONDENSE:
             done = await asyncio.to_thread(
                 condense, params.messages, self.relevance, self._count, self.cfg.condense_keep, self.cfg.condense_min_tokens

@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,7 +57,8 @@ from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
 from hybridgate.serving.energy import Energy, EnergyRate, add_energy, cloud_energy
-from hybridgate.serving.structured import message_texts
+from hybridgate.serving.cloud_request import cloud_strings, request_params
+from hybridgate.serving.cpu import cpu_executor
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,12 @@ def _query_text(messages: list[dict[str, Any]]) -> str:
 DEFAULT_CLOUD_ANSWER_TOKENS = 1024
 
 
+def worst_usage(prompt_tokens: int, max_tokens: int, choices: int, route: Route) -> Usage:
+    """The most a cloud call can bill: every choice's whole answer (``n`` x ``max_tokens``), and the prompt once,
+    or once per choice in a collaborative mode (which runs the whole mode per choice)."""
+    return Usage(prompt_tokens * (choices if route is Route.COLLAB else 1), max_tokens * choices)
+
+
 def _base_score(scorer: object, messages: list[dict[str, Any]]) -> float | None:
     """The shipped router's score for the query, without this gateway's adapter: what an adapter trains on top of."""
     if not isinstance(scorer, ClassifierScorer):
@@ -227,10 +233,11 @@ class Gateway:
         self._scored = 0
         self._calibrating: asyncio.Task[None] | None = None
         self._shadows: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the event loop it serves on, once started
         # The CPU work of deciding (rendering, tokenising, scanning, embedding) in one thread of its own: with a
         # thread per request, five hostile requests competed with the event loop for the interpreter lock and
         # /healthz waited over 100 ms; queued behind one thread, the loop waits a switch interval at most.
-        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-decide")
+        self._cpu = cpu_executor()  # shared with the local model's preparing (serving/cpu.py)
         self.watcher: RouterWatcher | None = None
         if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
             from hybridgate.classifiers.artifact import resolve_router
@@ -324,6 +331,7 @@ class Gateway:
 
     def start(self) -> None:
         """Start background work (node health probes, the router watch); called once the event loop runs."""
+        self.loop = asyncio.get_running_loop()
         self.monitor.start()
         self.node_share.start()
         if self.watcher is not None:
@@ -344,11 +352,15 @@ class Gateway:
         used = await self.state.usage_today(key_id(api_key))
         return usd is not None and used.cloud_cost_usd >= usd, joules is not None and used.energy_joules >= joules
 
-    def _expected_joules(self, prompt_tokens: int, answer_tokens: int | None) -> dict[Route, float]:
+    def _expected_joules(self, prompt_tokens: int, answer_tokens: int | None, choices: int = 1) -> dict[Route, float]:
         """This request's energy on each route, before it runs: the local model at its measured joules per token,
-        the cloud at its configured ones. An answer without max_tokens counts local.default_max_tokens."""
-        n = answer_tokens or self.local.default_max_tokens
-        return {Route.LOCAL: self.energy_rate.expected(prompt_tokens, n), Route.CLOUD: self._cloud_energy(prompt_tokens, n).joules}
+        the cloud at its configured ones, for every one of its ``n`` choices (the local model reads the prompt once
+        per choice, the cloud once). An answer without max_tokens counts local.default_max_tokens."""
+        n = (answer_tokens or self.local.default_max_tokens) * choices
+        return {
+            Route.LOCAL: self.energy_rate.expected(prompt_tokens * choices, n),
+            Route.CLOUD: self._cloud_energy(prompt_tokens, n).joules,
+        }
 
     def _cloud_energy(self, prompt_tokens: int, completion_tokens: int) -> Energy:
         e = self.cfg.energy
@@ -379,7 +391,7 @@ class Gateway:
             overloaded=frozenset({self.local.name}) if self._local_overloaded() else frozenset(),
             energy_budget_exhausted=energy_spent,
             energy_cap_j=energy_cap,
-            expected_joules=self._expected_joules(query.prompt_tokens, req.answer_limit) if energy_cap is not None else {},
+            expected_joules=self._expected_joules(query.prompt_tokens, req.answer_limit, req.n or 1) if energy_cap is not None else {},
             node_scores=(
                 score_nodes(self.nodes.all_features(), self.nodes.weights, req.answer_limit or self.cfg.nodes.expected_tokens)
                 if self.cfg.nodes.choice == "weighted"
@@ -402,7 +414,8 @@ class Gateway:
             prompt_tokens=self.local.count_prompt_tokens(messages),
             n_messages=len(messages),
             requested_model=req.model,
-            personal_data=self.detector.kinds(message_texts(messages)),
+            # Every string a cloud call would carry, not the content only: the same list the redact mode rewrites.
+            personal_data=self.detector.kinds(cloud_strings(request_params(req, messages=messages))),
             privacy_strict=hints.privacy_strict,
             deadline_ms=hints.deadline_ms,
             needs_tools=req.uses_tools,
@@ -472,7 +485,7 @@ class Gateway:
         limit = self.cfg.budgets.limit_for(api_key or "")
         if limit is None or rcfg is None or self.backends[cloud_name].route is not Route.CLOUD:  # type: ignore[index]
             return
-        worst = cost_usd(rcfg, Usage(prompt_tokens, params.max_tokens or DEFAULT_CLOUD_ANSWER_TOKENS))
+        worst = cost_usd(rcfg, worst_usage(prompt_tokens, params.max_tokens or DEFAULT_CLOUD_ANSWER_TOKENS, params.n, routing.route))
         if await self.state.reserve(key_id(api_key), worst, limit):
             routing.reserved_usd = worst
             return
@@ -516,9 +529,13 @@ class Gateway:
             return Answer(completion, routing)  # collaborative answers label themselves (cascade)
         # Only a plain single answer is cached (tool calls, several choices and log-probabilities are not).
         cacheable = self.cfg.state.cache_enabled and not params.uses_tools and params.n == 1 and not params.logprobs
-        cache_key = self._cache_key(req, params, api_key) if cacheable else None
+        loop = asyncio.get_running_loop()  # hashing a request of megabytes is CPU work: off the event loop
+        cache_key = await loop.run_in_executor(self._cpu, self._cache_key, req, params, api_key, routing.decision) if cacheable else None
         if cache_key:
             hit = await self.state.cache_get(cache_key)
+            # Fail closed: whatever the key says, a request the cloud may not see is never served a cloud answer.
+            if hit is not None and Route(hit["route"]) is not Route.LOCAL and routing.decision.cloud_forbidden:
+                hit = None
             if hit is not None:
                 self.metrics.cache_hits.inc()
                 routing.cache = "hit"
@@ -606,12 +623,14 @@ class Gateway:
             await self._hold_for_feedback(answer.routing, answer.messages, api_key)
 
     # -- bookkeeping --------------------------------------------------------------------------------
-    def _cache_key(self, req: ChatCompletionRequest, params: ChatParams, api_key: str | None) -> str:
-        """Keyed by tenant (a key never sees another key's answers, nor learns what it asked) and by everything
-        that changes the answer."""
+    def _cache_key(self, req: ChatCompletionRequest, params: ChatParams, api_key: str | None, decision: Decision) -> str:
+        """Keyed by tenant (a key never sees another key's answers, nor learns what it asked), by the request's
+        privacy (a strict request and a default one are different questions: only one may have gone to the cloud)
+        and by everything that changes the answer."""
+        privacy = "private" if decision.private else "redact" if decision.redact_only else "default"
         blob = json.dumps(
             [
-                key_id(api_key), req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop,
+                key_id(api_key), privacy, req.model, params.messages, params.max_tokens, params.temperature, params.top_p, params.stop,
                 params.seed, params.presence_penalty, params.frequency_penalty, params.response_format, params.tools,
                 params.tool_choice,
             ],
@@ -693,6 +712,8 @@ class Gateway:
         cloud_name = next((n for n, b in self.backends.items() if b.route is Route.CLOUD and b.health.healthy), None)
         if cloud_name is None:
             return
+        if await asyncio.get_running_loop().run_in_executor(self._cpu, self.detector.kinds, [local_text]):
+            return  # the judge would read the local answer: one that holds personal data stays on the device
         cloud, rcfg, kid = self.backends[cloud_name], self._remote_cfg.get(cloud_name), key_id(api_key)
         limit = self.cfg.budgets.limit_for(api_key or "")
         reserved = 0.0
@@ -734,14 +755,19 @@ class Gateway:
         embedder = getattr(self.policy.scorer, "embedder", None)
         if not self.cfg.state.labels or embedder is None or routing.decision.score is None:
             return
-        vector = embedder.encode([_query_text(messages)])[0]
+
+        def vector_and_base() -> tuple[list[float], float | None]:  # embedding and scoring: CPU work, off the loop
+            vector = embedder.encode([_query_text(messages)])[0]
+            return [round(float(v), 6) for v in vector], _base_score(self.policy.scorer, messages)
+
+        vector, base = await asyncio.get_running_loop().run_in_executor(self._cpu, vector_and_base)
         record = {
             "key": key_id(api_key),
             "embedder": embedder.name,
-            "vector": [round(float(v), 6) for v in vector],
+            "vector": vector,
             "route": routing.route.value,
             "score": routing.decision.score,
-            "base_score": _base_score(self.policy.scorer, messages),
+            "base_score": base,
             "router_version": routing.decision.router_version,
         }
         await self.state.hold(routing.request_id, record, self.cfg.state.label_hold_s)
@@ -796,6 +822,12 @@ class Gateway:
         """The node choice's state: the weights in use, how many answers taught them, and each node's features."""
         return {"choice": self.cfg.nodes.choice, **self.nodes.describe()}
 
+    async def drain(self) -> None:
+        """Wait until the work answers left behind (shadow comparisons) is done: what the cloud was sent is then
+        all sent, which a test can check without guessing how long to sleep."""
+        while self._shadows:
+            await asyncio.gather(*list(self._shadows), return_exceptions=True)
+
     async def aclose(self) -> None:
         for task in list(self._shadows):
             task.cancel()
@@ -809,4 +841,3 @@ class Gateway:
             if b is not self.local or self._owns_local:
                 await b.aclose()
         await self.state.aclose()
-        self._cpu.shutdown(wait=False, cancel_futures=True)

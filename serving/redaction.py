@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hybridgate.router.privacy import PersonalDataDetector
 from hybridgate.serving import restore
+from hybridgate.serving.backends.base import ChatParams
+from hybridgate.serving.cloud_request import rewrite_strings
 from hybridgate.serving.restore import PLACEHOLDER
 
 _LONGEST = len("[EMAIL_9999]")
@@ -78,36 +80,57 @@ def with_arguments(calls: list[dict[str, Any]], change: Callable[[str], str]) ->
     return [{**c, "function": {**c["function"], "arguments": change(c["function"]["arguments"])}} for c in calls]
 
 
-def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetector) -> tuple[list[dict[str, Any]], Redaction]:
-    """Messages with personal data replaced, and a system note telling the cloud model to keep the placeholders."""
-    red = Redaction()
-    by_value: dict[tuple[str, str], str] = {}
-    counters: dict[str, int] = {}
-    out: list[dict[str, Any]] = []
+class _Redactor:
+    """One placeholder per distinct value, shared by every string of one request."""
 
-    def redact(text: str) -> str:
+    def __init__(self, detector: PersonalDataDetector) -> None:
+        self.detector = detector
+        self.redaction = Redaction()
+        self._by_value: dict[tuple[str, str], str] = {}
+        self._counters: dict[str, int] = {}
+
+    def __call__(self, text: str) -> str:
         pieces: list[str] = []
         pos = 0
-        for f in detector.find(text):
+        for f in self.detector.find(text):
             key = (f.kind, f.value)
-            if key not in by_value:
-                counters[f.kind] = counters.get(f.kind, 0) + 1
-                by_value[key] = f"[{f.kind.upper()}_{counters[f.kind]}]"
-                red.originals[by_value[key]] = f.value
+            if key not in self._by_value:
+                self._counters[f.kind] = self._counters.get(f.kind, 0) + 1
+                self._by_value[key] = f"[{f.kind.upper()}_{self._counters[f.kind]}]"
+                self.redaction.originals[self._by_value[key]] = f.value
             pieces.append(text[pos : f.start])
-            pieces.append(by_value[key])
+            pieces.append(self._by_value[key])
             pos = f.end
         pieces.append(text[pos:])
         return "".join(pieces)
 
+
+def _with_note(messages: list[dict[str, Any]], red: Redaction) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": NOTE}, *messages] if red.count else messages
+
+
+def redact_messages(messages: list[dict[str, Any]], detector: PersonalDataDetector) -> tuple[list[dict[str, Any]], Redaction]:
+    """Messages with personal data replaced (content, tool-call arguments and ids, names), and a system note
+    telling the cloud model to keep the placeholders."""
+    redact = _Redactor(detector)
+    out: list[dict[str, Any]] = []
     for m in messages:
         msg = {**m, "content": redact(m["content"] or "")}
-        if m.get("tool_calls"):  # the arguments of earlier calls are content too
-            msg["tool_calls"] = with_arguments(m["tool_calls"], redact)
+        if m.get("tool_calls"):  # the arguments of earlier calls are content too, and an id is text the cloud reads
+            msg["tool_calls"] = [{**c, "id": redact(c.get("id") or "")} for c in with_arguments(m["tool_calls"], redact)]
+        for key in ("tool_call_id", "name"):
+            if isinstance(m.get(key), str):
+                msg[key] = redact(m[key])
         out.append(msg)
-    if red.count:
-        out.insert(0, {"role": "system", "content": NOTE})
-    return out, red
+    return _with_note(out, redact.redaction), redact.redaction
+
+
+def redact_request(params: ChatParams, detector: PersonalDataDetector) -> tuple[ChatParams, Redaction]:
+    """The cloud's view of ``params`` with personal data replaced in every string it carries (the same strings
+    the privacy decision read: see :mod:`cloud_request`), one placeholder per value across all of them."""
+    redact = _Redactor(detector)
+    out = rewrite_strings(params, redact)
+    return replace(out, messages=_with_note(out.messages, redact.redaction)), redact.redaction
 
 
 class StreamRestorer:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 # OpenAI fields that are accepted but have no effect on the answer.
 _ACCEPTED_NOOPS = {"metadata", "store", "service_tier", "logit_bias"}
@@ -33,28 +33,33 @@ MAX_TOOLS = 128  # OpenAI's own limit
 _NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
-def _lone_surrogate(value: Any, path: str, depth: int = 0) -> str | None:
-    """The path of the first string holding a lone UTF-16 surrogate (valid JSON, but no text): it cannot be
-    encoded for the tokenizer or the cloud, and used to surface as a 500."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-        return None
-    if depth > 32:
-        return None
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = ((str(i), v) for i, v in enumerate(value))
-    else:
-        return None
-    for k, v in items:
-        found = _lone_surrogate(k, path, depth + 1) or _lone_surrogate(v, f"{path}.{k}" if path else str(k), depth + 1)
-        if found:
-            return found
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) holding a lone UTF-16 surrogate (valid JSON, but no text): it cannot
+    be encoded for the tokenizer or the cloud. Every level is read, iteratively: a surrogate nested deeper than a
+    fixed limit used to pass, fail inside the cloud client and count against the shared circuit breaker."""
+    todo: list[tuple[Any, str]] = [(value, path)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                todo.append((k, where))
+                todo.append((v, f"{where}.{k}" if where else str(k)))
+        elif isinstance(item, list):
+            todo.extend((v, f"{where}.{i}" if where else str(i)) for i, v in enumerate(item))
     return None
+
+
+def _refuse_lone_surrogates(data: Any) -> Any:
+    where = _lone_surrogate(data, "")
+    if where is not None:
+        where = where.encode("utf-8", "backslashreplace").decode("utf-8")  # the message itself must be sendable
+        raise ValueError(f"{where or 'the body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text")
+    return data
 
 
 class UnsupportedField(ValueError):
@@ -80,11 +85,30 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+# A content part as the schema states it: only text parts are answered (others are a 400 that names them).
+_TEXT_PART = {"type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}}, "required": ["type", "text"]}
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # The schema states what the validator below enforces, so a generated client (or a fuzzer) knows it.
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
+                    "then": {"properties": {"tool_call_id": {"type": "string", "minLength": 1}}, "required": ["tool_call_id"]},
+                },
+                {
+                    "if": {"properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
+                    "then": {"properties": {"role": {"const": "assistant"}}},
+                },
+            ]
+        },
+    )
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[Annotated[dict[str, Any], WithJsonSchema(_TEXT_PART)]] | None = None
     name: str | None = None
     tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
     tool_call_id: str | None = Field(None, max_length=256)
@@ -122,7 +146,14 @@ class JsonSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     """``text``, ``json_object`` (any JSON object) or ``json_schema`` (an object that matches the schema)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # what the validator below enforces, stated in the schema
+            "if": {"properties": {"type": {"const": "json_schema"}}, "required": ["type"]},
+            "then": {"properties": {"json_schema": {"type": "object"}}, "required": ["json_schema"]},
+            "else": {"properties": {"json_schema": {"type": "null"}}},
+        },
+    )
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
@@ -180,7 +211,9 @@ class ErrorResponse(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Extra fields are collected (so the 400 can name them), but the schema says what the gateway does with
+    # them: none is accepted beyond the fields below.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -202,14 +235,16 @@ class ChatCompletionRequest(BaseModel):
     tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # OpenAI fields accepted without effect on the answer (never sent to a provider).
+    metadata: dict[str, Any] | None = Field(None, description="accepted, not used")
+    store: bool | None = Field(None, description="accepted, not used")
+    service_tier: str | None = Field(None, description="accepted, not used")
+    logit_bias: dict[str, Any] | None = Field(None, description="accepted, not used")
 
     @model_validator(mode="before")
     @classmethod
     def _no_lone_surrogates(cls, data: Any) -> Any:
-        where = _lone_surrogate(data, "")
-        if where is not None:
-            raise ValueError(f"{where or 'the body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text")
-        return data
+        return _refuse_lone_surrogates(data)
 
     def check_supported(self) -> None:
         """Raise :class:`UnsupportedField` for anything the gateway would otherwise have to ignore."""
@@ -269,14 +304,12 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=200)
-    rating: Literal["good", "bad"] | float
 
-    @field_validator("rating")
+    @model_validator(mode="before")
     @classmethod
-    def _in_range(cls, v: object) -> object:
-        if isinstance(v, float) and not 0.0 <= v <= 1.0:
-            raise ValueError("a numeric rating is between 0 (bad) and 1 (good)")
-        return v
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        return _refuse_lone_surrogates(data)
+    rating: Literal["good", "bad"] | Annotated[float, Field(ge=0.0, le=1.0, description="0 (bad) to 1 (good)")]
 
     def score(self) -> float:
         if self.rating == "good":

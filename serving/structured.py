@@ -195,16 +195,6 @@ def schema_gbnf(schema: dict[str, Any]) -> str:
     return "\n".join(_JSON_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line for line in gbnf.split("\n"))
 
 
-def message_texts(messages: list[dict[str, Any]]) -> list[str]:
-    """Every piece of text a conversation carries: contents, and the arguments of earlier tool calls (privacy rules
-    read these too: a tool's arguments and results are content like any other)."""
-    out = []
-    for m in messages:
-        out.append(m.get("content") or "")
-        out.extend(c["function"]["arguments"] for c in m.get("tool_calls") or [])
-    return out
-
-
 def grammar_schema(
     response_format: dict[str, Any] | None, tools: list[dict[str, Any]] | None, tool_choice: Any, max_tokens: int | None = None
 ) -> dict[str, Any] | None:

@@ -111,7 +111,8 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
         words = reply.split(" ")
         model = body.get("model", "stub")
         created = int(time.time())
-        usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
+        choices_n = int(body.get("n") or 1)  # a provider bills every choice's tokens
+        usage = {"prompt_tokens": 10, "completion_tokens": len(words) * choices_n, "total_tokens": 10 + len(words) * choices_n}
         paced = b.ms_per_token > 0 or b.first_token_s > 0
         if not body.get("stream"):
             if paced:

@@ -230,3 +230,31 @@ def test_max_tokens_is_capped_per_key(make_gateway: Callable[..., ServerThread])
     assert post_chat(srv.url, body, headers={"Authorization": "Bearer big"}).status_code == 200
     unbounded = post_chat(srv.url, {"model": "hybridgate/local", "messages": MSG}, headers={"Authorization": "Bearer small"})
     assert unbounded.status_code == 200 and unbounded.json()["usage"]["completion_tokens"] <= 8  # no max_tokens: the cap applies
+
+
+def test_concurrent_calls_with_several_choices_cannot_together_overspend(make_gateway: Callable[..., ServerThread], stub) -> None:
+    """Issue 23, finding 6: a reservation priced one choice, so three concurrent n=8 calls all fitted a small day.
+    It now covers n x max_tokens and the prompt; the per-request energy estimate counts every choice too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stub[1].delay_s, stub[1].reply_words = 0.3, 10  # every choice uses its whole max_tokens; all calls in flight at once
+    price = {"cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0}
+    srv = make_gateway(
+        server={"api_keys": ["k", "e"]},
+        cloud=price,
+        budgets={"per_key_daily_usd": {"k": 0.15}, "per_key_max_joules_per_request": {"e": 50.0}},
+        energy={"cloud_joules_per_output_token": 2.0, "cloud_joules_per_input_token": 0.0},
+    )
+    # 8 x 10 answer tokens and the prompt (about 25 tokens): 0.105 USD at most, room for one at a time; priced as
+    # one choice (0.035 each) all three fitted and spent 0.27.
+    body = {"model": "hybridgate/cloud", "messages": MSG, "max_tokens": 10, "n": 8}
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: post_chat(srv.url, body, headers={"Authorization": "Bearer k"}), range(3)))
+    ok = [r for r in results if r.status_code == 200]
+    assert len(ok) == 1 and all(r.status_code in (200, 429) for r in results), [r.status_code for r in results]
+    assert len(ok[0].json()["choices"]) == 8
+    assert sum(r.json()["hybridgate"]["cost_usd"] for r in ok) <= 0.15 + 1e-9
+    # 10 tokens at 2 J are 20 J, within the 50 J cap; eight choices of them are 160 J, over it.
+    one = {"model": "hybridgate/cloud", "messages": MSG, "max_tokens": 10}
+    assert post_chat(srv.url, one, headers={"Authorization": "Bearer e"}).status_code == 200
+    assert_openai_error(post_chat(srv.url, {**one, "n": 8}, headers={"Authorization": "Bearer e"}), 400, "energy_cap_exceeded")

@@ -14,8 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.conftest import ServerThread
 
@@ -24,7 +23,16 @@ EXAMPLES = 25
 # model and the cloud stub see generated input too.
 MODELS = ["hybridgate/auto", "hybridgate/local", "hybridgate/cloud", "hybridgate/redact"]
 ADMIN = {"Authorization": "Bearer root"}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# Every check schemathesis has, except those that flag answers the schema documents, each for its reason:
+EXCLUDED = {
+    # "Schema-valid data must get 2xx": the gateway answers a schema-valid body with a documented refusal when
+    # its rules say so: 400 when max_tokens is above the key's cap (this fixture caps it at 4, so most generated
+    # bodies), a prompt is over the local context or a schema the local grammar cannot hold; 403 when privacy
+    # keeps it off the cloud, 429 when the key's budget is spent, 503 when no backend is healthy or the queue is
+    # full. Each is documented on the operation; every other check (no 5xx, documented status, content type,
+    # body schema, headers, invalid data refused, auth) runs.
+    "positive_data_acceptance": positive_data_acceptance,
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +77,7 @@ def test_every_operation_survives_generated_requests(fuzzed: ServerThread) -> No
             response = case.call(base_url=fuzzed.url, headers=ADMIN, timeout=60)
             statuses.setdefault(op.label, []).append(response.status_code)
             try:
-                case.validate_response(response, checks=CHECKS)
+                case.validate_response(response, excluded_checks=list(EXCLUDED.values()))
             except BaseException as exc:  # noqa: BLE001 - collect every operation's failures, then report them together
                 failures.append(f"{op.label}: {str(exc)[:600]}")
                 raise
@@ -95,7 +103,7 @@ def test_every_operation_survives_generated_requests(fuzzed: ServerThread) -> No
         case = chat.Case(body={"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 4, "stream": stream})
         response = case.call(base_url=fuzzed.url, headers=ADMIN, timeout=60)
         answered.append(response.status_code)
-        case.validate_response(response, checks=CHECKS)
+        case.validate_response(response, excluded_checks=list(EXCLUDED.values()))
 
     generated_text()
     assert answered.count(200) >= EXAMPLES // 2, answered  # answered, not only refused (privacy may refuse a few)

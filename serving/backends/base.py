@@ -98,6 +98,13 @@ class UpstreamRejected(BackendError):
     code = "upstream_rejected"
 
 
+class RequestUnsendable(UpstreamRejected):
+    """The request's own content cannot be encoded or sent: the client's fault, a 400 for that request, and never
+    a failure of the backend (its circuit breaker counts only what the provider or the network did)."""
+
+    code = "invalid_request_content"
+
+
 class QueueFull(Exception):
     """The local model is busy and its waiting line is full."""
 

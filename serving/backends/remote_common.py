@@ -1,4 +1,5 @@
-"""Pieces both remote transports share: the request body and the API key."""
+"""Pieces both remote transports share: the API key, the answer's choices, the user pseudonym (the request
+body is :mod:`hybridgate.serving.cloud_request`'s)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from hybridgate.serving.backends.base import ChatParams, Completion, Usage
+from hybridgate.serving.backends.base import Completion, Usage
 from hybridgate.serving.config import RemoteConfig
 
 
@@ -20,27 +21,6 @@ def api_key(cfg: RemoteConfig, default_env: str | None = None) -> str | None:
     if cfg.api_key_env:
         return None
     return "no-key" if cfg.api_base else None
-
-
-def optional_params(params: ChatParams) -> dict[str, Any]:
-    fields = {
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "stop": params.stop,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-        "user": None if params.user is None else pseudonym(params.user),
-        "response_format": params.response_format,
-        "tools": params.tools,
-        "tool_choice": params.tool_choice,
-        "parallel_tool_calls": params.parallel_tool_calls,
-        "n": params.n if params.n > 1 else None,
-        "logprobs": True if params.logprobs else None,
-        "top_logprobs": params.top_logprobs if params.logprobs else None,
-    }
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 def completion_from_choices(choices: list[dict[str, Any]], usage: Usage, model: str) -> Completion:

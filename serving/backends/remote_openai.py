@@ -9,6 +9,7 @@ goes through :mod:`remote_litellm`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,7 +29,8 @@ from hybridgate.serving.backends.base import (
     Usage,
 )
 from hybridgate.serving.backends.providers import Wire, resolve_wire
-from hybridgate.serving.backends.remote_common import api_key, completion_from_choices, optional_params
+from hybridgate.serving.backends.remote_common import api_key, completion_from_choices
+from hybridgate.serving.cloud_request import cloud_body, encoded
 from hybridgate.serving.config import RemoteConfig
 
 class OpenAIHTTPBackend:
@@ -53,7 +55,7 @@ class OpenAIHTTPBackend:
         )
 
     def _body(self, params: ChatParams, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model_id, "messages": params.messages, **optional_params(params)}
+        body: dict[str, Any] = {"model": self.model_id, **cloud_body(params)}  # the allow-list: nothing else leaves
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -72,10 +74,13 @@ class OpenAIHTTPBackend:
         raise UpstreamRejected(f"{self.name} rejected the request (HTTP {status}): {detail}", backend=self.name)
 
     async def _send(self, body: dict[str, Any], stream: bool) -> httpx.Response:
+        # Encoding grows with the request (2,048 messages, a megabyte of text): off the event loop. A body that
+        # cannot be encoded fails here, as the request's fault, never counted against the node.
+        content = await asyncio.to_thread(encoded, body, self.name)
         last: BackendError | None = None
         for _ in range(self.cfg.max_retries + 1):
             try:
-                req = self._client.build_request("POST", "/chat/completions", json=body)
+                req = self._client.build_request("POST", "/chat/completions", content=content, headers={"Content-Type": "application/json"})
                 resp = await self._client.send(req, stream=stream)
             except httpx.TimeoutException as exc:
                 last = BackendTimeout(f"{self.name} timed out: {type(exc).__name__}", backend=self.name)
