@@ -33,6 +33,7 @@ from hybridgate.serving.backends.remote_common import api_key, completion_from_c
 from hybridgate.serving.cloud_request import cloud_body, encoded
 from hybridgate.serving.config import RemoteConfig
 
+
 class OpenAIHTTPBackend:
     def __init__(self, cfg: RemoteConfig, wire: Wire | None = None) -> None:
         wire = wire or resolve_wire(cfg.model, cfg.api_base, "openai", cfg.api_key_env)
