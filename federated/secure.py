@@ -213,7 +213,8 @@ class NoisySum(LegacyStrategy):
             return None, metrics
         n = len(results)
         noisy = add_gaussian_noise_to_params(params, self.noise, self.clip, n)
-        self.accountant.compose(self._event(noise_multiplier=self.noise, sample_size=n, population_size=self.accountant.config.population_size))
+        population = self.accountant.config.population_size
+        self.accountant.compose(self._event(noise_multiplier=self.noise, sample_size=min(n, population), population_size=population))
         log.info("round %d: Gaussian noise of sd %.5f on the average of %d gateways", server_round, compute_stdv(self.noise, self.clip, n), n)
         return noisy, metrics
 
