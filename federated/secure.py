@@ -36,7 +36,7 @@ from flwr.app import Context, Error, Message, MetricRecord
 from flwr.app.message_type import MessageType
 from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.common import FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg as LegacyFedAvg
@@ -123,12 +123,6 @@ def secure_gate(require_secure: bool, bypasses: Callable[[Context], bool] | None
         return call_next(msg, ctxt)
 
     return mod
-
-
-def secure_stage(ctxt: Context) -> str | None:
-    """The SecAgg+ stage this gateway is in (None before its first secure message)."""
-    state = ctxt.state.config_records.get(RECORD_KEY_STATE)
-    return None if state is None else str(state.get("current_stage"))
 
 
 def stage_of(msg: Message) -> str | None:

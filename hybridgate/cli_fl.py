@@ -437,7 +437,6 @@ def server(
     need_extra("fl", "fl server")
     import subprocess
     import tempfile
-    import time
 
     from hybridgate.classifiers.artifact import ArtifactError, load_router, resolve_router
     from hybridgate.federated.apps import STRATEGIES
@@ -482,9 +481,7 @@ def server(
             env=env,
         )
         try:
-            time.sleep(3)
-            if link.poll() is not None:
-                fail(f"the SuperLink exited with code {link.returncode}")
+            _wait_for_port("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, link)
             for key in supernode_keys:
                 registered = subprocess.run(
                     [_bin("flwr"), "supernode", "register", str(key.resolve()), "hybridgate"], env=env, capture_output=True, text=True, check=False
@@ -519,6 +516,24 @@ def server(
 
 
 TLS_FILES = ("ca.crt", "server.pem", "server.key")
+
+
+def _wait_for_port(host: str, port: int, link: Any, limit_s: float = 60.0) -> None:
+    """Until the SuperLink accepts connections (a fixed pause was too short on a busy machine), or it exits."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if link.poll() is not None:
+            fail(f"the SuperLink exited with code {link.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                time.sleep(0.5)  # its other APIs come up alongside
+                return
+        except OSError:
+            time.sleep(0.2)
+    fail(f"the SuperLink did not listen on {host}:{port} within {limit_s:.0f} s")
 
 
 def _superlink_security(tls_dir: Path | None, supernode_keys: list[Path]) -> tuple[list[str], str]:
