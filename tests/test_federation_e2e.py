@@ -233,9 +233,9 @@ def test_over_tls_only_registered_gateways_join(query_embedder: Embedder, tmp_pa
         r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), *args])
         assert r.exit_code != 0 and why in r.output and len(r.output.strip().splitlines()) == 1, r.output
     # Without TLS a key means nothing to Flower: refused up front, in one line.
-    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--supernode-key", str(p0)])
+    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--min-clients", "4", "--supernode-key", str(p0)])
     assert r.exit_code != 0 and "needs --tls-dir" in r.output
     r = CliRunner().invoke(app, ["fl", "client", "--auth-key", str(k0)])
     assert r.exit_code != 0 and "needs --root-certificates" in r.output
-    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--tls-dir", str(tmp_path)])
+    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--min-clients", "4", "--tls-dir", str(tmp_path)])
     assert r.exit_code != 0 and "missing ca.crt, server.pem, server.key" in r.output
