@@ -119,6 +119,11 @@ def _secure_reply(msg: Message, context: Context, data_for: DataFor, attack: Att
         vector = start if len(data) == 0 else local_train(start, data, epochs=epochs, lr=lr, mu=mu)
         if attack is not None:
             vector = attack(vector, start, partition)
+        if not np.any(np.asarray(vector, dtype=np.float64) != start):
+            # Flower's clipping divides by the update's norm: "no change" (a gateway without labels) is the smallest
+            # float32 step, or the gateway would raise, drop out, and enough of them would stall the round (seen at 100).
+            vector = start.astype(np.float32).copy()
+            vector.flat[0] = np.nextafter(vector.flat[0], np.float32(np.inf))
         if not cfg.get("uniform-weight", False):  # the count rides masked inside the sum, capped at the protocol's max_weight
             weight = min(max(len(data), 1), secagg.MAX_SECURE_WEIGHT)
     else:
