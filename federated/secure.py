@@ -141,6 +141,7 @@ class SecureLog:
     and how many gateways each round lost after sharing keys."""
 
     seen: list[list[np.ndarray]] = field(default_factory=list)
+    counts: list[list[int]] = field(default_factory=list)  # the example counts the strategy was handed in the clear
     survivors: list[int] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)
     keep_seen: bool = False
@@ -166,6 +167,7 @@ class SumOnlyFedAvg(LegacyFedAvg):
         self.secure_log.survivors.append(len(results))
         if self.secure_log.keep_seen:
             self.secure_log.seen.append([parameters_to_ndarrays(r.parameters)[0].copy() for _, r in results])
+            self.secure_log.counts.append([int(r.num_examples) for _, r in results])
         if len(results) < MIN_SURVIVORS:
             log.warning("round %d: a sum of %d gateways is not used (fewer than %d)", server_round, len(results), MIN_SURVIVORS)
             return None, {}

@@ -54,6 +54,7 @@ def test_the_server_sees_only_the_sum_and_two_of_ten_gateways_may_vanish_mid_rou
     mean = sum(counts[g] * true[g] for g in alive) / counts[alive].sum()  # the survivors' weighted average
     seen = log.seen[0]
     assert len(seen) == 8, "one entry a survivor, each the same unmasked average"
+    assert log.counts == [[1] * 8], "a gateway's label count travels only masked, inside the sum"
     spread = min(np.linalg.norm(true[a] - true[b]) for a in range(k) for b in range(a + 1, k))
     for vector in seen:
         assert np.abs(vector - mean).max() < 1e-3, "the sum matches the survivors' true sum up to quantisation"
