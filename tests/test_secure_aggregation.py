@@ -125,3 +125,19 @@ def test_a_gateway_that_requires_secure_aggregation_refuses_plain_requests() -> 
     open_gate = secure.secure_gate(require_secure=False)
     assert not open_gate(arrived("train", RecordDict({"config": ConfigRecord({})})), ctxt, inner).has_error()
     assert called == ["evaluate", "train"]
+
+
+def test_a_gateway_that_skips_its_clipping_mod_is_bounded_only_by_the_quantisation_range() -> None:
+    from hybridgate.federated.simulation import Flipped
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    labels, gateways, k, clip = (x[:, 0] > 0).astype(np.int8), rng.integers(0, 5, 300), 5, 0.5
+    plan = ServerPlan(rounds=1, local_epochs=20, secure=True, dp_noise=1e-6, dp_clip=clip)
+    res = run_federation(x, labels, gateways, k, None, plan, attack=Flipped(frozenset({0}), scale=1e4))
+    final = res.plan.final.astype(np.float64)
+    # Honest gateways clip to 0.5, so their average cannot move the model further; the attacker skipped its mod ...
+    assert np.linalg.norm(final) > 3 * clip
+    # ... and only the protocol's clipping of each coordinate to +-8 bounds it: its share of the average is at most 8/k.
+    assert np.abs(final).max() <= secure.CLIPPING_RANGE / k + clip + 1e-3
+    assert res.plan.epsilon is not None and res.plan.secure_log.survivors == [k]
