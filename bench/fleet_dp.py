@@ -10,7 +10,12 @@ correction trained centrally on all the fold's labels (as many steps as the
 federation). Prints a table and writes ``bench/results/fleet_dp.json`` and
 ``fleet_dp.png``.
 
-    python bench/fleet_dp.py [--noise 1.5 2.2 4.0] [--clip 0.5 1.0 2.0] [--rounds 10] [--local-epochs 20] [--labels 3]
+With ``--secure`` the DP federations run under secure aggregation (Flower's
+SecAgg+): each gateway clips its own update (Flower's ``fixedclipping_mod``) and
+the server adds the noise to the unmasked sum (``federated/secure.py``); the
+results go to ``fleet_dp_secure.json`` unless ``--out`` says otherwise.
+
+    python bench/fleet_dp.py [--noise 1.5 2.2 4.0] [--clip 0.5 1.0 2.0] [--rounds 10] [--local-epochs 20] [--labels 3] [--secure]
 """
 
 from __future__ import annotations
@@ -42,28 +47,38 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--local-epochs", type=int, default=20)
     ap.add_argument("--labels", type=int, default=3, help="labels per gateway (more gateways, less noise each)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fleet_dp.json")
+    ap.add_argument("--secure", action="store_true", help="the DP federations under SecAgg+, clipping on each gateway")
+    ap.add_argument("--folds", type=int, nargs="+", default=None, help="only these transfer folds (default: all five)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "bench" / "results" / ("fleet_dp_secure.json" if args.secure else "fleet_dp.json")
     logging.getLogger("flwr").setLevel(logging.ERROR)
     rows = load(args)
     x = static_vectors(rows.prompts, "all prompts")
     folds = []
     epsilon: dict[float, float] = {}
     for k, setting in transfer_fleets(rows, x, EMBEDDER, args.labels):
+        if args.folds is not None and k not in args.folds:
+            continue
         plain = fleet_adaptation(setting, ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs))
         fold = {"fold": k, "gateways": setting.k, **{key: plain[key] for key in ("shipped", "central", "federated")}, "dp": {}}
         for clip in args.clip:
             for noise in args.noise:
-                plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=noise, dp_clip=clip)
-                fold["dp"][f"{clip}/{noise}"] = round(federate(setting, plan)[0], 4)  # the DP run alone: no refit of the rest
+                plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=noise, dp_clip=clip, secure=args.secure)
+                apgr, res = federate(setting, plan)  # the DP run alone: no refit of the rest
+                fold["dp"][f"{clip}/{noise}"] = round(apgr, 4)
+                fold.setdefault("seconds_per_round", {})[f"{clip}/{noise}"] = round(res.plan.seconds_per_round or float("nan"), 3)
                 epsilon[noise] = float(plan.epsilon or float("nan"))  # the accountant's ε depends on the noise and rounds only
         folds.append(fold)
     mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "central", "federated")}
+    mean["gateways"] = round(float(np.mean([f["gateways"] for f in folds])), 1)
     curve = [
         {"clip": c, "noise": n, "epsilon": round(epsilon[n], 2), "apgr": round(float(np.mean([f["dp"][f"{c}/{n}"] for f in folds])), 4)}
         for c in args.clip for n in sorted(args.noise)
     ]
-    title = (f"the fleet's correction under DP: {args.rounds} rounds of {args.local_epochs} local epochs, {args.labels} labels "
+    how = "SecAgg+ with client-side clipping" if args.secure else "server-side clipping"
+    title = (f"the fleet's correction under DP ({how}): {args.rounds} rounds of {args.local_epochs} local epochs, {args.labels} labels "
              f"a gateway (δ = 1e-5); mean of 5 transfer folds")
     table = Table(title=title)
     for col in ("clip", "noise multiplier", "ε", "federated + DP", "gap to central"):

@@ -41,7 +41,7 @@ from hybridgate.classifiers.adapt import Adapter
 from hybridgate.classifiers.artifact import load_router, save_router
 from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.classifiers.node_weights import NodeWeights
-from hybridgate.federated import node_weights
+from hybridgate.federated import node_weights, secure
 from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
 from hybridgate.federated.checks import RequestRejected, checked_weights, pooled_quantiles
 from hybridgate.federated.fleet_adaptation import correction_rows, identity
@@ -132,7 +132,13 @@ def gateway_node_weights(context: Context) -> tuple[NodeWeights, int] | None:
     return node_weights.from_description(from_gateway(cfg, "/v1/hybridgate/nodes"))
 
 
-client_app = make_client_app(gateway_labels, node_weights=gateway_node_weights)
+def requires_secure(context: Context) -> bool:
+    """A gateway sends its update and statistics only inside SecAgg+ unless its SuperNode was started with
+    ``allow-plain`` (``fl client --allow-plain``): a server cannot quietly downgrade it."""
+    return not bool(context.node_config.get("allow-plain", False))
+
+
+client_app = make_client_app(gateway_labels, node_weights=gateway_node_weights, require_secure=requires_secure)
 
 
 @client_app.query()
@@ -168,6 +174,36 @@ def _pooled_quantiles(grid: Grid, weights: np.ndarray) -> list[float] | None:
     for why in refused:
         log.warning("score quantiles refused: %s", why)
     return pooled
+
+
+def secure_node_weights(grid: Grid, context: Context, gateways: int, min_answers: int) -> tuple[NodeWeights | None, dict[str, Any]]:
+    """The fleet's node weights as a secure mean (SecAgg+): the unweighted mean of the gateways that learnt from at
+    least ``min_answers`` answers, and their count and mean answers; no gateway's weights reach the server. A mean,
+    not the plain path's median: robust statistics need the individual values (docs/federated.md)."""
+    from hybridgate.classifiers.node_weights import LOWER, UPPER
+
+    job = secure.SecureRound(gateways=gateways, rounds=1, initial=np.zeros(1, dtype=np.float32),
+                             config={secure.TASK: "node-weights", "min-answers": min_answers}, max_weight=1.0)
+    average = secure.run_secure(grid, context, job)
+    survivors = job.secure_log.survivors[-1] if job.secure_log.survivors else 0
+    mean, used = (None, 0.0) if average is None else secure.weighted_mean(average, survivors)
+    report = {"asked": gateways, "replied": survivors, "used": int(round(used)), "answers": 0}
+    if mean is None or used < 0.5:
+        return None, report
+    report["answers"] = int(round(mean[-1] * node_weights.MAX_ANSWERS * used))
+    return NodeWeights.from_array(LOWER + mean[:-1] * (UPPER - LOWER)), report
+
+
+def secure_quantiles(grid: Grid, context: Context, gateways: int, weights: np.ndarray) -> list[float] | None:
+    """Quantiles of the fleet's scores under ``weights``, from the sum of the gateways' score histograms (SecAgg+):
+    a quantile is not a sum, a histogram is; each gateway's is weighted by its (capped) label count."""
+    job = secure.SecureRound(gateways=gateways, rounds=1, initial=weights.astype(np.float32), config={secure.TASK: "score-histogram"},
+                             max_weight=1.0)
+    average = secure.run_secure(grid, context, job)
+    if average is None:
+        return None
+    histogram, used = secure.weighted_mean(average, job.secure_log.survivors[-1])
+    return None if histogram is None else secure.histogram_quantiles(histogram)
 
 
 def publish(folder: Path, router: RouterModel, meta: dict[str, Any], quantiles: list[float] | None, quantiles_source: str) -> dict[str, Any]:
@@ -209,8 +245,13 @@ def _server(grid: Grid, context: Context) -> None:
         dp_noise=float(cfg.get("dp-noise", 0.0)),
         dp_clip=float(cfg.get("dp-clip", 1.0)),
     )
-    weights = run_plan(grid, plan)
-    fleet, pooled = node_weights.pool(grid, NodeWeights(), min_answers=int(cfg.get("node-weights-min-answers", 20)))
+    plan.secure = bool(cfg.get("secure-agg", True))
+    min_answers = int(cfg.get("node-weights-min-answers", 20))
+    weights = run_plan(grid, plan, context)
+    if plan.secure:
+        fleet, pooled = secure_node_weights(grid, context, plan.expected_clients, min_answers)
+    else:
+        fleet, pooled = node_weights.pool(grid, NodeWeights(), min_answers=min_answers)
     log.warning("node weights: %s from %d of %d gateways", None if fleet is None else fleet.as_dict(), pooled["used"], pooled["asked"])
     out = str(cfg.get("publish-dir", ""))
     if out:
@@ -218,13 +259,22 @@ def _server(grid: Grid, context: Context) -> None:
                     "rejected_updates": len(plan.rejected), "base": {"name": base.name, "version": base.version}}
         if plan.epsilon is not None:
             training["differential_privacy"] = {"epsilon": round(plan.epsilon, 3), "delta": plan.dp_delta, "noise_multiplier": plan.dp_noise,
-                                                "clip": plan.dp_clip, "level": "user (one gateway, one vote)"}
+                                                "clip": plan.dp_clip, "level": "user (one gateway, one vote)",
+                                                "clipping": "on each gateway (fixedclipping_mod)" if plan.secure else "on the server",
+                                                "accountant": "Flower's RDP accountant"}
+        training["secure_aggregation"] = (
+            {"protocol": "SecAgg+ (Flower)", "min_cohort": secure.MIN_SECURE_COHORT, "survivors": plan.secure_log.survivors,
+             "clipping_range": plan.secure_clipping_range} if plan.secure else False
+        )
         router = correction_round(base, weights, rounds=plan.rounds, clients=plan.expected_clients)
         meta: dict[str, Any] = {"name": str(cfg.get("router-name", "federated")), "training": {**base.meta.get("training", {}), **training}}
         if fleet is not None:
             meta["node_weights"] = {**fleet.as_dict(), "gateways": pooled["used"], "answers": pooled["answers"]}
-        header = publish(
-            Path(out), router, meta, _pooled_quantiles(grid, weights),
-            "gateways' score quantiles under this model, averaged by label count",
-        )
+        if plan.secure:
+            quantiles, source = secure_quantiles(grid, context, plan.expected_clients, weights), (
+                "the gateways' score histograms under this model, summed by secure aggregation (SecAgg+), label-count weighted"
+            )
+        else:
+            quantiles, source = _pooled_quantiles(grid, weights), "gateways' score quantiles under this model, averaged by label count"
+        header = publish(Path(out), router, meta, quantiles, source)
         log.warning("published router %s version %s to %s (on top of %s)", header["name"], header["version"], out, base.version)

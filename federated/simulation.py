@@ -55,11 +55,27 @@ class Flipped:
 
     poisoned: frozenset[int]
     scale: float = 5.0
+    skips_mods: bool = True  # under secure aggregation with DP, it skips its own clipping mod too
 
     def __call__(self, new: np.ndarray, start: np.ndarray, partition: int) -> np.ndarray:
         if partition not in self.poisoned:
             return new
         return (start - self.scale * (new - start)).astype(np.float32)
+
+    def bypasses(self, partition: int) -> bool:
+        return self.skips_mods and partition in self.poisoned
+
+
+@dataclass
+class Vanish:
+    """Gateways that stop mid-round: at ``stage`` of SecAgg+ (by default after their keys were shared, before their
+    masked vector is sent: the case whose masks the others must help remove) they raise instead of answering."""
+
+    gone: frozenset[int]
+    stage: str = "collect_masked_vectors"
+
+    def __call__(self, partition: int, stage: str | None) -> bool:
+        return partition in self.gone and stage == self.stage
 
 
 @dataclass
@@ -98,7 +114,8 @@ class Evaluator:
 class SimulationResult:
     plan: ServerPlan
     wall_s: float
-    bytes_per_gateway_round: int
+    bytes_per_gateway_round: int  # the payload: the weight vector each way, float32
+    measured_bytes_per_gateway_round: float = 0.0  # every training message's serialised records, both ways (traffic.py)
 
 
 def run_federation(
@@ -110,6 +127,7 @@ def run_federation(
     plan: ServerPlan,
     *,
     attack: Flipped | Malformed | None = None,
+    dropout: Vanish | None = None,
 ) -> SimulationResult:
     """One federation of ``k`` simulated gateways with Flower's simulation runtime (Ray)."""
     from flwr.simulation import run_simulation
@@ -129,13 +147,13 @@ def run_federation(
         with threadpool_limits(limits=1):
             run_simulation(
                 server_app=make_server_app(plan),
-                client_app=make_client_app(PartitionFile(path), attack),
+                client_app=make_client_app(PartitionFile(path), attack, require_secure=plan.secure, dropout=dropout),
                 num_supernodes=k,
                 backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, "log_to_driver": False}},
             )
         wall = time.perf_counter() - started
     # Each round a gateway receives the global vector and sends one back, float32 each way.
-    return SimulationResult(plan, wall, int(2 * plan.initial.size * 4))
+    return SimulationResult(plan, wall, int(2 * plan.initial.size * 4), plan.train_bytes / max(k * plan.rounds, 1))
 
 
 def central_and_local(
@@ -166,6 +184,7 @@ __all__: Sequence[str] = [
     "Flipped",
     "PartitionFile",
     "SimulationResult",
+    "Vanish",
     "central_and_local",
     "poisoned_gateways",
     "run_federation",

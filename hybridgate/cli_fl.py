@@ -49,6 +49,10 @@ def simulate(
         15, "--fleet-labels", min=0,
         help="Labels per gateway in the fleet-adaptation rows (traffic of subjects the shipped router never saw; 0: skip them).",
     ),
+    secure_rows: bool = typer.Option(
+        True, "--secure-rows/--no-secure-rows",
+        help="The secure aggregation rows (SecAgg+; with client-side clipping and DP; under attack): needs at least 4 gateways.",
+    ),
 ) -> None:
     """The federated benchmark of the router that ships: its correction by the fleet's labels, central, federated
     (FedAvg, FedProx, DP), each gateway alone, under two attacks (FedAvg, trimmed mean behind a norm filter),
@@ -115,6 +119,15 @@ def simulate(
     runs: list[_Run] = [_Run("federated", "fedavg"), _Run("federated_fedprox", "fedprox")]
     if dp_noise > 0:
         runs.append(_Run("federated_dp", "fedavg", noise=dp_noise, split=dp_split, rounds=dp_rounds, local_epochs=dp_local_epochs))
+    if secure_rows:
+        from hybridgate.federated.secure import MIN_SECURE_COHORT
+
+        if gateways < MIN_SECURE_COHORT:
+            fail(f"the secure rows need at least {MIN_SECURE_COHORT} gateways (--gateways), or --no-secure-rows")
+        runs.append(_Run("federated_secagg", "fedavg", secure=True))
+        if dp_noise > 0:
+            runs.append(_Run("federated_secagg_dp", "fedavg", noise=dp_noise, split=dp_split, rounds=dp_rounds,
+                             local_epochs=dp_local_epochs, secure=True))
     if attack_share > 0:
         bad = poisoned_gateways(gateways, attack_share)
         flipped, under = Flipped(bad), Flipped(bad, scale=2.9)  # under: just below a 3 x-median filter
@@ -122,6 +135,12 @@ def simulate(
             _Run("attack_fedavg", "fedavg", attack=flipped), _Run("attack_robust", "trimmed-mean", attack=flipped, relative_norm=filt),
             _Run("attack2_fedavg", "fedavg", attack=under), _Run("attack2_robust", "trimmed-mean", attack=under, relative_norm=filt),
         ]
+        if secure_rows:  # the poisoned gateways also skip their clipping mod: only the protocol's quantisation range binds them
+            runs.append(_Run("attack_secagg", "fedavg", attack=flipped, secure=True))
+            if dp_noise > 0:
+                bad_split = poisoned_gateways(gateways * dp_split, attack_share)
+                runs.append(_Run("attack_secagg_dp", "fedavg", attack=Flipped(bad_split), noise=dp_noise, split=dp_split, rounds=dp_rounds,
+                                 local_epochs=dp_local_epochs, secure=True))
     correction = None
     for run in runs:
         k = gateways * run.split
@@ -131,7 +150,7 @@ def simulate(
         plan = ServerPlan(
             strategy=run.strategy, rounds=n_rounds, local_epochs=n_epochs, lr=lr,
             max_update_norm=1e9 if run.attack or run.noise else 10.0, relative_norm=run.relative_norm,
-            dp_noise=run.noise, dp_clip=dp_clip, initial=start,
+            dp_noise=run.noise, dp_clip=dp_clip, initial=start, secure=run.secure,
         )
         res = run_federation(x_in, labels, run_parts, k, evaluator, plan, attack=run.attack)
         last = res.plan.history[-1] if res.plan.history else {"apgr": float("nan"), "cpt50": 1.0, "cpt80": 1.0}
@@ -143,8 +162,13 @@ def simulate(
             "rounds": n_rounds,
             "gateways": k,
             "bytes_per_gateway_round": res.bytes_per_gateway_round,
+            "measured_bytes_per_gateway_round": round(res.measured_bytes_per_gateway_round),
+            "seconds_per_round": round(res.plan.seconds_per_round or float("nan"), 3),
             "wall_s": round(res.wall_s, 1),
             "rejected_updates": len(res.plan.rejected),
+            "secure_aggregation": run.secure,
+            **({"dropouts_survived": sum(res.plan.secure_log.sampled) - sum(res.plan.secure_log.survivors),
+                "rounds_aggregated": len(res.plan.secure_log.survivors)} if run.secure else {}),
             **({"poisoned_gateways": sorted(run.attack.poisoned), "attack_scale": run.attack.scale} if run.attack else {}),
             **({"epsilon": round(res.plan.epsilon or float("nan"), 2), "delta": res.plan.dp_delta, "noise_multiplier": run.noise,
                 "clip": dp_clip, "local_epochs": n_epochs} if run.noise else {}),
@@ -193,13 +217,14 @@ class _Run:
     split: int = 1
     rounds: int | None = None
     local_epochs: int | None = None
+    secure: bool = False
 
 
 def _print_table(console: Any, title: str, results: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "wall"):
+    for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "rounds", "bytes/gateway/round", "measured", "s/round", "dropouts", "wall"):
         table.add_column(col, justify="left" if col == "router" else "right")
 
     def pct(v: float) -> str:
@@ -211,7 +236,9 @@ def _print_table(console: Any, title: str, results: dict[str, Any]) -> None:
         apgr += f" (global {r['apgr_global_same_questions']:.3f})" if "apgr_global_same_questions" in r else ""
         table.add_row(
             name, apgr, pct(r["cpt50"]), pct(r["cpt80"]), str(r["rounds"]),
-            str(r["bytes_per_gateway_round"]), f"{r.get('wall_s', 0):.0f} s",
+            str(r["bytes_per_gateway_round"]), str(r.get("measured_bytes_per_gateway_round", "—")),
+            f"{r['seconds_per_round']:.2f}" if "seconds_per_round" in r else "—", str(r.get("dropouts_survived", "—")),
+            f"{r.get('wall_s', 0):.0f} s",
         )
     console.print(table)
 
@@ -331,6 +358,7 @@ base-version = ""
 relative-norm = 0.0
 dp-noise = 0.0
 dp-clip = 1.0
+secure-agg = true
 """
 
 
@@ -395,6 +423,11 @@ def server(
         help="Only gateways whose key is registered may join (Flower's SuperNode authentication; needs --tls-dir): "
         "the public key (OpenSSH, ECDSA) of one; repeat for each.",
     ),
+    secure_agg: bool = typer.Option(
+        True, "--secure-agg/--no-secure-agg",
+        help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of each round's updates, never one gateway's; "
+        "needs --min-clients of at least 4 and fedavg or fedprox. Off: gateways must be started with --allow-plain.",
+    ),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the run."),
 ) -> None:
     """Start a SuperLink, run the federated training on the connected gateways, publish the router, stop.
@@ -404,7 +437,6 @@ def server(
     need_extra("fl", "fl server")
     import subprocess
     import tempfile
-    import time
 
     from hybridgate.classifiers.artifact import ArtifactError, load_router, resolve_router
     from hybridgate.federated.apps import STRATEGIES
@@ -415,6 +447,18 @@ def server(
         fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for off)")
     if dp_noise > 0 and (strategy != "fedavg" or dp_clip <= 0):
         fail("--dp-noise needs --strategy fedavg (Flower's accountant requires it) and a positive --dp-clip")
+    if secure_agg:
+        from hybridgate.federated.apps import SECURE_STRATEGIES
+        from hybridgate.federated.secure import MIN_SECURE_COHORT, SecureRefused, protocol_shape
+
+        if strategy not in SECURE_STRATEGIES:
+            fail(f"--strategy {strategy} must see each update, which secure aggregation hides: use fedavg or fedprox, or --no-secure-agg")
+        if relative_norm > 0:
+            fail("--relative-norm compares each update with the others, which secure aggregation hides: drop it or use --no-secure-agg")
+        try:
+            protocol_shape(min_clients)
+        except SecureRefused as exc:
+            fail(f"--min-clients {min_clients}: {exc} (at least {MIN_SECURE_COHORT}, or --no-secure-agg)")
     base_path = resolve_router(base_router if base_router else (publish if (publish / "router.json").is_file() else None)).resolve()
     try:
         base = load_router(base_path)
@@ -437,9 +481,7 @@ def server(
             env=env,
         )
         try:
-            time.sleep(3)
-            if link.poll() is not None:
-                fail(f"the SuperLink exited with code {link.returncode}")
+            _wait_for_port("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, link)
             for key in supernode_keys:
                 registered = subprocess.run(
                     [_bin("flwr"), "supernode", "register", str(key.resolve()), "hybridgate"], env=env, capture_output=True, text=True, check=False
@@ -450,7 +492,7 @@ def server(
                 f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
                 f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers} '
                 f'base-router="{base_path}" base-version="{base.version}" embedder="{base.embedder}" relative-norm={relative_norm} '
-                f'dp-noise={dp_noise} dp-clip={dp_clip}'
+                f'dp-noise={dp_noise} dp-clip={dp_clip} secure-agg={"true" if secure_agg else "false"}'
             )
             typer.echo(
                 f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds of a correction "
@@ -474,6 +516,24 @@ def server(
 
 
 TLS_FILES = ("ca.crt", "server.pem", "server.key")
+
+
+def _wait_for_port(host: str, port: int, link: Any, limit_s: float = 60.0) -> None:
+    """Until the SuperLink accepts connections (a fixed pause was too short on a busy machine), or it exits."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if link.poll() is not None:
+            fail(f"the SuperLink exited with code {link.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                time.sleep(0.5)  # its other APIs come up alongside
+                return
+        except OSError:
+            time.sleep(0.2)
+    fail(f"the SuperLink did not listen on {host}:{port} within {limit_s:.0f} s")
 
 
 def _superlink_security(tls_dir: Path | None, supernode_keys: list[Path]) -> tuple[list[str], str]:
@@ -515,6 +575,10 @@ def client(
     auth_key: Path | None = typer.Option(
         None, "--auth-key", help="This gateway's private key (OpenSSH, ECDSA) for a SuperLink that authenticates SuperNodes; needs --root-certificates."
     ),
+    allow_plain: bool = typer.Option(
+        False, "--allow-plain",
+        help="Also answer a server that runs without secure aggregation (fl server --no-secure-agg): it then sees this gateway's own update.",
+    ),
 ) -> None:
     """Join a federation as this device's SuperNode: trains on this gateway's labels, sends only weights."""
     need_extra("fl", "fl client")
@@ -547,6 +611,8 @@ def client(
         if not node_weights_file.is_file():
             fail(f"{node_weights_file}: no such file")
         node_config += f' node-weights-file="{node_weights_file.resolve()}"'
+    if allow_plain:
+        node_config += " allow-plain=true"
     env = _flower_env()
     cmd = [_bin("flower-supernode"), *security, "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
     os.execve(cmd[0], cmd, env)  # become the SuperNode: signals reach it directly

@@ -76,15 +76,23 @@ def test_simulate_cli_writes_the_table_and_publishes_a_loadable_router(tmp_path:
     result = CliRunner().invoke(
         app,
         ["fl", "simulate", "--data", str(FIXTURE), "--weak", "small-model", "--strong", "large-model",
-         "--gateways", "3", "--rounds", "2", "--attack", "0", "--dp-split", "2", "--dp-rounds", "2", "--dp-local-epochs", "2",
+         "--gateways", "4", "--rounds", "2", "--attack", "0", "--dp-split", "2", "--dp-rounds", "2", "--dp-local-epochs", "2",
          "--out", str(out), "--publish", str(pub)],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "simulate.json").read_text())
     assert {"shipped", "central", "federated", "federated_fedprox", "federated_dp", "local_only"} <= set(summary)
     assert all({"apgr", "cpt50", "cpt80"} <= set(summary[k]) for k in ("shipped", "central", "federated", "local_only"))
-    assert summary["federated_dp"]["gateways"] == 6 and summary["federated_dp"]["epsilon"] > 0
+    assert summary["federated_dp"]["gateways"] == 8 and summary["federated_dp"]["epsilon"] > 0
     assert summary["federated"]["bytes_per_gateway_round"] == 2 * 386 * 4  # the correction: a, b and one weight a dimension
+    # The secure rows: SecAgg+ alone, and with each gateway clipping and noise on the sum, with their ε and costs.
+    secagg, secagg_dp = summary["federated_secagg"], summary["federated_secagg_dp"]
+    assert secagg["secure_aggregation"] and secagg["rounds_aggregated"] == 2 and secagg["dropouts_survived"] == 0
+    assert abs(secagg["apgr"] - summary["federated"]["apgr"]) < 0.01, "the sum is exact up to quantisation"
+    assert secagg_dp["gateways"] == 8 and 0 < secagg_dp["epsilon"] and "epsilon" not in secagg
+    # Two of the eight have no labels (the fixture has three subjects): they send "no change", not an error.
+    assert secagg_dp["dropouts_survived"] == 0 and secagg_dp["rounds_aggregated"] == 2
+    assert secagg["measured_bytes_per_gateway_round"] > summary["federated"]["measured_bytes_per_gateway_round"] > 2 * 386 * 4
     assert (out / "apgr_rounds.png").read_bytes()[:4] == b"\x89PNG"
     # What it publishes is the router that ships with the fleet's correction on top, not another head.
     model = load_router(pub, embedder="all-MiniLM-L6-v2-static", dim=384)

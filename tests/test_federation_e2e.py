@@ -69,7 +69,11 @@ def test_superlink_and_three_supernodes_train_and_the_gateway_hot_reloads(
     sources = [
         ["--labels-file", str(tmp_path / f"gw{i}.npz"), "--node-weights-file", str(tmp_path / f"nodes{i}.json")] for i in (0, 1)
     ] + [["--gateway-url", gateway.url]]  # its gateway has learnt from no answers yet: its weights do not count
-    server, out = federate(["--publish", str(published), "--rounds", "2", "--min-clients", "3"], sources, {"HYBRIDGATE_API_KEY": KEY})
+    # Without secure aggregation (three gateways are under its minimum cohort): the server and each gateway must say so.
+    sources = [[*source, "--allow-plain"] for source in sources]
+    server, out = federate(
+        ["--publish", str(published), "--rounds", "2", "--min-clients", "3", "--no-secure-agg"], sources, {"HYBRIDGATE_API_KEY": KEY}
+    )
     assert server.returncode == 0, out[-3000:]
     # Every round heard from all three, the keyed gateway's SuperNode included (its key came from the environment).
     assert out.count("Received 3 results and 0 failures") >= 2, out[-3000:]
@@ -198,30 +202,40 @@ def test_over_tls_only_registered_gateways_join(query_embedder: Embedder, tmp_pa
     labels = tmp_path / "labels.npz"
     np.savez(labels, x=x, label=data.label, base_score=base, router_version=shipped.version)
     tls = tmp_path / "tls"
-    (k0, p0), (k1, p1), (stranger, _) = _tls_and_keys(tls, 3)
+    *members, (stranger, _) = _tls_and_keys(tls, 5)
+    (k0, p0) = members[0]
     published = tmp_path / "router"
     ca = ["--root-certificates", str(tls / "ca.crt"), "--labels-file", str(labels)]
-    # The stranger dials first with a well-formed key the SuperLink never registered; it must not take part.
+    # The stranger dials first with a well-formed key the SuperLink never registered; it must not take part. The four
+    # registered gateways train under secure aggregation (the default) with DP: each clips its own update.
+    registered = [arg for _, public in members for arg in ("--supernode-key", str(public))]
     server, out = federate(
-        ["--publish", str(published), "--rounds", "1", "--min-clients", "2", "--tls-dir", str(tls), "--dp-noise", "2.2",
-         "--supernode-key", str(p0), "--supernode-key", str(p1)],
-        [[*ca, "--auth-key", str(stranger)], [*ca, "--auth-key", str(k0)], [*ca, "--auth-key", str(k1)]], {}, logs=tmp_path,
+        ["--publish", str(published), "--rounds", "1", "--min-clients", "4", "--tls-dir", str(tls), "--dp-noise", "2.2", *registered],
+        [[*ca, "--auth-key", str(stranger)], *[[*ca, "--auth-key", str(private)] for private, _ in members]], {}, logs=tmp_path,
     )
     assert "Failed to activate SuperNode" in (tmp_path / "client0.log").read_text()  # the stranger was turned away
     assert server.returncode == 0, out[-3000:]
-    assert "Received 2 results and 0 failures" in out and "Received 3 results" not in out, out[-3000:]
+    assert "Secure aggregation completed" in out and "received 4 results and 0 failures" in out, out[-3000:]
+    assert "received 5 results" not in out, out[-3000:]
     header = json.loads((published / "router.json").read_text())
     assert header["fleet"]["trained_on"] == shipped.version
     dp = header["training"]["differential_privacy"]  # and under user-level DP, with the privacy spent on record
-    assert dp["noise_multiplier"] == 2.2 and dp["clip"] == 1.0 and 0 < dp["epsilon"] < 8
-    # Without TLS a key means nothing to Flower: refused up front, in one line.
+    assert dp["noise_multiplier"] == 2.2 and dp["clip"] == 1.0 and 0 < dp["epsilon"] < 8 and "gateway" in dp["clipping"]
+    sa = header["training"]["secure_aggregation"]
+    assert sa["protocol"].startswith("SecAgg+") and sa["survivors"] == [4] and sa["min_cohort"] == 4
+    assert len(header["calibration"]["quantiles"]) == 101 and "secure aggregation" in header["calibration"]["source"]
+    # A cohort under the minimum, or a robust aggregator that must see each update, is refused in one line.
     from typer.testing import CliRunner
 
     from hybridgate.cli import app
 
-    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--supernode-key", str(p0)])
+    for args, why in ((["--min-clients", "3"], "at least 4 gateways"), (["--strategy", "trimmed-mean", "--min-clients", "5"], "use fedavg or fedprox")):
+        r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), *args])
+        assert r.exit_code != 0 and why in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    # Without TLS a key means nothing to Flower: refused up front, in one line.
+    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--min-clients", "4", "--supernode-key", str(p0)])
     assert r.exit_code != 0 and "needs --tls-dir" in r.output
     r = CliRunner().invoke(app, ["fl", "client", "--auth-key", str(k0)])
     assert r.exit_code != 0 and "needs --root-certificates" in r.output
-    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--tls-dir", str(tmp_path)])
+    r = CliRunner().invoke(app, ["fl", "server", "--publish", str(tmp_path / "p"), "--min-clients", "4", "--tls-dir", str(tmp_path)])
     assert r.exit_code != 0 and "missing ca.crt, server.pem, server.key" in r.output
