@@ -52,7 +52,7 @@ from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
 from hybridgate.serving.node_share import NodeShare
 from hybridgate.serving.node_stats import NodeStats, Ticket
-from hybridgate.serving.router_adapt import RouterAdapter
+from hybridgate.serving.router_adapt import RouterAdapter, label_inputs
 from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
@@ -742,6 +742,7 @@ class Gateway:
             "route": routing.route.value,
             "score": routing.decision.score,
             "base_score": _base_score(self.policy.scorer, messages),
+            "inputs": label_inputs(self.policy.scorer, _query_text(messages), len(messages)),  # shape numbers, no text
             "router_version": routing.decision.router_version,
         }
         await self.state.hold(routing.request_id, record, self.cfg.state.label_hold_s)
@@ -765,6 +766,7 @@ class Gateway:
                 "route": held["route"],
                 # The router's own score then, so a label can train a correction on top of that router.
                 "base_score": held.get("base_score"),
+                "inputs": held.get("inputs"),  # what an outcomes router reads beyond the vector: its local ability's fit
                 "router_version": held.get("router_version"),
             }
         )
