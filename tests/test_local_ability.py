@@ -177,3 +177,29 @@ async def test_every_decision_is_explained_by_the_one_ability_that_scored_it(que
     assert {name for _, _, name in seen} <= set(expected)
     for i, score, name in seen:
         assert score is not None and (i, round(score, 4)) in expected[name], (name, i, score)
+
+
+def test_a_gateway_learns_from_its_cascades_and_route_says_so(make_gateway: Any) -> None:
+    """End to end: every cascade escalates (the local model was not good enough), each one a label that keeps the
+    query's shape numbers and no text; the adaptation learns a weaker local model and /v1/route names it."""
+    import httpx
+
+    from tests.conftest import post_chat
+
+    srv = make_gateway(router={"path": "across-static", "local_model": LOCAL, "threshold": 1.0, "t_local": 0.0, "mode": "cascade",
+                               "adapt_s": 3600, "adapt_min_labels": 8}, collaboration={"cascade_min_confidence": 1.0})
+    gw = srv.gateway
+    result = None
+    for i, text in enumerate(_texts()[:40]):
+        r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": [{"role": "user", "content": text}], "max_tokens": 2})
+        assert r.status_code == 200 and r.json()["hybridgate"]["collaboration"]["escalated"] is True
+        if i >= 7:
+            result = asyncio.run(gw.adapter.adapt_once())  # the in-process store is not bound to the server's loop
+            if result.outcome != "too-few":
+                break
+    assert result is not None and result.outcome == "adopted", result
+    labels = asyncio.run(gw.state.labels(100))
+    assert all(len(x["inputs"]) == len(label_inputs(gw.policy.scorer, "", 1) or [1, 2]) and "Python" not in str(x) for x in labels)
+    route = httpx.post(f"{srv.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": "Hi"}]}, timeout=60)
+    assert f"local {LOCAL}: learnt from {result.labels} labels" in route.json()["router"], route.text
+    assert _head(gw.policy.scorer).pair()[0].offset < _head(gw.policy.scorer).prior_local().offset
