@@ -36,6 +36,7 @@ class OutcomeHead:
     cloud_model: str = ""
     model: OutcomeModel = field(default_factory=OutcomeModel)
     saved: dict[str, Any] = field(default_factory=dict)
+    learnt_local: Ability | None = None  # the local model's ability learnt from this gateway's labels
     _pair: tuple[Ability, Ability] | None = None
 
     def fit(self, data: TrainingSet) -> None:
@@ -49,10 +50,21 @@ class OutcomeHead:
         head = OutcomeHead(local or "", cloud or "", self.model, self.saved)
         return head
 
+    def with_local(self, ability: Ability | None) -> OutcomeHead:
+        """A new head scoring with the local model's ``ability`` (None: back to the catalogue's or the prior),
+        complete before anyone sees it: a gateway swaps it in whole, never changes the head in use."""
+        head = OutcomeHead(self.local_model, self.cloud_model, self.model, self.saved, ability)
+        head.pair()
+        return head
+
+    def prior_local(self) -> Ability:
+        """The local model's ability before any of this gateway's labels: the catalogue's, or the prior."""
+        return ability_for(self.model, self.local_model or None, cloud=False)
+
     def pair(self) -> tuple[Ability, Ability]:
         if self._pair is None:
             self._pair = (
-                ability_for(self.model, self.local_model or None, cloud=False),
+                self.learnt_local or self.prior_local(),
                 ability_for(self.model, self.cloud_model or None, cloud=True),
             )
         return self._pair
@@ -85,13 +97,13 @@ class OutcomeHead:
     def abilities(self) -> dict[str, Any]:
         local, cloud = self.pair()
         return {
-            "local": {"name": local.name, "origin": local.origin, "offset": round(local.offset, 4)},
-            "cloud": {"name": cloud.name, "origin": cloud.origin, "offset": round(cloud.offset, 4)},
+            "local": {"name": local.name, "origin": local.origin, "labels": local.labels, "offset": round(local.offset, 4)},
+            "cloud": {"name": cloud.name, "origin": cloud.origin, "labels": cloud.labels, "offset": round(cloud.offset, 4)},
         }
 
     def describe_pair(self) -> str:
         local, cloud = self.pair()
-        return f"local {local.name}: {local.origin} {local.offset:+.2f}, cloud {cloud.name}: {cloud.origin} {cloud.offset:+.2f}"
+        return f"local {local.name}: {local.source()} {local.offset:+.2f}, cloud {cloud.name}: {cloud.source()} {cloud.offset:+.2f}"
 
     def params(self) -> dict[str, Any]:
         return {"local_model": self.local_model, "cloud_model": self.cloud_model, "outcome_model": self.model.params(),

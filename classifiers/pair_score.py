@@ -34,12 +34,18 @@ WEAK_PRIOR_QUANTILE = 0.2
 
 @dataclass(frozen=True)
 class Ability:
-    """A model's offset and loadings, and where they came from (``catalogue``, ``prior``, ``labels``)."""
+    """A model's offset and loadings, and where they came from (``catalogue``, ``prior``, ``labels``: learnt
+    from ``labels`` of them)."""
 
     name: str
     offset: float
     loadings: np.ndarray
     origin: str
+    labels: int = 0
+
+    def source(self) -> str:
+        """Where the ability came from, as a decision explains it."""
+        return f"learnt from {self.labels} labels" if self.origin == "labels" else self.origin
 
 
 def ability_for(om: OutcomeModel, name: str | None, *, cloud: bool, source: str | None = None) -> Ability:
@@ -77,7 +83,7 @@ def fit_ability(u: np.ndarray, y: np.ndarray, prior: Ability, sd_offset: float, 
         w -= step
         if np.abs(step).max() < 1e-6:
             break
-    return Ability(prior.name, float(w[0]), w[1:], "labels")
+    return Ability(prior.name, float(w[0]), w[1:], "labels", len(y))
 
 
 @dataclass(frozen=True)

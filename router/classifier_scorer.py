@@ -42,8 +42,7 @@ class ClassifierScorer:
     @property
     def name(self) -> str:
         """The router's name, and for a router that scores a pair, the two abilities it uses."""
-        describe = getattr(self.model.head, "describe_pair", None)
-        return self.model.name if describe is None else f"{self.model.name} ({describe()})"
+        return _name_of(self.model)
 
     @property
     def version(self) -> str:
@@ -54,6 +53,13 @@ class ClassifierScorer:
 
     def score_explained(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...]]:
         """The score and the few signals that moved it most, each as its push on the score."""
+        return self.score_named(query)[:2]
+
+    def score_named(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...], str]:
+        """The score, its signals and the name of the router (with the abilities it used) that gave them.
+
+        Model and adapter are read once: a reload or a learnt ability swapped in meanwhile (one assignment of
+        ``model``) changes the next decision, never half of this one, so the name always explains the score."""
         model, adapter = self.model, self.adapter  # one consistent pair, whatever a reload does meanwhile
         vectors = self.embedder.encode([query.text])
         base, explained = model.score_explained(model.inputs(vectors, [query.text], [query.n_messages]))
@@ -63,4 +69,9 @@ class ClassifierScorer:
         if adapter is not None:
             pushes.append(("this gateway's labels", score - base))
         top = sorted((p for p in pushes if abs(p[1]) >= 0.005), key=lambda p: -abs(p[1]))[:TOP_SIGNALS]
-        return score, tuple(Signal(n, round(v, 3)) for n, v in top)
+        return score, tuple(Signal(n, round(v, 3)) for n, v in top), _name_of(model)
+
+
+def _name_of(model: RouterModel) -> str:
+    describe = getattr(model.head, "describe_pair", None)
+    return model.name if describe is None else f"{model.name} ({describe()})"

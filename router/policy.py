@@ -73,6 +73,7 @@ class _Draft:
     privacy_local: bool = False  # private: no later rule may move it to the cloud
     redact_only: bool = False  # personal data under on_personal_data=redact: the cloud only through the redact mode
     signals: tuple[Signal, ...] = ()
+    scorer_name: str | None = None  # the name of the scorer that gave the score, read with it
 
 
 @dataclass
@@ -133,10 +134,15 @@ class RoutingPolicy:
                     draft.route, draft.mode = Route.COLLAB, Mode.REDACT
                     draft.reasons.append(f"personal data ({', '.join(query.personal_data)}): redacted before the cloud sees it")
             return self._finish(draft, None, query, ctx, pinned=True)
+        named = getattr(self.scorer, "score_named", None)
         explained = getattr(self.scorer, "score_explained", None)
-        score, signals = explained(query) if explained is not None else (self.scorer.score(query), ())
+        scorer_name = None
+        if named is not None:
+            score, signals, scorer_name = named(query)
+        else:
+            score, signals = explained(query) if explained is not None else (self.scorer.score(query), ())
         draft = self._by_score(score)
-        draft.signals = signals
+        draft.signals, draft.scorer_name = signals, scorer_name
         self._tools(draft, query)
         self._privacy(draft, query)
         self._context(draft, query, ctx)
@@ -336,7 +342,7 @@ class RoutingPolicy:
             names[0],
             score,
             None if score is None else self.threshold,
-            self.scorer.name,
+            d.scorer_name or self.scorer.name,
             tuple(d.reasons),
             self.version,
             t_local=None if score is None else self.t_low,

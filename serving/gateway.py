@@ -51,7 +51,7 @@ from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
 from hybridgate.serving.node_share import NodeShare
 from hybridgate.serving.node_stats import NodeStats, Ticket
-from hybridgate.serving.router_adapt import RouterAdapter
+from hybridgate.serving.router_adapt import RouterAdapter, label_inputs
 from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
@@ -756,11 +756,13 @@ class Gateway:
         if not self.cfg.state.labels or embedder is None or routing.decision.score is None:
             return
 
-        def vector_and_base() -> tuple[list[float], float | None]:  # embedding and scoring: CPU work, off the loop
-            vector = embedder.encode([_query_text(messages)])[0]
-            return [round(float(v), 6) for v in vector], _base_score(self.policy.scorer, messages)
+        def vector_base_inputs() -> tuple[list[float], float | None, Any]:  # embedding and scoring: CPU work, off the loop
+            text = _query_text(messages)
+            vector = embedder.encode([text])[0]
+            inputs = label_inputs(self.policy.scorer, text, len(messages))
+            return [round(float(v), 6) for v in vector], _base_score(self.policy.scorer, messages), inputs
 
-        vector, base = await asyncio.get_running_loop().run_in_executor(self._cpu, vector_and_base)
+        vector, base, inputs = await asyncio.get_running_loop().run_in_executor(self._cpu, vector_base_inputs)
         record = {
             "key": key_id(api_key),
             "embedder": embedder.name,
@@ -768,6 +770,7 @@ class Gateway:
             "route": routing.route.value,
             "score": routing.decision.score,
             "base_score": base,
+            "inputs": inputs,  # shape numbers, no text
             "router_version": routing.decision.router_version,
         }
         await self.state.hold(routing.request_id, record, self.cfg.state.label_hold_s)
@@ -791,6 +794,7 @@ class Gateway:
                 "route": held["route"],
                 # The router's own score then, so a label can train a correction on top of that router.
                 "base_score": held.get("base_score"),
+                "inputs": held.get("inputs"),  # what an outcomes router reads beyond the vector: its local ability's fit
                 "router_version": held.get("router_version"),
             }
         )

@@ -7,11 +7,22 @@ the router now in use, holds out a quarter of them (by a hash of the label, so
 the split is stable), and swaps the adapter in only when it ranks the held-out
 labels better than the router alone (ROC AUC). A new router version starts with
 no adapter: its labels come with it.
+
+A router that scores the deployed pair (an outcomes head, e.g. ``across-static``)
+whose local model is not in its catalogue (the default SmolLM2 is not) is adapted
+another way: the local model's ability is fitted on the labels that say how the
+local model did (shadow comparisons, cascades, ratings of local answers), from
+the query inputs each label keeps (vector and shape features, never the text),
+by :func:`~hybridgate.classifiers.pair_score.fit_ability` with the prior as its
+prior. It is used once it predicts the held-out labels' local outcomes better
+than the prior (log-loss); a new head with it is built whole and swapped in with
+one assignment of the scorer's model, so a decision sees one ability or the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -20,6 +31,9 @@ from typing import Any
 import numpy as np
 
 from hybridgate.classifiers.adapt import Adapter, fit_adapter
+from hybridgate.classifiers.model import RouterModel
+from hybridgate.classifiers.outcome_head import OutcomeHead
+from hybridgate.classifiers.pair_score import Ability, fit_ability, success
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.periodic import Periodic
 from hybridgate.serving.router_reload import auc, label_arrays, labels_under
@@ -27,11 +41,51 @@ from hybridgate.serving.state import StateStore
 
 log = logging.getLogger(__name__)
 HOLDOUT = 0.25
+# How far an unknown model's ability may be from the prior (offset, loadings): as in pair_score.adapted.
+SD_UNKNOWN = (1.5, 0.3)
+# Label sources that say how the local model did whatever the route: a shadow comparison and a cascade judge
+# the local answer; a rating does only when the local model gave the answer.
+LOCAL_JUDGED = ("shadow", "cascade")
 
 
 def _held_out(row: dict[str, Any]) -> bool:
     key = f"{row.get('ts')}:{row.get('base_score')}:{row.get('label')}"
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < HOLDOUT
+
+
+def label_inputs(scorer: object, text: str, turns: int) -> list[float] | None:
+    """What a label keeps of the query beyond its vector, for a router that reads more (an outcomes head's shape
+    features: length, code, math, ...): numbers, never the text. None for a router that reads the vector alone."""
+    if not isinstance(scorer, ClassifierScorer):
+        return None
+    model = scorer.model
+    extra = model.inputs(np.zeros((1, model.dim), dtype=np.float32), [text], [turns])[0, model.dim :]
+    return [round(float(v), 6) for v in extra] if extra.size else None
+
+
+def local_outcomes(rows: list[dict[str, Any]], embedder: str, dim: int, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query inputs, did the local model do well, held out) of the labels that say how the local model did and
+    keep this router's inputs. A label is "the cloud was needed", so the local outcome is ``1 - label``."""
+    keep = [
+        r for r in rows
+        if r.get("embedder") == embedder and r.get("label") in (0, 1)
+        and isinstance(r.get("vector"), list) and len(r["vector"]) == dim
+        and isinstance(r.get("inputs"), list) and len(r["inputs"]) == extra
+        and (r.get("source") in LOCAL_JUDGED or r.get("route") == "local")
+    ]
+    x = np.asarray([r["vector"] + r["inputs"] for r in keep], dtype=np.float64).reshape(len(keep), dim + extra)
+    y = 1.0 - np.asarray([int(r["label"]) for r in keep], dtype=np.float64)
+    return x, y, np.array([_held_out(r) for r in keep], dtype=bool)
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def learns_local_ability(model: RouterModel) -> bool:
+    """A router that scores the pair and whose local model is not in its catalogue: its ability is learnt here."""
+    return isinstance(model.head, OutcomeHead) and model.head.prior_local().origin != "catalogue"
 
 
 @dataclass
@@ -40,9 +94,13 @@ class AdaptResult:
     labels: int
     auc_router: float | None = None
     auc_adapted: float | None = None
+    ability: dict[str, Any] | None = None  # for a learnt ability: the one in use, and the held-out log-losses
 
     def as_dict(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "labels": self.labels, "auc_router": self.auc_router, "auc_adapted": self.auc_adapted}
+        out = {"outcome": self.outcome, "labels": self.labels, "auc_router": self.auc_router, "auc_adapted": self.auc_adapted}
+        if self.ability is not None:
+            out["ability"] = self.ability
+        return out
 
 
 @dataclass
@@ -62,6 +120,8 @@ class RouterAdapter:
         return labels_under(await self.state.labels(10_000), self.scorer.version, self.scorer.model.dim)
 
     async def adapt_once(self) -> AdaptResult:
+        if learns_local_ability(self.scorer.model):
+            return await self._adapt_ability()
         rows = await self.usable_labels()
         if len(rows) < self.min_labels:
             self.last = AdaptResult("too-few", len(rows))
@@ -87,6 +147,43 @@ class RouterAdapter:
         self.scorer.adapter = adapter
         log.info("adapter adopted on %d labels: held-out AUC %.3f -> %.3f", len(rows), before, after)
         return AdaptResult("adopted", len(rows), round(before, 4), round(after, 4))
+
+    async def _adapt_ability(self) -> AdaptResult:
+        """Learn the unknown local model's ability; swap a scorer with it in once it beats the prior."""
+        model = self.scorer.model
+        extra = len(label_inputs(self.scorer, "", 1) or [])
+        x, y, held = local_outcomes(await self.state.labels(10_000), self.scorer.embedder.name, model.dim, extra)
+        if len(y) < self.min_labels or held.all() or not held.any():
+            self.last = AdaptResult("too-few", len(y))
+            return self.last
+        if len(y) == self._fitted_on and self.last is not None:
+            return self.last
+        result, ability = await asyncio.to_thread(self._fit_ability, model, x, y, held)
+        self._fitted_on = len(y)
+        self.last = result
+        # Back on the event loop, where a reload also happens: a model the watcher replaced meanwhile is left alone.
+        if self.scorer.model is model:
+            head = model.head
+            assert isinstance(head, OutcomeHead)
+            if ability is not None or head.learnt_local is not None:
+                self.scorer.model = dataclasses.replace(model, head=head.with_local(ability))  # the one swap
+        return result
+
+    def _fit_ability(self, model: RouterModel, x: np.ndarray, y: np.ndarray, held: np.ndarray) -> tuple[AdaptResult, Ability | None]:
+        head = model.head
+        assert isinstance(head, OutcomeHead)
+        prior = head.prior_local()
+        u = head.model.latent(x)
+        trial = fit_ability(u[~held], y[~held], prior, *SD_UNKNOWN)
+        before, after = log_loss(success(u[held], prior), y[held]), log_loss(success(u[held], trial), y[held])
+        info = {"name": prior.name, "loss_prior": round(before, 4), "loss_learnt": round(after, 4)}
+        if after >= before:
+            log.info("local ability not learnt: held-out log-loss %.4f learnt, %.4f prior (%d labels)", after, before, len(y))
+            return AdaptResult("kept", len(y), ability={**info, "origin": prior.origin, "offset": round(prior.offset, 4)}), None
+        ability = fit_ability(u, y, prior, *SD_UNKNOWN)  # validated: now fit on every label
+        log.info("local ability of %s learnt from %d labels: %+.2f (prior %+.2f); held-out log-loss %.4f -> %.4f",
+                 prior.name, len(y), ability.offset, prior.offset, before, after)
+        return AdaptResult("adopted", len(y), ability={**info, "origin": ability.source(), "offset": round(ability.offset, 4)}), ability
 
     def reset(self) -> None:
         """A new router version: its scores differ, so the old adapter and its labels no longer apply."""
