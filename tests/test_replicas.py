@@ -49,16 +49,25 @@ def test_a_dead_replicas_reservation_expires_and_a_live_one_is_renewed(redis_url
         dead = RedisStore(redis_url, reservation_ttl_s=0.3, replica_id="dead")
         other = RedisStore(redis_url, reservation_ttl_s=0.3, replica_id="other")
         assert await live.reserve(KEY, 0.04, 0.1) and await dead.reserve(KEY, 0.04, 0.1)
+        assert await live.reserve(KEY, 40.0, 100.0, "joules") and await dead.reserve(KEY, 40.0, 100.0, "joules")
         dead._renewer.cancel()  # type: ignore[union-attr]  # the process is gone: nobody renews, nobody releases
         assert not await other.reserve(KEY, 0.04, 0.1), "both leases hold the budget while they are live"
-        await asyncio.sleep(1.0)  # three TTLs: the dead lease expires, the live one was renewed
+        assert not await other.reserve(KEY, 40.0, 100.0, "joules"), "and both energy leases the energy budget"
+        assert await other.reserve(KEY, 20.0, 100.0, "joules") and await other.reserved(KEY) == pytest.approx(0.08)
+        await other.release(KEY, 20.0, "joules")  # dollars and joules are set aside apart: neither eats the other
+        await asyncio.sleep(1.0)  # three TTLs: the dead leases expire, the live ones were renewed
         assert await other.reserved(KEY) == pytest.approx(0.04)
-        assert sorted(x.split(":")[0] for x in _leases(client)) == ["live"]
+        assert await other.reserved(KEY, "joules") == pytest.approx(40.0)
+        assert sorted(x.split(":")[0] for x in _leases(client)) == ["live", "live"]
         assert await other.reserve(KEY, 0.04, 0.1), "what the dead replica set aside is back in the budget"
+        assert await other.reserve(KEY, 40.0, 100.0, "joules"), "its energy too"
         await live.release(KEY, 0.04)
         await live.release(KEY, 0.04)  # a second release of the same amount finds no lease: changes nothing
+        await live.release(KEY, 40.0, "joules")
+        await live.release(KEY, 40.0)  # the amount under the other unit: no such lease, nothing changes
         await other.release(KEY, 0.04)
-        assert await other.reserved(KEY) == 0.0 and _leases(client) == []
+        await other.release(KEY, 40.0, "joules")
+        assert await other.reserved(KEY) == 0.0 and await other.reserved(KEY, "joules") == 0.0 and _leases(client) == []
         for s in (live, dead, other):
             await s.aclose()
 
