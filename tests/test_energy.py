@@ -249,13 +249,15 @@ def test_concurrent_requests_with_several_choices_cannot_together_overspend_the_
     # Once accounted, what was set aside is given back: 80 J used, one streamed 20 J answer still fits (its own
     # reservation given back when its stream ends), a further one does not.
     one = {**body, "n": 1}
-    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={**one, "stream": True}, headers={"Authorization": "Bearer k"}, timeout=60) as r:
+    auth = {"Authorization": "Bearer k"}
+    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={**one, "stream": True}, headers=auth, timeout=60) as r:
         assert r.status_code == 200 and r.read().endswith(b"data: [DONE]\n\n")
     assert_openai_error(post_chat(srv.url, one, headers={"Authorization": "Bearer k"}), 429, "energy_budget_exhausted")
     if store == "redis":  # the shared counters agree, and nothing is left set aside
         import redis
 
-        h = {k.decode(): v.decode() for k, v in redis.Redis.from_url(state["redis_url"]).hgetall(f"hybridgate:usage:{today()}:{key_id('k')}").items()}
+        raw = redis.Redis.from_url(state["redis_url"]).hgetall(f"hybridgate:usage:{today()}:{key_id('k')}")
+        h = {k.decode(): v.decode() for k, v in raw.items()}
         assert float(h["energy_joules"]) == pytest.approx(100.0) and float(h["reserved_joules"]) == 0.0, h
     else:
         assert not any(srv.gateway.state._reserved.values())  # type: ignore[attr-defined]
