@@ -22,6 +22,7 @@ import numpy as np
 from hybridgate.router import (
     BudgetExhausted,
     Decision,
+    EnergyBudgetExhausted,
     Mode,
     PersonalDataDetector,
     PrivacyViolation,
@@ -88,6 +89,7 @@ class Routing:
     tried: set[str] = field(default_factory=set)
     collab: CollabReport | None = None
     reserved_usd: float = 0.0  # set aside against the key's budget before a cloud call, released once it is accounted
+    reserved_joules: float = 0.0  # set aside against the key's daily energy budget, released once the answer is accounted
     energy_local: Energy | None = None  # what the local model's generation took, as its backend measured it
     energy: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side (local, cloud), set when accounted
     ticket: Ticket | None = None  # a streamed answer's node measurement, finished with the stream
@@ -477,6 +479,44 @@ class Gateway:
         return plan, self.backends[d.cloud_backend]
 
     async def _reserve(self, routing: Routing, params: ChatParams, prompt_tokens: int, api_key: str | None) -> None:
+        """Both budgets set aside, dollars first: a refused cloud reservation may move the answer to the local model,
+        and the energy reserved is that of the route finally taken."""
+        await self._reserve_usd(routing, params, prompt_tokens, api_key)
+        try:
+            await self._reserve_joules(routing, params, prompt_tokens, api_key)
+        except BaseException:
+            await self._release(routing, api_key)
+            raise
+
+    def _worst_joules(self, routing: Routing, params: ChatParams, prompt_tokens: int) -> float:
+        """The most energy this answer can take on its route: every choice's whole answer and its prompt, on the
+        local model at its measured rate, on the cloud at its configured one; a collaborative mode counts both
+        (the local part bounded by the mode's own limit, its output read again by the cloud)."""
+        n, route = params.n, routing.route
+        if route is Route.COLLAB:
+            c = self.collab.cfg
+            limit = max(c.cascade_max_tokens, c.draft_max_tokens)
+            local_answer = min(params.max_tokens or limit, limit)
+        else:
+            local_answer = params.max_tokens or self.local.default_max_tokens
+        local = self.energy_rate.expected(prompt_tokens * n, local_answer * n)
+        cloud_prompt = prompt_tokens + (local_answer if route is Route.COLLAB else 0)
+        cloud = worst_usage(cloud_prompt, params.max_tokens or DEFAULT_CLOUD_ANSWER_TOKENS, n, route)
+        cloud_j = self._cloud_energy(cloud.prompt_tokens, cloud.completion_tokens).joules
+        return {Route.LOCAL: local, Route.CLOUD: cloud_j}.get(route, local + cloud_j)
+
+    async def _reserve_joules(self, routing: Routing, params: ChatParams, prompt_tokens: int, api_key: str | None) -> None:
+        """The daily energy budget, set aside like the cloud budget: checked before the request only, concurrent
+        requests each saw room and together used more. Refused: 429 (energy_budget_exhausted), whatever the route."""
+        limit = self.cfg.budgets.energy_limit_for(api_key or "")
+        if limit is None:
+            return
+        worst = self._worst_joules(routing, params, prompt_tokens)
+        if not await self.state.reserve(key_id(api_key), worst, limit, "joules"):
+            raise EnergyBudgetExhausted("the daily energy budget of this key is spent (or set aside for requests in flight)")
+        routing.reserved_joules = worst
+
+    async def _reserve_usd(self, routing: Routing, params: ChatParams, prompt_tokens: int, api_key: str | None) -> None:
         """Set the most this answer's cloud call can cost aside against the key's daily budget, atomically, before
         making it: concurrent calls cannot together overspend (checking, then spending, let them). Refused: a
         pinned request gets 429; ``auto`` answers locally."""
@@ -498,6 +538,9 @@ class Gateway:
         if routing.reserved_usd:
             reserved, routing.reserved_usd = routing.reserved_usd, 0.0
             await self.state.release(key_id(api_key), reserved)
+        if routing.reserved_joules:  # after accounting: counted and still set aside for a moment, never neither
+            joules, routing.reserved_joules = routing.reserved_joules, 0.0
+            await self.state.release(key_id(api_key), joules, "joules")
 
     async def chat(
         self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None, prompt_tokens: int = 0
@@ -619,6 +662,7 @@ class Gateway:
         else:
             self.nodes.abandon(answer.routing.ticket)
         await self._account(answer.routing, usage, api_key, time.perf_counter() - answer.started, status=status)
+        await self._release(answer.routing, api_key)  # the energy set aside (the dollars went back with the account)
         if status == "ok":
             await self._hold_for_feedback(answer.routing, answer.messages, api_key)
 

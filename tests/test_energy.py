@@ -193,10 +193,10 @@ def test_energy_budget_and_cap_over_http(make_gateway) -> None:
         budgets={"per_key_daily_joules": {"k1": 0.001}, "per_key_max_joules_per_request": {"k2": 50.0}},
         energy={"cloud_joules_per_output_token": 2.0, "cloud_joules_per_input_token": 0.0},
     )
-    first = post_chat(srv.url, {"model": "hybridgate/local", "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k1"})
-    assert first.status_code == 200 and first.json()["hybridgate"]["energy"]["local"]["joules"] > 0.001
-    spent = post_chat(srv.url, {"model": "hybridgate/auto", "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k1"})
-    assert spent.status_code == 429 and spent.json()["error"]["code"] == "energy_budget_exhausted"
+    # 0.001 J cannot hold the worst case of any answer: refused before it runs, on a pinned and an automatic route.
+    for model in ("hybridgate/local", "hybridgate/auto"):
+        spent = post_chat(srv.url, {"model": model, "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k1"})
+        assert spent.status_code == 429 and spent.json()["error"]["code"] == "energy_budget_exhausted", spent.text
     assert post_chat(srv.url, {"model": "hybridgate/local", "messages": msg, "max_tokens": 4}, headers={"Authorization": "Bearer k2"}).status_code == 200
     # 100 answer tokens in the cloud are 200 J, over k2's cap of 50 J per request: a pinned request is refused...
     over = post_chat(srv.url, {"model": "hybridgate/cloud", "messages": msg, "max_tokens": 100}, headers={"Authorization": "Bearer k2"})
@@ -213,3 +213,51 @@ def httpx_route(url: str, body: dict[str, object], key: str) -> dict[str, object
     r = httpx.post(f"{url}/v1/route", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_concurrent_requests_with_several_choices_cannot_together_overspend_the_energy_budget(
+    make_gateway, stub, store: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 23, finding 6: the daily energy budget was checked before a request, never set aside, so three
+    concurrent n=4 requests each saw an unspent day and together used 240 J of 100. Each now reserves its worst
+    case (n x max_tokens and the prompt) first; the invariant is the day's total, whatever the interleaving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from hybridgate.serving.state.base import key_id, today
+    from tests.conftest import post_chat
+    from tests.test_errors_auth import assert_openai_error
+
+    stub[1].delay_s, stub[1].reply_words = 0.3, 10  # every choice uses its whole max_tokens; all requests in flight at once
+    state = {"redis_url": request.getfixturevalue("redis_url")} if store == "redis" else {}
+    srv = make_gateway(
+        server={"api_keys": ["k"]},
+        state=state,
+        budgets={"per_key_daily_joules": {"k": 100.0}},
+        energy={"cloud_joules_per_output_token": 2.0, "cloud_joules_per_input_token": 0.0},
+    )
+    body = {"model": "hybridgate/cloud", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 10, "n": 4}
+    with ThreadPoolExecutor(3) as pool:  # 4 x 10 tokens x 2 J = 80 J each at most: room for one at a time
+        results = list(pool.map(lambda _: post_chat(srv.url, body, headers={"Authorization": "Bearer k"}), range(3)))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 429, 429], codes
+    assert all(r.json()["error"]["code"] == "energy_budget_exhausted" for r in results if r.status_code == 429)
+    used = sum(side["joules"] for r in results if r.status_code == 200 for side in r.json()["hybridgate"]["energy"].values())
+    assert 0 < used <= 100.0 + 1e-9, used
+    # Once accounted, what was set aside is given back: 80 J used, one streamed 20 J answer still fits (its own
+    # reservation given back when its stream ends), a further one does not.
+    one = {**body, "n": 1}
+    auth = {"Authorization": "Bearer k"}
+    with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={**one, "stream": True}, headers=auth, timeout=60) as r:
+        assert r.status_code == 200 and r.read().endswith(b"data: [DONE]\n\n")
+    assert_openai_error(post_chat(srv.url, one, headers={"Authorization": "Bearer k"}), 429, "energy_budget_exhausted")
+    if store == "redis":  # the shared counters agree, and nothing is left set aside
+        import redis
+
+        raw = redis.Redis.from_url(state["redis_url"]).hgetall(f"hybridgate:usage:{today()}:{key_id('k')}")
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+        assert float(h["energy_joules"]) == pytest.approx(100.0) and float(h["reserved_joules"]) == 0.0, h
+    else:
+        assert not any(srv.gateway.state._reserved.values())  # type: ignore[attr-defined]

@@ -49,16 +49,25 @@ def test_a_dead_replicas_reservation_expires_and_a_live_one_is_renewed(redis_url
         dead = RedisStore(redis_url, reservation_ttl_s=0.3, replica_id="dead")
         other = RedisStore(redis_url, reservation_ttl_s=0.3, replica_id="other")
         assert await live.reserve(KEY, 0.04, 0.1) and await dead.reserve(KEY, 0.04, 0.1)
+        assert await live.reserve(KEY, 40.0, 100.0, "joules") and await dead.reserve(KEY, 40.0, 100.0, "joules")
         dead._renewer.cancel()  # type: ignore[union-attr]  # the process is gone: nobody renews, nobody releases
         assert not await other.reserve(KEY, 0.04, 0.1), "both leases hold the budget while they are live"
-        await asyncio.sleep(1.0)  # three TTLs: the dead lease expires, the live one was renewed
+        assert not await other.reserve(KEY, 40.0, 100.0, "joules"), "and both energy leases the energy budget"
+        assert await other.reserve(KEY, 20.0, 100.0, "joules") and await other.reserved(KEY) == pytest.approx(0.08)
+        await other.release(KEY, 20.0, "joules")  # dollars and joules are set aside apart: neither eats the other
+        await asyncio.sleep(1.0)  # three TTLs: the dead leases expire, the live ones were renewed
         assert await other.reserved(KEY) == pytest.approx(0.04)
-        assert sorted(x.split(":")[0] for x in _leases(client)) == ["live"]
+        assert await other.reserved(KEY, "joules") == pytest.approx(40.0)
+        assert sorted(x.split(":")[0] for x in _leases(client)) == ["live", "live"]
         assert await other.reserve(KEY, 0.04, 0.1), "what the dead replica set aside is back in the budget"
+        assert await other.reserve(KEY, 40.0, 100.0, "joules"), "its energy too"
         await live.release(KEY, 0.04)
         await live.release(KEY, 0.04)  # a second release of the same amount finds no lease: changes nothing
+        await live.release(KEY, 40.0, "joules")
+        await live.release(KEY, 40.0)  # the amount under the other unit: no such lease, nothing changes
         await other.release(KEY, 0.04)
-        assert await other.reserved(KEY) == 0.0 and _leases(client) == []
+        await other.release(KEY, 40.0, "joules")
+        assert await other.reserved(KEY) == 0.0 and await other.reserved(KEY, "joules") == 0.0 and _leases(client) == []
         for s in (live, dead, other):
             await s.aclose()
 
@@ -67,29 +76,40 @@ def test_a_dead_replicas_reservation_expires_and_a_live_one_is_renewed(redis_url
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    asks=st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0.01, 0.02, 0.035, 0.07])), min_size=1, max_size=24),
+    asks=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([0.01, 0.02, 0.035, 0.07]), st.sampled_from(["usd", "joules"])),
+        min_size=1,
+        max_size=24,
+    ),
     spent=st.sampled_from([0.0, 0.03, 0.09]),
 )
 def test_concurrent_reservations_from_three_replicas_never_exceed_the_limit(
-    redis_url: str, asks: list[tuple[int, float]], spent: float
+    redis_url: str, asks: list[tuple[int, float, str]], spent: float
 ) -> None:
-    """Whatever three replicas ask at once: what is granted plus what was spent stays within the limit, and once
-    every grant is given back nothing stays set aside."""
+    """Whatever three replicas ask at once, in dollars and in joules (a thousand joules a dollar here, each unit
+    against its own limit): what is granted plus what was spent stays within the limit, and once every grant is
+    given back nothing stays set aside."""
     redis.Redis.from_url(redis_url).flushdb()
+    scale = {"usd": 1.0, "joules": 1000.0}
     limit = 0.1
+
+    def amount(a: float, unit: str) -> float:  # whole joules: each unit's sums are checked in that unit
+        return a if unit == "usd" else float(round(a * scale[unit]))
 
     async def run() -> None:
         stores = [RedisStore(redis_url, reservation_ttl_s=5, replica_id=f"r{i}") for i in range(3)]
         if spent:
-            await stores[0].record_usage(KEY, prompt_tokens=1, completion_tokens=1, cloud_cost_usd=spent)
-        granted = await asyncio.gather(*(stores[i].reserve(KEY, usd, limit) for i, usd in asks))
-        held = sum(usd for (_, usd), ok in zip(asks, granted, strict=True) if ok)
-        assert spent + held <= limit + 1e-9
-        assert await stores[0].reserved(KEY) == pytest.approx(held)
-        refused = [usd for (_, usd), ok in zip(asks, granted, strict=True) if not ok]
-        assert all(spent + held + usd > limit for usd in refused), "a refusal only when the ask did not fit"
-        await asyncio.gather(*(stores[i].release(KEY, usd) for (i, usd), ok in zip(asks, granted, strict=True) if ok))
-        assert await stores[1].reserved(KEY) == 0.0
+            await stores[0].record_usage(KEY, prompt_tokens=1, completion_tokens=1, cloud_cost_usd=spent, energy_joules=amount(spent, "joules"))
+        granted = await asyncio.gather(*(stores[i].reserve(KEY, amount(a, u), amount(limit, u), u) for i, a, u in asks))  # type: ignore[arg-type]
+        for unit in scale:
+            used, cap = amount(spent, unit), amount(limit, unit)
+            held = sum(amount(a, u) for (_, a, u), ok in zip(asks, granted, strict=True) if ok and u == unit)
+            assert used + held <= cap + 1e-9
+            assert await stores[0].reserved(KEY, unit) == pytest.approx(held)  # type: ignore[arg-type]
+            refused = [amount(a, u) for (_, a, u), ok in zip(asks, granted, strict=True) if not ok and u == unit]
+            assert all(used + held + a > cap for a in refused), "a refusal only when the ask did not fit"
+        await asyncio.gather(*(stores[i].release(KEY, amount(a, u), u) for (i, a, u), ok in zip(asks, granted, strict=True) if ok))  # type: ignore[arg-type]
+        assert await stores[1].reserved(KEY) == 0.0 and await stores[1].reserved(KEY, "joules") == 0.0
         for s in stores:
             await s.aclose()
 

@@ -105,3 +105,30 @@ def test_a_redis_outage_does_not_reset_a_budget(make_gateway: Callable[..., Serv
         server.stop()
         refused = post_chat(srv.url, body, headers=auth)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exhausted", refused.text
+
+
+def test_a_redis_outage_does_not_reset_the_energy_budget_either() -> None:
+    """While Redis is away, energy is reserved in memory against the joules Redis last reported (not its dollars)."""
+    import asyncio
+
+    from hybridgate.serving.state.memory import MemoryStore
+    from hybridgate.serving.state.redis_store import RedisStore
+    from hybridgate.serving.state.resilient import ResilientStore
+
+    kid = key_id("k")
+    with RedisServer() as server:
+
+        async def run() -> None:
+            store = ResilientStore(RedisStore(server.url(), timeout_s=0.3), MemoryStore(), reconnect_interval_s=30)
+            await store.record_usage(kid, prompt_tokens=1, completion_tokens=1, cloud_cost_usd=0.0, energy_joules=90.0)
+            assert (await store.usage_today(kid)).energy_joules == 90.0  # read while Redis answers
+            server.stop()
+            assert not await store.reserve(kid, 20.0, 100.0, "joules"), "90 J spent in Redis: 20 more do not fit"
+            assert store.degraded and await store.reserve(kid, 10.0, 100.0, "joules")
+            assert not await store.reserve(kid, 1.0, 100.0, "joules"), "the 10 J set aside in memory count"
+            assert await store.reserve(kid, 0.05, 0.1), "dollars are a budget of their own"
+            await store.release(kid, 10.0, "joules")
+            assert await store.reserve(kid, 10.0, 100.0, "joules"), "given back in memory, where it was set aside"
+            await store.aclose()
+
+        asyncio.run(run())

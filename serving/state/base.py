@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+Unit = Literal["usd", "joules"]
+# What each unit of a reservation is checked against in today's counters (UsageTotals and the Redis usage hash).
+SPENT_FIELD: dict[str, str] = {"usd": "cloud_cost_usd", "joules": "energy_joules"}
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,13 @@ class StateStore(Protocol):
         or a replica killed half-way would leave counters and decision log disagreeing."""
         ...
 
-    async def reserve(self, key: str, usd: float, limit: float) -> bool:
-        """Set ``usd`` aside for a cloud call if today's spend, what is already set aside and ``usd`` stay within
-        ``limit``; one atomic step, so concurrent calls cannot together overspend. False: nothing set aside."""
+    async def reserve(self, key: str, amount: float, limit: float, unit: Unit = "usd") -> bool:
+        """Set ``amount`` of ``unit`` (dollars of cloud spend, or joules of energy) aside for a call if
+        today's use of that unit, what is already set aside and the amount stay within ``limit``; one atomic step,
+        so concurrent calls cannot together overspend. False: nothing set aside."""
         ...
 
-    async def release(self, key: str, usd: float) -> None:
+    async def release(self, key: str, amount: float, unit: Unit = "usd") -> None:
         """Give back what :meth:`reserve` set aside, once the call's real cost is recorded (or it failed)."""
         ...
 

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from hybridgate.serving.state.base import UsageTotals, today
+from hybridgate.serving.state.base import SPENT_FIELD, Unit, UsageTotals, today
 
 
 class MemoryStore:
@@ -14,7 +14,7 @@ class MemoryStore:
 
     def __init__(self, decision_log_size: int = 10_000, cache_entries: int = 1024, label_store_size: int = 10_000) -> None:
         self._usage: dict[tuple[str, str], UsageTotals] = {}
-        self._reserved: dict[tuple[str, str], float] = {}
+        self._reserved: dict[tuple[str, str, str], float] = {}  # (day, key, unit) -> set aside
         self._decisions: deque[dict[str, Any]] = deque(maxlen=decision_log_size)
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_entries = cache_entries
@@ -58,17 +58,18 @@ class MemoryStore:
     async def usage_today(self, key: str) -> UsageTotals:
         return self._usage.get((today(), key), UsageTotals())
 
-    async def reserve(self, key: str, usd: float, limit: float) -> bool:
-        slot = (today(), key)  # no await between the check and the write: atomic on the event loop
-        held = self._reserved.get(slot, 0.0)
-        if self._usage.get(slot, UsageTotals()).cloud_cost_usd + held + usd > limit + 1e-12:
+    async def reserve(self, key: str, amount: float, limit: float, unit: Unit = "usd") -> bool:
+        day = today()  # no await between the check and the write: atomic on the event loop
+        slot, held = (day, key, unit), self._reserved.get((day, key, unit), 0.0)
+        spent = getattr(self._usage.get((day, key), UsageTotals()), SPENT_FIELD[unit])
+        if spent + held + amount > limit + 1e-12:
             return False
-        self._reserved[slot] = held + usd
+        self._reserved[slot] = held + amount
         return True
 
-    async def release(self, key: str, usd: float) -> None:
-        slot = (today(), key)
-        self._reserved[slot] = max(0.0, self._reserved.get(slot, 0.0) - usd)
+    async def release(self, key: str, amount: float, unit: Unit = "usd") -> None:
+        slot = (today(), key, unit)
+        self._reserved[slot] = max(0.0, self._reserved.get(slot, 0.0) - amount)
 
     async def log_decision(self, record: dict[str, Any]) -> None:
         self._decisions.append(record)

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from hybridgate.serving.state.base import UsageTotals, today
+from hybridgate.serving.state.base import SPENT_FIELD, Unit, UsageTotals, today
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ _USAGE_TTL_S = 3 * 24 * 3600
 
 # A reservation is a lease: its amount under its id in one hash, its expiry (the server's clock, ms) in a sorted set.
 # Every script first drops the leases whose expiry has passed (a replica that died stopped renewing them), then
-# writes the live total into the usage hash's ``reserved_usd``, so the budget check and what operators read agree.
+# writes the live total into the usage hash's ``reserved_usd`` (``reserved_joules`` for energy), so the budget check
+# and what operators read agree. A unit's leases live under their own keys: dollars and joules never mix.
 _REAP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -37,19 +38,21 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) en
 """
 
 # Check and set aside in one step on the server: spent + reserved + wanted must stay within the limit.
+# ARGV: amount, limit, ttl ms, lease id, usage ttl s, the usage field spent is read from, the one reserved goes to.
 _RESERVE = _REAP + """
-if tonumber(redis.call('HGET', KEYS[1], 'cloud_cost_usd') or '0') + held + tonumber(ARGV[1]) > tonumber(ARGV[2]) + 1e-12 then
-  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'reserved_usd', held) end
+if tonumber(redis.call('HGET', KEYS[1], ARGV[6]) or '0') + held + tonumber(ARGV[1]) > tonumber(ARGV[2]) + 1e-12 then
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[7], held) end
   return 0
 end
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-redis.call('HSET', KEYS[1], 'reserved_usd', held + tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], ARGV[7], held + tonumber(ARGV[1]))
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return 1
 """
 
 # Give one lease back (a second release of the same lease, or one that already expired, changes nothing).
+# ARGV: the lease id, the usage field the live total goes to.
 _RELEASE = _REAP + """
 if redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -57,7 +60,7 @@ if redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
 end
 if held == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'reserved_usd', held)
+redis.call('HSET', KEYS[1], ARGV[2], held)
 return 1
 """
 
@@ -84,7 +87,8 @@ class Lease:
 
     id: str
     keys: tuple[str, str, str]  # usage hash, lease expiries, lease amounts
-    usd: float
+    amount: float
+    unit: Unit = "usd"
 
 
 def default_replica_id() -> str:
@@ -121,15 +125,15 @@ class RedisStore:
         self._r = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
         )
-        self._leases: dict[tuple[str, float], list[Lease]] = {}  # (key, usd) -> this process's live leases
+        self._leases: dict[tuple[str, str, float], list[Lease]] = {}  # (key, unit, amount) -> this process's live leases
         self._renewer: asyncio.Task[None] | None = None
 
     def _usage_key(self, key: str) -> str:
         return f"{_PREFIX}usage:{today()}:{key}"
 
-    def _lease_keys(self, key: str) -> tuple[str, str, str]:
-        day = today()
-        return self._usage_key(key), f"{_PREFIX}leases:{day}:{key}", f"{_PREFIX}lease_usd:{day}:{key}"
+    def _lease_keys(self, key: str, unit: Unit = "usd") -> tuple[str, str, str]:
+        day, sub = today(), "" if unit == "usd" else f"{unit}:"  # the dollar leases keep the names they always had
+        return self._usage_key(key), f"{_PREFIX}leases:{sub}{day}:{key}", f"{_PREFIX}lease_{unit}:{day}:{key}"
 
     def _queue_usage(
         self, p: Any, key: str, prompt_tokens: int, completion_tokens: int, cloud_cost_usd: float, energy_joules: float
@@ -170,45 +174,49 @@ class RedisStore:
         async with self._r.pipeline(transaction=True) as p:
             self._queue_usage(p, key, prompt_tokens, completion_tokens, cloud_cost_usd, energy_joules)
             if lease is not None:
-                p.eval(_RELEASE, 3, *lease.keys, lease.id)
+                p.eval(_RELEASE, 3, *lease.keys, lease.id, "reserved_usd")
             self._queue_decision(p, record=decision)
             await p.execute()
 
     # -- reservations -------------------------------------------------------------------------------
-    async def reserve(self, key: str, usd: float, limit: float) -> bool:
-        lease = Lease(f"{self.replica}:{uuid.uuid4().hex[:16]}", self._lease_keys(key), float(usd))
+    async def reserve(self, key: str, amount: float, limit: float, unit: Unit = "usd") -> bool:
+        lease = Lease(f"{self.replica}:{uuid.uuid4().hex[:16]}", self._lease_keys(key, unit), float(amount), unit)
         ttl_ms = max(1, int(self.reservation_ttl_s * 1000))
-        ok = await self._r.eval(_RESERVE, 3, *lease.keys, repr(lease.usd), repr(float(limit)), ttl_ms, lease.id, _USAGE_TTL_S)
+        ok = await self._r.eval(
+            _RESERVE, 3, *lease.keys, repr(lease.amount), repr(float(limit)), ttl_ms, lease.id, _USAGE_TTL_S,
+            SPENT_FIELD[unit], f"reserved_{unit}",
+        )
         if not int(ok):
             return False
-        self._leases.setdefault((key, float(usd)), []).append(lease)
+        self._leases.setdefault((key, unit, float(amount)), []).append(lease)
         self._start_renewing()
         return True
 
-    def holds(self, key: str, usd: float) -> bool:
-        """Whether this store set ``usd`` aside for ``key`` and has not given it back (no network)."""
-        return bool(self._leases.get((key, float(usd))))
+    def holds(self, key: str, amount: float, unit: Unit = "usd") -> bool:
+        """Whether this store set ``amount`` of ``unit`` aside for ``key`` and has not given it back (no network)."""
+        return bool(self._leases.get((key, unit, float(amount))))
 
-    def _take_lease(self, key: str, usd: float) -> Lease | None:
-        """Leases of one key and amount are interchangeable: giving back any one of them restores the same budget."""
-        leases = self._leases.get((key, float(usd)))
+    def _take_lease(self, key: str, amount: float, unit: Unit = "usd") -> Lease | None:
+        """Leases of one key, unit and amount are interchangeable: giving back any one restores the same budget."""
+        slot = (key, unit, float(amount))
+        leases = self._leases.get(slot)
         if not leases:
             return None
         lease = leases.pop()
         if not leases:
-            del self._leases[(key, float(usd))]
+            del self._leases[slot]
         return lease
 
-    async def release(self, key: str, usd: float) -> None:
-        lease = self._take_lease(key, usd)  # no longer renewed from here on: if the call below fails, it expires
+    async def release(self, key: str, amount: float, unit: Unit = "usd") -> None:
+        lease = self._take_lease(key, amount, unit)  # no longer renewed from here on: if the call below fails, it expires
         if lease is not None:
-            await self._r.eval(_RELEASE, 3, *lease.keys, lease.id)
+            await self._r.eval(_RELEASE, 3, *lease.keys, lease.id, f"reserved_{unit}")
 
-    async def reserved(self, key: str) -> float:
+    async def reserved(self, key: str, unit: Unit = "usd") -> float:
         """What is set aside for ``key`` today by live leases, after dropping the expired ones."""
-        keys = self._lease_keys(key)
-        await self._r.eval(_RELEASE, 3, *keys, "")
-        return float(await self._r.hget(keys[0], "reserved_usd") or 0.0)
+        keys = self._lease_keys(key, unit)
+        await self._r.eval(_RELEASE, 3, *keys, "", f"reserved_{unit}")
+        return float(await self._r.hget(keys[0], f"reserved_{unit}") or 0.0)
 
     def _start_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hybridgate.serving.state.base import UsageTotals
+from hybridgate.serving.state.base import SPENT_FIELD, Unit, UsageTotals
 from hybridgate.serving.state.memory import MemoryStore
 from hybridgate.serving.state.redis_store import RedisStore
 
@@ -94,30 +94,30 @@ class ResilientStore:
             last.energy_joules + local.energy_joules,
         )
 
-    async def reserve(self, key: str, usd: float, limit: float) -> bool:
+    async def reserve(self, key: str, amount: float, limit: float, unit: Unit = "usd") -> bool:
         if not self.degraded or time.monotonic() >= self._retry_at:
             try:
-                ok = await self.primary.reserve(key, usd, limit)
+                ok = await self.primary.reserve(key, amount, limit, unit)
             except _DOWN as exc:
                 self._went_down(exc)  # a script that ran before the connection dropped leaves a lease that expires
             else:
                 self._came_back()
                 return ok
         # In memory, against what Redis last said was spent (plus what memory has seen since); asked once only.
-        already = self._last_seen.get(key, UsageTotals()).cloud_cost_usd
-        return await self.fallback.reserve(key, usd, max(0.0, limit - already))
+        already = getattr(self._last_seen.get(key, UsageTotals()), SPENT_FIELD[unit])
+        return await self.fallback.reserve(key, amount, max(0.0, limit - already), unit)
 
-    async def release(self, key: str, usd: float) -> None:
+    async def release(self, key: str, amount: float, unit: Unit = "usd") -> None:
         """Given back where it was set aside: a reservation made in memory while Redis was away must not come off
         Redis's total once it is back (nor one made in Redis off memory's)."""
-        if self.primary.holds(key, usd):
-            await self._call(lambda s: s.release(key, usd) if s is self.primary else self._drop_lease(key, usd))
+        if self.primary.holds(key, amount, unit):
+            await self._call(lambda s: s.release(key, amount, unit) if s is self.primary else self._drop_lease(key, amount, unit))
         else:
-            await self.fallback.release(key, usd)
+            await self.fallback.release(key, amount, unit)
 
-    async def _drop_lease(self, key: str, usd: float) -> None:
+    async def _drop_lease(self, key: str, amount: float, unit: Unit = "usd") -> None:
         """Redis is away: stop renewing the lease, and Redis drops it when it expires."""
-        self.primary._take_lease(key, usd)
+        self.primary._take_lease(key, amount, unit)
 
     async def account(
         self,
