@@ -125,14 +125,14 @@ class Dashboard:
 
         @api.get("/feedback", responses=_errors(422))
         async def feedback(
-            id: list[str] = Query([], description="request ids whose rating to read, repeated (at most 200)"),  # noqa: A002
+            ids: list[str] = Query([], alias="id", description="request ids whose rating to read, repeated (at most 200)"),
             gateway: Gateway = Depends(gw),
         ) -> JSONResponse:
             """The users' ratings (0 bad .. 1 good, null: none yet) of answers already on the page: a live table
             reads only newer decisions, and a rating arrives after its decision."""
-            if len(id) > MAX_FEEDBACK_IDS:
+            if len(ids) > MAX_FEEDBACK_IDS:
                 raise ApiError(422, f"at most {MAX_FEEDBACK_IDS} ids", code="invalid_schema", param="id")
-            return JSONResponse(await views.feedback_of(gateway, list(dict.fromkeys(i[:128] for i in id))), headers=SAFE_HEADERS)
+            return JSONResponse(await views.feedback_of(gateway, list(dict.fromkeys(i[:128] for i in ids))), headers=SAFE_HEADERS)
 
         @api.get("/router")
         async def router(gateway: Gateway = Depends(gw), history: HistorySampler = Depends(sampler)) -> JSONResponse:
