@@ -112,9 +112,12 @@ async def run(n: int, repeats: int, redis_url: str | None) -> dict[str, Any]:
             for name, (page, api) in PAGES.items():
                 first = await cpu_ms(client, [page, *ASSETS, api])  # cold: nothing of this page read before
                 load = [await cpu_ms(client, [page, *ASSETS, api]) for _ in range(repeats)]
-                if name.startswith("decisions"):  # the page's updates ask only for what is newer than it has
-                    api += f"&since={(await client.get(api)).json()['newest_ts']}"
-                update = [await cpu_ms(client, [api]) for _ in range(repeats)]
+                polls = [api]
+                if name.startswith("decisions"):  # the page's updates ask only for what is newer than it has,
+                    shown = (await client.get(api)).json()  # and for the ratings of its rows without one (all, here)
+                    ids = "&".join(f"id={d['id']}" for d in shown["data"])
+                    polls = [f"{api}&since={shown['newest_ts']}", f"/ui/api/feedback?{ids}"]
+                update = [await cpu_ms(client, polls) for _ in range(repeats)]
                 rows.append({
                     "page": name,
                     "first_load_cpu_ms": round(first, 2),

@@ -63,12 +63,13 @@ def latency_table(o: dict[str, Any]) -> Table:
 
 
 def decisions_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table("time", "tenant", "route", "mode", "backend", "score", "tokens", "ms", "J", "$", "status", title="newest decisions")
+    t = Table("time", "tenant", "route", "mode", "backend", "score", "tokens", "ms", "J", "$", "rating", "status", title="newest decisions")
     for d in rows:
         t.add_row(
             datetime.fromtimestamp(d["ts"] or 0).strftime("%H:%M:%S"),
             Text(_fmt(d["tenant"])), Text(_fmt(d["route"])), Text(_fmt(d["mode"])), Text(_fmt(d["backend"])),
-            _fmt(d["score"], ".3f"), str(d["tokens"]), _fmt(d["latency_ms"]), _fmt(d["energy_j"]), _fmt(d["cost_usd"]), Text(_fmt(d["status"])),
+            _fmt(d["score"], ".3f"), str(d["tokens"]), _fmt(d["latency_ms"]), _fmt(d["energy_j"]), _fmt(d["cost_usd"]), _fmt(d.get("feedback")),
+            Text(_fmt(d["status"])),
         )
     return t
 

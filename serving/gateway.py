@@ -853,6 +853,7 @@ class Gateway:
         held = await self.state.take_held(request_id, key_id(api_key))
         if held is None:
             return None
+        await self.state.rate(request_id, rating)  # beside the decision log, for the dashboard's Feedback column
         good = rating >= 0.5
         label: int | None
         if held["route"] == Route.LOCAL.value:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hybridgate.serving.metrics import Metrics
@@ -71,7 +71,7 @@ def test_quantile_lies_in_the_bucket_of_the_true_quantile(values: list[float], q
 
 # -- access -----------------------------------------------------------------------------------------------------
 
-API = ["/ui/api/overview", "/ui/api/decisions", "/ui/api/router", "/ui/api/nodes", "/ui/api/overview?window=day"]
+API = ["/ui/api/overview", "/ui/api/decisions", "/ui/api/router", "/ui/api/nodes", "/ui/api/overview?window=day", "/ui/api/feedback?id=x"]
 PAGES = ["/ui", "/ui/decisions", "/ui/router", "/ui/nodes"]
 
 
@@ -131,7 +131,7 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(keyed: ServerThread) -> N
 
 def test_the_json_the_pages_read_is_in_the_openapi_schema(keyed: ServerThread) -> None:
     paths = httpx.get(keyed.url + "/openapi.json", headers={"authorization": f"Bearer {ADMIN}"}).json()["paths"]
-    for p in ("/ui/api/overview", "/ui/api/decisions", "/ui/api/decisions/{request_id}", "/ui/api/router", "/ui/api/nodes"):
+    for p in ("/ui/api/overview", "/ui/api/decisions", "/ui/api/decisions/{request_id}", "/ui/api/router", "/ui/api/nodes", "/ui/api/feedback"):
         assert p in paths and "401" in paths[p]["get"]["responses"], p
 
 
@@ -206,3 +206,83 @@ async def test_collaborative_answers_are_counted_by_mode_once_from_the_decision_
     for _, c in await sampler.buckets(HOUR, now):
         add_into(total, c)
     assert {k: v for k, v in total.items() if k.startswith("mode|")} == {"mode|cascade": 40, "mode|condense": 3, "mode|redact": 1}
+
+
+# -- feedback on the decision rows --------------------------------------------------------------------------------
+
+
+def _ask(url: str, key: str) -> str:
+    # routed (threshold 0: to the cloud), so the answer is held for a rating; a pinned model is not scored
+    r = post_chat(url, {"model": "hybridgate/auto", "messages": [{"role": "user", "content": "hi"}]}, headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 200
+    return str(r.json()["id"])
+
+
+def _rate(url: str, rid: str, rating: str | float, key: str) -> int:
+    return httpx.post(f"{url}/v1/feedback", json={"id": rid, "rating": rating}, headers={"authorization": f"Bearer {key}"}).status_code
+
+
+def _feedback_column(url: str) -> dict[str, float | None]:
+    rows = httpx.get(url + "/ui/api/decisions?limit=50", headers={"authorization": f"Bearer {ADMIN}"}).json()["data"]
+    return {r["id"]: r["feedback"] for r in rows}
+
+
+def test_a_decision_row_shows_its_own_rating_and_no_one_elses(make_gateway: Callable[..., ServerThread]) -> None:
+    """Only the key that asked rates an answer, once; the row shows that rating and nothing before it."""
+    srv = make_gateway(server={"api_keys": ["a", "b"], "admin_keys": [ADMIN]}, router={"threshold": 0.0})
+    rated, unrated, bs = _ask(srv.url, "a"), _ask(srv.url, "a"), _ask(srv.url, "b")
+    assert _rate(srv.url, rated, "bad", "b") == 404  # another key's rating is refused ...
+    assert _rate(srv.url, bs, 0.75, "a") == 404
+    assert _feedback_column(srv.url) == {rated: None, unrated: None, bs: None}  # ... and never shows
+    assert _rate(srv.url, rated, 0.25, "a") == 200
+    assert _rate(srv.url, rated, 1.0, "a") == 404  # one rating per answer: the first one stays
+    assert _feedback_column(srv.url) == {rated: 0.25, unrated: None, bs: None}
+    h = {"authorization": f"Bearer {ADMIN}"}
+    assert httpx.get(f"{srv.url}/ui/api/decisions/{rated}", headers=h).json()["feedback"] == 0.25
+    assert httpx.get(f"{srv.url}/ui/api/decisions/{unrated}", headers=h).json()["feedback"] is None
+    # what the live table asks for the rows it already shows
+    got = httpx.get(f"{srv.url}/ui/api/feedback", params=[("id", rated), ("id", unrated), ("id", "<script>")], headers=h).json()
+    assert got["data"] == {rated: 0.25, unrated: None, "<script>": None}
+    too_many = httpx.get(f"{srv.url}/ui/api/feedback", params=[("id", str(i)) for i in range(201)], headers=h)
+    assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "invalid_schema"
+    assert httpx.get(f"{srv.url}/ui/api/feedback", params={"id": rated}, headers={"authorization": "Bearer a"}).status_code == 401
+
+
+def test_with_redis_a_rating_given_through_one_gateway_shows_in_another(make_gateway: Callable[..., ServerThread], redis_url: str) -> None:
+    sections = {"server": {"api_keys": ["a"], "admin_keys": [ADMIN]}, "state": {"redis_url": redis_url}, "router": {"threshold": 0.0}}
+    first, second = make_gateway(**sections), make_gateway(**sections)
+    rid, other = _ask(first.url, "a"), _ask(first.url, "a")
+    assert _rate(second.url, rid, "good", "a") == 200
+    assert _feedback_column(first.url) == {rid: 1.0, other: None}
+    assert _feedback_column(second.url) == {rid: 1.0, other: None}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 12), st.sampled_from([0.0, 0.5, 1.0])), max_size=40))
+async def test_ratings_are_kept_for_the_newest_answers_rated_in_memory_and_redis(redis_url: str, steps: list[tuple[int, float]]) -> None:
+    """Both stores keep the ratings of the newest ``decision_log_size`` answers rated (bounded like the log),
+    each answer's first rating, and read any set of ids in one call."""
+    import redis.asyncio as aioredis
+
+    from hybridgate.serving.state.memory import MemoryStore
+    from hybridgate.serving.state.redis_store import RedisStore
+
+    size = 5
+    async with aioredis.Redis.from_url(redis_url) as r:
+        await r.delete("hybridgate:ratings", "hybridgate:rated")
+    stores = [MemoryStore(decision_log_size=size), RedisStore(redis_url, decision_log_size=size)]
+    expected: dict[str, float] = {}
+    for n, rating in steps:
+        rid = f"chatcmpl-{n}"
+        if rid in expected:
+            continue  # take_held lets one rating per answer through
+        expected[rid] = rating
+        while len(expected) > size:
+            del expected[next(iter(expected))]
+        for store in stores:
+            await store.rate(rid, rating)
+    ids = [f"chatcmpl-{n}" for n in range(13)]
+    for store in stores:
+        assert await store.ratings(ids) == expected, store.kind
+        assert await store.ratings([]) == {}
+        await store.aclose()

@@ -19,6 +19,7 @@ from hybridgate.classifiers.embedder import Embedder
 from hybridgate.serving.app import create_app
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.build import build_gateway
+from hybridgate.serving.state.base import key_id
 from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app
 from tests.conftest import ServerThread, gateway_config, need_program, post_chat
 
@@ -53,12 +54,15 @@ def site(local_model: LlamaBackend, query_embedder: Embedder) -> Iterator[dict[s
             msg = [{"role": "user", "content": "Say hi."}]
             for _ in range(LOCAL):
                 assert post_chat(srv.url, {"model": "hybridgate/local", "messages": msg, "max_tokens": 2}, headers=h).status_code == 200
+            cloud_ids = []
             for _ in range(CLOUD):
                 body = {"model": "hybridgate/cloud", "messages": msg, "user": HOSTILE_USER}
-                assert post_chat(srv.url, body, headers=h).status_code == 200
+                r = post_chat(srv.url, body, headers=h)
+                assert r.status_code == 200
+                cloud_ids.append(r.json()["id"])
             refused = post_chat(srv.url, {"model": "hybridgate/cloud", "messages": msg}, headers={**h, "x-hybridgate-privacy": "strict"})
             assert refused.status_code == 403
-            yield {"url": srv.url, "exe": exe, "gateway": gateway}
+            yield {"url": srv.url, "exe": exe, "gateway": gateway, "cloud_ids": cloud_ids}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +146,19 @@ def test_decisions_table_filters_explains_and_shows_hostile_values_as_text(site:
     page.goto(site["url"] + "/ui/decisions")
     page.wait_for_selector("#decisions tbody tr")
     assert HOSTILE_USER in text(page, "#decisions") and HOSTILE_REASON in text(page, "#decisions")
+    # a rating given while its row is on the page reaches the row's Feedback cell with the next updates (a pinned
+    # model is not scored, so nothing was held for a rating: hold the cloud answer as a routed one would be)
+    rated = site["cloud_ids"][0]
+    held = {"key": key_id(TENANT), "route": "cloud"}
+    worker = threading.Thread(target=lambda: asyncio.run(gw.state.hold(rated, held, 600)))
+    worker.start()
+    worker.join()
+    column = page.locator("#decisions th").all_text_contents().index("feedback") + 1
+    cell = page.locator(f"tr[data-id='{rated}'] td:nth-child({column})")
+    expect(cell).to_have_text("—", timeout=100)
+    fb = httpx.post(site["url"] + "/v1/feedback", json={"id": rated, "rating": 0.75}, headers={"authorization": f"Bearer {TENANT}"})
+    assert fb.status_code == 200
+    expect(cell).to_have_text("0.75", timeout=2000)
     page.select_option("#route-filter", "local")
     expect(page.locator("#decisions tbody tr")).to_have_count(LOCAL)
     page.select_option("#route-filter", "")

@@ -86,6 +86,16 @@ class StateStore(Protocol):
         so another key can neither read a record nor spend its owner's one rating."""
         ...
 
+    async def rate(self, request_id: str, rating: float) -> None:
+        """The user's rating (0 bad .. 1 good) of the answer ``request_id``, kept beside the decision log and as
+        bounded as it (the newest ``decision_log_size`` ratings), so the dashboard can show it on the decision's row.
+        Only called once :meth:`take_held` accepted the rating: one per answer, by the key that asked."""
+        ...
+
+    async def ratings(self, request_ids: list[str]) -> dict[str, float]:
+        """The ratings of those of ``request_ids`` that have one (one read for them all); unrated ones are absent."""
+        ...
+
     async def add_label(self, record: dict[str, Any]) -> None:
         """A labelled query vector (no text) for federated training; the store keeps the newest ones."""
         ...

@@ -21,6 +21,8 @@ class MemoryStore:
         self._held: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._labels: deque[dict[str, Any]] = deque(maxlen=label_store_size)
         self._held_entries = label_store_size
+        self._ratings: OrderedDict[str, float] = OrderedDict()
+        self._ratings_size = decision_log_size
         self._nodes: dict[str, tuple[float, dict[str, Any]]] = {}  # while Redis is away: this replica's own view
 
     async def record_usage(
@@ -105,6 +107,15 @@ class MemoryStore:
             return None
         del self._held[request_id]
         return None if time.monotonic() >= hit[0] else hit[1]
+
+    async def rate(self, request_id: str, rating: float) -> None:
+        self._ratings[request_id] = float(rating)
+        self._ratings.move_to_end(request_id)
+        while len(self._ratings) > self._ratings_size:
+            self._ratings.popitem(last=False)
+
+    async def ratings(self, request_ids: list[str]) -> dict[str, float]:
+        return {i: self._ratings[i] for i in request_ids if i in self._ratings}
 
     async def add_label(self, record: dict[str, Any]) -> None:
         self._labels.append(record)

@@ -80,6 +80,15 @@ end
 return renewed
 """
 
+# A rating in the ratings hash, its id at the head of a list; the oldest beyond the decision log's size leave both
+# (KEYS: hash, list; ARGV: id, rating, size). One script, so the hash never holds a rating the list forgot.
+_RATE = """
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[1]) end
+local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])
+for _ = 1, over do redis.call('HDEL', KEYS[1], redis.call('RPOP', KEYS[2])) end
+return over
+"""
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -274,6 +283,15 @@ class RedisStore:
     async def take_held(self, request_id: str, owner: str) -> dict[str, Any] | None:
         raw = await self._r.getdel(f"{_PREFIX}held:{owner}:{request_id}")  # one rating per answer
         return None if raw is None else json.loads(raw)
+
+    async def rate(self, request_id: str, rating: float) -> None:
+        await self._r.eval(_RATE, 2, f"{_PREFIX}ratings", f"{_PREFIX}rated", request_id, repr(float(rating)), self._size)
+
+    async def ratings(self, request_ids: list[str]) -> dict[str, float]:
+        if not request_ids:
+            return {}
+        found = await self._r.hmget(f"{_PREFIX}ratings", request_ids)  # one round trip for the whole page
+        return {i: float(v) for i, v in zip(request_ids, found, strict=True) if v is not None}
 
     async def add_label(self, record: dict[str, Any]) -> None:
         async with self._r.pipeline(transaction=True) as p:

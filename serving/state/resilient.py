@@ -167,6 +167,12 @@ class ResilientStore:
     async def take_held(self, request_id: str, owner: str) -> dict[str, Any] | None:
         return await self._call(lambda s: s.take_held(request_id, owner))
 
+    async def rate(self, request_id: str, rating: float) -> None:
+        await self._call(lambda s: s.rate(request_id, rating))
+
+    async def ratings(self, request_ids: list[str]) -> dict[str, float]:
+        return await self._call(lambda s: s.ratings(request_ids))
+
     async def add_label(self, record: dict[str, Any]) -> None:
         await self._call(lambda s: s.add_label(record))
 

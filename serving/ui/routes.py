@@ -33,6 +33,7 @@ SAFE_HEADERS = {
 PAGES = {"overview": "Overview", "decisions": "Decisions", "router": "Router", "nodes": "Nodes and fleet"}
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 MAX_FORM_BYTES = 4096
+MAX_FEEDBACK_IDS = 200
 
 
 def _asset(name: str) -> str:
@@ -121,6 +122,17 @@ class Dashboard:
             if found is None:
                 raise ApiError(404, "no decision with this id in the decision log", type="not_found_error", code="decision_not_found")
             return JSONResponse(found, headers=SAFE_HEADERS)
+
+        @api.get("/feedback", responses=_errors(422))
+        async def feedback(
+            ids: list[str] = Query([], alias="id", description="request ids whose rating to read, repeated (at most 200)"),
+            gateway: Gateway = Depends(gw),
+        ) -> JSONResponse:
+            """The users' ratings (0 bad .. 1 good, null: none yet) of answers already on the page: a live table
+            reads only newer decisions, and a rating arrives after its decision."""
+            if len(ids) > MAX_FEEDBACK_IDS:
+                raise ApiError(422, f"at most {MAX_FEEDBACK_IDS} ids", code="invalid_schema", param="id")
+            return JSONResponse(await views.feedback_of(gateway, list(dict.fromkeys(i[:128] for i in ids))), headers=SAFE_HEADERS)
 
         @api.get("/router")
         async def router(gateway: Gateway = Depends(gw), history: HistorySampler = Depends(sampler)) -> JSONResponse:

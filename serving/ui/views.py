@@ -122,8 +122,9 @@ def _joules(d: dict[str, Any]) -> float:
     return round(sum(float(s.get("joules") or 0.0) for s in (d.get("energy") or {}).values()), 4)
 
 
-def decision_row(d: dict[str, Any]) -> dict[str, Any]:
-    """One table row: what was decided and what it took, from a fixed list of fields."""
+def decision_row(d: dict[str, Any], feedback: float | None = None) -> dict[str, Any]:
+    """One table row: what was decided and what it took, from a fixed list of fields; ``feedback`` is the user's
+    rating of the answer (kept apart from the log, see :func:`with_feedback`), None where there is none."""
     dec = d.get("decided") or {}
     signals = sorted(dec.get("signals") or [], key=lambda s: -abs(float(s.get("push") or 0.0)))[:3]
     fb = d.get("fallback") or {}
@@ -147,15 +148,25 @@ def decision_row(d: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": d.get("cost_usd"),
         "fallback": {"from": fb.get("from"), "reason": fb.get("reason")} if fb else None,
         "cache": d.get("cache"),
+        "feedback": feedback,
     }
 
 
-def explanation(d: dict[str, Any]) -> dict[str, Any]:
+async def with_feedback(gateway: Gateway, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's rating, read for all the rows in one go: ratings arrive after their decision was logged, so
+    they live in the store beside the log (the log itself is never rewritten)."""
+    found = await gateway.state.ratings([str(r["id"]) for r in rows if r.get("id")])
+    for r in rows:
+        r["feedback"] = found.get(str(r.get("id")))
+    return rows
+
+
+def explanation(d: dict[str, Any], feedback: float | None = None) -> dict[str, Any]:
     """The whole decision: every reason, signal, node estimate, threshold, fallback, energy side and the
     collaboration's report, as the gateway logged it (the log holds no text of the conversation)."""
     dec = d.get("decided") or {}
     return {
-        **decision_row(d),
+        **decision_row(d, feedback),
         "object": "hybridgate.ui.decision",
         "decision_ms": d.get("decision_ms"),
         "prompt_tokens": d.get("prompt_tokens"),
@@ -209,15 +220,22 @@ async def decisions(gateway: Gateway, limit: int, route: str | None, tenant: str
         if len(rows) < limit:
             rows.append(decision_row(d))
     newest = max((float(d.get("ts") or 0) for d in recent), default=since)
-    return {"object": "list", "data": rows, "tenants": sorted(tenants)[:200], "scanned": len(recent), "newest_ts": newest}
+    return {"object": "list", "data": await with_feedback(gateway, rows), "tenants": sorted(tenants)[:200], "scanned": len(recent), "newest_ts": newest}
 
 
 async def find_decision(gateway: Gateway, request_id: str) -> dict[str, Any] | None:
     size = gateway.cfg.state.decision_log_size if gateway.state.kind == "memory" else min(gateway.cfg.state.decision_log_size, REDIS_SCAN)
     for d in await gateway.state.recent_decisions(size):
         if d.get("id") == request_id:
-            return explanation(d)
+            return explanation(d, (await gateway.state.ratings([request_id])).get(request_id))
     return None
+
+
+async def feedback_of(gateway: Gateway, request_ids: list[str]) -> dict[str, Any]:
+    """The ratings of answers the page already shows: a rating comes after its row, which an update that reads
+    only newer decisions would never bring."""
+    found = await gateway.state.ratings(request_ids)
+    return {"object": "hybridgate.ui.feedback", "data": {i: found.get(i) for i in request_ids}}
 
 
 def _router_header(gateway: Gateway) -> dict[str, Any]:

@@ -181,13 +181,24 @@ async function explain(main, id) {
     el("div", { class: "cols" },
       section("Outcome", kv({ time: time(d.ts), tenant: d.tenant, user: d.user, status: d.status, route: d.route, mode: d.mode,
         backend: d.backend, "decision ms": d.decision_ms, "prompt tokens": d.prompt_tokens, "completion tokens": d.completion_tokens,
-        "latency ms": d.latency_ms, "energy J": d.energy_j, "cost USD": d.cost_usd, cache: d.cache })),
+        "latency ms": d.latency_ms, "energy J": d.energy_j, "cost USD": d.cost_usd, feedback: d.feedback, cache: d.cache })),
       section("Why", kv({ score: d.decided.score, "t_cloud": d.decided.threshold, "t_local": d.decided.t_local,
         reasons: (d.decided.reasons || []).join("; "), signals: signals(d.decided.signals), "personal data": (d.decided.personal_data || []).join(", "),
         private: d.decided.private, router: d.decided.router, "router version": d.decided.router_version,
         fallbacks: (d.decided.fallbacks || []).join(", "), "fell back from": d.fallback ? d.fallback.from : null,
         "fallback reason": d.fallback ? d.fallback.reason : null }))),
     section("Full record", el("pre", { id: "explanation-json" }, JSON.stringify(d, null, 2))));
+}
+
+// A rating arrives after its row is on the page, and an update reads only newer rows: ask again for the ratings
+// of the rows shown without one (one request for all of them).
+async function refreshFeedback() {
+  const open = state.rows.filter((d) => d.feedback === null || d.feedback === undefined).map((d) => d.id).filter(Boolean);
+  if (!open.length) return;
+  const q = new URLSearchParams();
+  for (const id of open) q.append("id", id);
+  const found = (await getJSON("/ui/api/feedback?" + q.toString())).data;
+  for (const d of state.rows) if (found[d.id] !== null && found[d.id] !== undefined) d.feedback = found[d.id];
 }
 
 // The first read (and a new filter) asks for the newest 100; each update after asks only for what is newer.
@@ -201,6 +212,7 @@ async function decisions(main) {
   const data = await getJSON("/ui/api/decisions?" + q.toString());
   if (state.filter !== filter && !fresh) return;  // the filter changed while this was in flight
   state.rows = fresh ? data.data : [...data.data, ...state.rows].slice(0, 100);
+  if (!fresh) await refreshFeedback();
   state.since = data.newest_ts;
   state.filter = filter;
   state.tenants = [...new Set([...(fresh ? [] : state.tenants), ...data.tenants])].sort();
@@ -221,10 +233,10 @@ async function decisions(main) {
   const rows = state.rows.map((d) => ({
     attrs: { class: "clickable", "data-id": d.id, on: { click: () => explain(main, d.id) } },
     cells: [time(d.ts), fmt(d.tenant), fmt(d.user), fmt(d.route), fmt(d.mode), fmt(d.backend), score(d), signals(d.signals),
-      d.tokens, fmt(d.latency_ms), fmt(d.energy_j), fmt(d.cost_usd), fmt(d.status), d.fallback ? "from " + d.fallback.from + ": " + d.fallback.reason : ""],
+      d.tokens, fmt(d.latency_ms), fmt(d.energy_j), fmt(d.cost_usd), fmt(d.feedback), fmt(d.status), d.fallback ? "from " + d.fallback.from + ": " + d.fallback.reason : ""],
   }));
   document.getElementById("table-box").replaceChildren(table(
-    ["time", "tenant", "user", "route", "mode", "backend", "score / thresholds", "signals", "tokens", "latency ms", "energy J", "cost USD", "status", "fallback"],
+    ["time", "tenant", "user", "route", "mode", "backend", "score / thresholds", "signals", "tokens", "latency ms", "energy J", "cost USD", "feedback", "status", "fallback"],
     rows, { id: "decisions" }));
 }
 
