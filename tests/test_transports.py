@@ -70,9 +70,9 @@ def test_the_configured_key_variable_wins_over_the_providers(monkeypatch: pytest
     monkeypatch.setenv("GROQ_API_KEY", "from-provider-var")
     monkeypatch.setenv("MY_KEY", "from-config")
     cfg = RemoteConfig(name="c", model="groq/x")
-    assert api_key(cfg, resolve_wire(cfg.model, None, "auto").key_env) == "from-provider-var"
-    assert api_key(RemoteConfig(name="c", model="groq/x", api_key_env="MY_KEY"), "GROQ_API_KEY") == "from-config"
-    assert api_key(RemoteConfig(name="c", model="groq/x", api_key_env="UNSET_VAR"), "GROQ_API_KEY") is None
+    assert api_key(cfg) == "from-provider-var"
+    assert api_key(RemoteConfig(name="c", model="groq/x", api_key_env="MY_KEY")) == "from-config"
+    assert api_key(RemoteConfig(name="c", model="groq/x", api_key_env="UNSET_VAR")) is None
 
 
 def test_the_default_configuration_gets_the_native_transport(make_gateway: Callable[..., ServerThread], stub) -> None:

@@ -61,6 +61,14 @@ def _split(model: str) -> tuple[str | None, str]:
     return (prefix, rest) if sep and rest else (None, model)
 
 
+def provider_key_env(model: str) -> str | None:
+    """The variable an OpenAI-wire provider's key conventionally lives in (None for other providers: litellm
+    reads theirs itself)."""
+    prefix, _ = _split(model)
+    provider = _BY_PREFIX.get(prefix) if prefix else None
+    return provider.key_env if provider else None
+
+
 def _base(provider: Provider, api_base: str | None) -> str | None:
     if api_base is None:
         return provider.api_base

@@ -9,13 +9,14 @@ from dataclasses import replace
 from typing import Any
 
 from hybridgate.serving.backends.base import Completion, Usage
+from hybridgate.serving.backends.providers import provider_key_env
 from hybridgate.serving.config import RemoteConfig
 
 
-def api_key(cfg: RemoteConfig, default_env: str | None = None) -> str | None:
-    """The key named by ``api_key_env`` (else the provider's usual variable, ``default_env``); a keyless
-    OpenAI-compatible server gets a placeholder."""
-    env = cfg.api_key_env or default_env
+def api_key(cfg: RemoteConfig) -> str | None:
+    """The key named by ``api_key_env`` (else the provider's usual variable); a keyless OpenAI-compatible server
+    gets a placeholder. One answer for the transports and the health probes alike."""
+    env = cfg.api_key_env or provider_key_env(cfg.model)
     if env and os.environ.get(env):
         return os.environ[env]
     if cfg.api_key_env:

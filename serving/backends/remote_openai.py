@@ -44,7 +44,7 @@ class OpenAIHTTPBackend:
         self.route = Route(cfg.route)
         self.model_id = wire.model
         self.health = Health()
-        key = api_key(cfg, wire.key_env)
+        key = api_key(cfg)
         headers = {}
         if key:
             headers[wire.auth_header] = key if wire.auth_header != "Authorization" else f"Bearer {key}"
