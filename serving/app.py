@@ -213,7 +213,7 @@ def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> Fa
             raise ApiError(400, f"max_tokens {body.answer_limit} is above this key's cap of {cap}", code="max_tokens_exceeded", param="max_tokens")
         params = request_params(body, body.answer_limit if cap is None else min(body.answer_limit or cap, cap), messages)
         try:
-            decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints)
+            decision, ms, prompt_tokens = await gateway.decide(body, messages, api_key, hints, params)
             if not body.stream:
                 answer = await gateway.chat(body, params, decision, ms, api_key, prompt_tokens)
                 return JSONResponse(completion_body(answer.completion, answer.routing), headers=answer.routing.headers())

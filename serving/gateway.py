@@ -374,15 +374,19 @@ class Gateway:
         messages: list[dict[str, Any]],
         api_key: str | None,
         hints: RequestHints = RequestHints(),
+        params: ChatParams | None = None,
     ) -> tuple[Decision, float, int]:
-        """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates)."""
+        """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates).
+
+        ``params``: the request as the backends will get it, where the caller built it already (its strings are
+        what the privacy scan reads); otherwise built here."""
         budget_spent, energy_spent = await self._budgets_spent(api_key)
         energy_cap = self.cfg.budgets.energy_cap_for(api_key or "")
         t0 = time.perf_counter()
         # Rendering and tokenising the conversation and scanning it for personal data grow with the request:
         # off the event loop, like the classifier below.
         loop = asyncio.get_running_loop()
-        query = await loop.run_in_executor(self._cpu, self._query, req, messages, hints)
+        query = await loop.run_in_executor(self._cpu, self._query, req, messages, hints, params)
         ctx = RouteContext(
             backends={name: b.route for name, b in self.backends.items()},
             healthy=frozenset(name for name, b in self.backends.items() if b.health.healthy),
@@ -410,14 +414,16 @@ class Gateway:
         self.metrics.decision.observe(ms / 1000)
         return decision, ms, query.prompt_tokens
 
-    def _query(self, req: ChatCompletionRequest, messages: list[dict[str, Any]], hints: RequestHints) -> RouteQuery:
+    def _query(
+        self, req: ChatCompletionRequest, messages: list[dict[str, Any]], hints: RequestHints, params: ChatParams | None = None
+    ) -> RouteQuery:
         return RouteQuery(
             text=_query_text(messages),
             prompt_tokens=self.local.count_prompt_tokens(messages),
             n_messages=len(messages),
             requested_model=req.model,
             # Every string a cloud call would carry, not the content only: the same list the redact mode rewrites.
-            personal_data=self.detector.kinds(cloud_strings(request_params(req, messages=messages))),
+            personal_data=self.detector.kinds(cloud_strings(params or request_params(req, messages=messages))),
             privacy_strict=hints.privacy_strict,
             deadline_ms=hints.deadline_ms,
             needs_tools=req.uses_tools,
