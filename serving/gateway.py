@@ -195,13 +195,12 @@ def worst_usage(prompt_tokens: int, max_tokens: int, choices: int, route: Route)
     return Usage(prompt_tokens * (choices if route is Route.COLLAB else 1), max_tokens * choices)
 
 
-def _base_score(scorer: object, messages: list[dict[str, Any]]) -> float | None:
-    """The shipped router's score for the query, without this gateway's adapter: what an adapter trains on top of."""
+def _base_score(scorer: object, vector: np.ndarray, text: str, turns: int) -> float | None:
+    """The shipped router's score for the query (its ``vector`` already embedded), without this gateway's adapter:
+    what an adapter trains on top of."""
     if not isinstance(scorer, ClassifierScorer):
         return None
-    text = _query_text(messages)
-    model = scorer.model
-    return round(float(model.score(scorer.embedder.encode([text]), [text], [len(messages)])[0]), 6)
+    return round(float(scorer.model.score(vector[None, :], [text], [turns])[0]), 6)
 
 
 class Gateway:
@@ -810,7 +809,8 @@ class Gateway:
             text = _query_text(messages)
             vector = embedder.encode([text])[0]
             inputs = label_inputs(self.policy.scorer, text, len(messages))
-            return [round(float(v), 6) for v in vector], _base_score(self.policy.scorer, messages), inputs
+            base = _base_score(self.policy.scorer, vector, text, len(messages))
+            return [round(float(v), 6) for v in vector], base, inputs
 
         vector, base, inputs = await asyncio.get_running_loop().run_in_executor(self._cpu, vector_base_inputs)
         record = {
