@@ -54,7 +54,7 @@ def _versions() -> dict[str, str]:
 def save_router(model: RouterModel, folder: Path, *, name: str | None = None) -> dict[str, Any]:
     """Write the folder (arrays first, header last, each atomically) and return the header."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"head.{k}": np.ascontiguousarray(v) for k, v in model.head.arrays().items()}
+    arrays: dict[str, Any] = {f"head.{k}": np.ascontiguousarray(v) for k, v in model.head.arrays().items()}
     if model.features:
         arrays["features.mean"] = model.feature_mean
         arrays["features.scale"] = model.feature_scale
