@@ -14,7 +14,7 @@ import io
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ def save_router(model: RouterModel, folder: Path, *, name: str | None = None) ->
         "format_version": FORMAT_VERSION,
         "name": name or model.name,
         "version": digest[:12],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "embedder": {"name": model.embedder, "dim": model.dim},
         "features": list(FEATURE_NAMES) if model.features else [],
         "head": {"kind": model.head.kind, "params": model.head.params()},
