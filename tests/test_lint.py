@@ -40,13 +40,28 @@ def run_mypy() -> subprocess.CompletedProcess[str]:
     tree = package_tree(cache / "package-tree")
     packages = [arg for p in STRICT_PACKAGES for arg in ("-p", p)]
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(cache), *packages],
-        capture_output=True, text=True, cwd=tree, env={**os.environ, "MYPYPATH": str(tree)}, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(cache),
+            *packages,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        env={**os.environ, "MYPYPATH": str(tree)},
+        timeout=600,
     )
 
 
 def test_ruff() -> None:
-    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "."], capture_output=True, text=True, cwd=ROOT
+    )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
 
 

@@ -60,7 +60,18 @@ def test_the_wheel_installs_into_a_clean_venv_and_serves(tmp_path: Path) -> None
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, src / rel)
     # The wheel alone (an sdist first would compress the 23 MB of vectors twice).
-    _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check", "--outdir", dist, src, cwd=tmp_path)
+    _run(
+        sys.executable,
+        "-m",
+        "build",
+        "--wheel",
+        "--no-isolation",
+        "--skip-dependency-check",
+        "--outdir",
+        dist,
+        src,
+        cwd=tmp_path,
+    )
     wheels = list(dist.glob("hybridgate-*.whl"))
     assert len(wheels) == 1, sorted(p.name for p in dist.iterdir())
     # Every file of the package folders ships: the routers, their static vectors, the dashboard, the code.
@@ -73,9 +84,27 @@ def test_the_wheel_installs_into_a_clean_venv_and_serves(tmp_path: Path) -> None
     python = venv / "bin" / "python"
     site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path).strip())
     (site / "test-env-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", "--no-compile", wheels[0], cwd=tmp_path)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        "--no-compile",
+        wheels[0],
+        cwd=tmp_path,
+    )
 
-    where = _run(python, "-c", "import hybridgate.classifiers as c, hybridgate as h; print(h.__file__); print(c.__file__)", cwd=tmp_path)
+    where = _run(
+        python,
+        "-c",
+        "import hybridgate.classifiers as c, hybridgate as h; print(h.__file__); print(c.__file__)",
+        cwd=tmp_path,
+    )
     for line in where.split():
         assert Path(line).is_relative_to(venv), f"imported {line}, not the wheel's copy"
 
@@ -86,8 +115,12 @@ def test_the_wheel_installs_into_a_clean_venv_and_serves(tmp_path: Path) -> None
     # An empty cache: nothing derived earlier on this machine (distilled vectors) can stand in for missing files.
     env |= {"HYBRIDGATE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
-        [venv / "bin" / "hybridgate", "serve", "--config", config], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [venv / "bin" / "hybridgate", "serve", "--config", config],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
