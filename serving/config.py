@@ -516,7 +516,9 @@ def _conventional_env() -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for (section, key), name in CONVENTIONAL_ENV.items():
         if value := os.environ.get(name):
-            listed = key.endswith("_keys")
+            model, _ = section_model(GatewayConfig.model_fields[section].annotation)
+            assert model is not None, section
+            listed = get_origin(model.model_fields[key].annotation) is list  # written comma-separated
             extra.setdefault(section, {})[key] = [k.strip() for k in value.split(",") if k.strip()] if listed else value
     return extra
 
