@@ -29,10 +29,9 @@ from typing import Any
 import httpx
 import numpy as np
 import uvicorn
+from processes import free_port  # noqa: E402 - bench/ is on the path when run as a script
 from rich.console import Console
 from rich.table import Table
-
-from processes import free_port  # noqa: E402 - bench/ is on the path when run as a script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -31,9 +30,10 @@ from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from mmlu import EMBEDDER, add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
+
 from hybridgate.federated.apps import ServerPlan  # noqa: E402
 from hybridgate.federated.fleet_adaptation import identity, shipped_in_distribution  # noqa: E402
-from mmlu import EMBEDDER, add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
 from hybridgate.federated.partition import assign  # noqa: E402
 from hybridgate.federated.simulation import Evaluator, Vanish, poisoned_gateways, run_federation  # noqa: E402
 

@@ -32,8 +32,9 @@ from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hybridgate.federated.apps import ServerPlan  # noqa: E402
 from mmlu import EMBEDDER, add_data_options, load, static_vectors  # noqa: E402 - bench/ is on the path when run as a script
+
+from hybridgate.federated.apps import ServerPlan  # noqa: E402
 from hybridgate.federated.fleet_adaptation import federate, fleet_adaptation, transfer_fleets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

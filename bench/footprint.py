@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from processes import free_port  # noqa: E402 - bench/ is on the path when run as a script
 from rich.console import Console
 from rich.table import Table
-
-from processes import free_port  # noqa: E402 - bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "ray", "transformers", "scipy", "scikit-learn", "matplotlib", "flwr", "sentence-transformers", "onnxruntime")

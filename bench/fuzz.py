@@ -35,7 +35,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     from hybridgate.classifiers.embedder import load_embedder
     from hybridgate.serving.app import create_app

@@ -39,10 +39,9 @@ from pathlib import Path
 import httpx
 import psutil
 import yaml
+from processes import free_port, start, stop  # noqa: E402 - bench/ is on the path when run as a script
 from rich.console import Console
 from rich.table import Table
-
-from processes import free_port, start, stop  # noqa: E402 - bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_VENV = ROOT / "bench" / ".venv-litellm-proxy"

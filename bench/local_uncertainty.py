@@ -26,10 +26,11 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from mmlu import add_data_options, load  # noqa: E402 - bench/ is on the path when run as a script
+
 from hybridgate.classifiers.artifact import load_router, resolve_router  # noqa: E402
 from hybridgate.classifiers.embedder import load_embedder  # noqa: E402
 from hybridgate.classifiers.protocols import FOLDS, Bench  # noqa: E402
-from mmlu import add_data_options, load  # noqa: E402 - bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"

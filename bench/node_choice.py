@@ -44,10 +44,9 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from processes import free_port, start, stop  # noqa: E402 - bench/ is on the path when run as a script
 from rich.console import Console
 from rich.table import Table
-
-from processes import free_port, start, stop  # noqa: E402 - bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console(width=150)

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ def _versions() -> dict[str, str]:
 def save_router(model: RouterModel, folder: Path, *, name: str | None = None) -> dict[str, Any]:
     """Write the folder (arrays first, header last, each atomically) and return the header."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"head.{k}": np.ascontiguousarray(v) for k, v in model.head.arrays().items()}
+    arrays: dict[str, Any] = {f"head.{k}": np.ascontiguousarray(v) for k, v in model.head.arrays().items()}
     if model.features:
         arrays["features.mean"] = model.feature_mean
         arrays["features.scale"] = model.feature_scale
@@ -71,7 +71,7 @@ def save_router(model: RouterModel, folder: Path, *, name: str | None = None) ->
         "format_version": FORMAT_VERSION,
         "name": name or model.name,
         "version": digest[:12],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "embedder": {"name": model.embedder, "dim": model.dim},
         "features": list(FEATURE_NAMES) if model.features else [],
         "head": {"kind": model.head.kind, "params": model.head.params()},

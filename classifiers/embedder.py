@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -111,9 +111,9 @@ class _StConfig:
         return cls(max_len, pooling, "Normalize" in types)
 
 
-def _json(path: Path, default: object) -> dict | list:
+def _json(path: Path, default: Any) -> Any:
     if not path.is_file():
-        return default  # type: ignore[return-value]
+        return default
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -39,7 +39,7 @@ def source_block(src: Source, x: np.ndarray, rows: np.ndarray, hidden: frozenset
             continue
         cols.append(j)
         out.append(n)
-    return Block(src.name, x[rows], src.outcomes[np.ix_(rows, cols)] if cols else np.zeros((int(rows.sum()), 0)), out)
+    return Block(src.name, x[rows], src.outcomes[np.ix_(rows, np.asarray(cols, dtype=np.intp))] if cols else np.zeros((int(rows.sum()), 0)), out)
 
 
 @dataclass

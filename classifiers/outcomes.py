@@ -116,7 +116,7 @@ class OutcomeModel:
         masks = [~np.isnan(b.y) for b in blocks]
         ys = [np.nan_to_num(b.y) for b in blocks]
         weights = [mk / max(1, mk.sum()) for mk in masks]  # each source counts the same, whatever its size
-        params = {
+        params: dict[str, Any] = {
             "w": rng.normal(0, 0.01, (D, d)),
             "v": rng.normal(0, 0.1, (M, d)),
             "theta": np.zeros(M),

@@ -19,11 +19,18 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, MultiKrum, Strategy
 
 from hybridgate.federated import secure as secagg
-from hybridgate.federated.checks import MAX_EXAMPLES, ReplyRejected, RequestRejected, checked_count, checked_train_request, checked_weights
+from hybridgate.federated.checks import (
+    MAX_EXAMPLES,
+    ReplyRejected,
+    RequestRejected,
+    checked_count,
+    checked_train_request,
+    checked_weights,
+)
 from hybridgate.federated.node_weights import MAX_ANSWERS, NodeWeightsSource
 from hybridgate.federated.node_weights import register as register_node_weights
-from hybridgate.federated.traffic import CountingGrid
 from hybridgate.federated.task import LocalData, UpdateRejected, check_update, local_train, scores
+from hybridgate.federated.traffic import CountingGrid
 
 log = logging.getLogger(__name__)
 

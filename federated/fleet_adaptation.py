@@ -26,8 +26,8 @@ import numpy as np
 from hybridgate.classifiers.adapt import Adapter, fit_adapter, logit
 from hybridgate.classifiers.data import RoutingData
 from hybridgate.classifiers.metrics import routing_curve
-from hybridgate.classifiers.protocols import FOLDS, Bench
 from hybridgate.classifiers.model import RouterModel
+from hybridgate.classifiers.protocols import FOLDS, Bench
 from hybridgate.classifiers.training import fit_router, out_of_fold_scores
 from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.simulation import Evaluator, SimulationResult, run_federation

@@ -183,7 +183,12 @@ class NoisySum(LegacyStrategy):
     when gateways drop out: SecAgg+ survives them, so the noise is scaled to the survivors instead."""
 
     def __init__(self, inner: LegacyStrategy, noise: float, clip: float, population: int, delta: float) -> None:
-        from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, SamplingMethod
+        from flwr.supercore.privacy_accounting import (
+            GaussianPrivacyEvent,
+            NeighboringRelation,
+            PrivacyConfig,
+            SamplingMethod,
+        )
         from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
         super().__init__()

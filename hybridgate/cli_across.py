@@ -16,8 +16,8 @@ from hybridgate.cli_common import fail
 
 
 def _prepare(data: list[Path], cache: bool, embedder_name: str = "all-MiniLM-L6-v2-static") -> tuple[Any, Any, Any, Any]:
-    from hybridgate.cli_router import _cache_dir, _embedder
     from hybridgate.classifiers.outcome_router import prepare
+    from hybridgate.cli_router import _cache_dir, _embedder
 
     if not data:
         fail("give one --data per source folder")

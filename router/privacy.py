@@ -86,7 +86,8 @@ def normalise(text: str) -> tuple[str, list[int] | None]:
     First NFKC, with invisible characters dropped, then ``%40`` and its kin read as '@' (so ``%\u200b40`` and
     a full-width ``％４０`` are too). Only what needs it is touched: ASCII runs are copied, and a non-ASCII run
     that NFKC maps one character for one keeps its indices."""
-    norm, index = text, None
+    norm = text
+    index: list[int] | None = None
     if _NON_ASCII.search(text) is not None:
         out: list[str] = []
         index = []
@@ -114,6 +115,7 @@ def normalise(text: str) -> tuple[str, list[int] | None]:
         norm = "".join(out)
     if ("%" in norm or "&" in norm) and _AT_ENTITY.search(norm):
         was = index if index is not None else range(len(norm))
+        new_index: list[int]
         out, new_index, pos = [], [], 0
         for m in _AT_ENTITY.finditer(norm):
             out += [norm[pos : m.start()], "@"]

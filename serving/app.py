@@ -36,8 +36,8 @@ from hybridgate.serving.errors import ApiError, install_error_handlers
 from hybridgate.serving.gateway import ALIASES, Gateway, RequestHints
 from hybridgate.serving.responses import completion_body, sse_events
 from hybridgate.serving.schemas import ChatCompletionRequest, ErrorResponse, FeedbackRequest, UnsupportedField
-from hybridgate.serving.structured import StructuredOutputError
 from hybridgate.serving.state.base import key_id
+from hybridgate.serving.structured import StructuredOutputError
 from hybridgate.serving.ui import Dashboard
 
 log = logging.getLogger(__name__)

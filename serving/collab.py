@@ -23,7 +23,6 @@ local model answers the original request.
 from __future__ import annotations
 
 import asyncio
-
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridgate.classifiers.node_weights import NodeWeights, NodeWeightsError
 from hybridgate.router import (
     BudgetExhausted,
     Decision,
@@ -32,6 +33,7 @@ from hybridgate.router import (
     RoutingPolicy,
 )
 from hybridgate.router.classifier_scorer import ClassifierScorer
+from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.backends.base import (
     Backend,
     BackendError,
@@ -44,11 +46,12 @@ from hybridgate.serving.backends.base import (
 )
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.backends.pricing import cost_usd
+from hybridgate.serving.cloud_request import cloud_strings, request_params
 from hybridgate.serving.collab import Collaborator, CollabReport, merged_report
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
+from hybridgate.serving.cpu import cpu_executor
+from hybridgate.serving.energy import Energy, EnergyRate, add_energy, cloud_energy
 from hybridgate.serving.metrics import Metrics
-from hybridgate.classifiers.node_weights import NodeWeights, NodeWeightsError
-from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_health import HealthMonitor, LatencyTracker, ProbeTarget
 from hybridgate.serving.node_share import NodeShare
 from hybridgate.serving.node_stats import NodeStats, Ticket
@@ -57,9 +60,6 @@ from hybridgate.serving.router_reload import RouterWatcher, thresholds_for
 from hybridgate.serving.schemas import ChatCompletionRequest
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
-from hybridgate.serving.energy import Energy, EnergyRate, add_energy, cloud_energy
-from hybridgate.serving.cloud_request import cloud_strings, request_params
-from hybridgate.serving.cpu import cpu_executor
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from hybridgate.serving.build import build_gateway  # noqa: E402
 from hybridgate.serving.config import GatewayConfig, load_config  # noqa: E402
 from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

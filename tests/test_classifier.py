@@ -19,7 +19,14 @@ from hybridgate.classifiers.artifact import (
     save_router,
 )
 from hybridgate.classifiers.data import DataError, RoutingData, load_routing_data, split_of
-from hybridgate.classifiers.embedder import CachedEmbedder, Embedder, EmbedderError, TorchEmbedder, load_embedder, max_difference
+from hybridgate.classifiers.embedder import (
+    CachedEmbedder,
+    Embedder,
+    EmbedderError,
+    TorchEmbedder,
+    load_embedder,
+    max_difference,
+)
 from hybridgate.classifiers.evaluation import evaluate
 from hybridgate.classifiers.heads import HEADS, HeadError, make_head
 from hybridgate.classifiers.training import fit_router

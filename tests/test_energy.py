@@ -21,10 +21,10 @@ from hybridgate.serving.energy import (
     EnergyRate,
     LocalEnergyMeter,
     NvmlMeter,
+    Reading,
     busy_cpu_seconds,
     cloud_energy,
     counter_delta,
-    Reading,
     rapl_zones,
 )
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings

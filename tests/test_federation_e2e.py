@@ -163,7 +163,7 @@ def _tls_and_keys(folder: Path, nodes: int) -> list[tuple[Path, Path]]:
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
     ca = (
         x509.CertificateBuilder().subject_name(name("hybridgate test CA")).issuer_name(name("hybridgate test CA"))

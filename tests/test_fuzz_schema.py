@@ -7,8 +7,6 @@ A bounded number of examples here; ``bench/fuzz.py`` runs longer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 import schemathesis

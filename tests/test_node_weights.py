@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridgate.classifiers.node_weights import LOWER, UPPER, NodeFeatures, NodeWeights, NodeWeightsError, OnlineNodeRegression
+from hybridgate.classifiers.node_weights import (
+    LOWER,
+    UPPER,
+    NodeFeatures,
+    NodeWeights,
+    NodeWeightsError,
+    OnlineNodeRegression,
+)
 from hybridgate.router import Route, RouteContext
 from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_stats import NodeStats, read_gauges

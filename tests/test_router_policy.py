@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from hybridgate.router import BudgetExhausted, Route, RouteContext, RouteQuery, RoutingPolicy, RuleScorer, UnroutableError
+from hybridgate.router import (
+    BudgetExhausted,
+    Route,
+    RouteContext,
+    RouteQuery,
+    RoutingPolicy,
+    RuleScorer,
+    UnroutableError,
+)
 
 BACKENDS = {"local": Route.LOCAL, "edge": Route.LOCAL, "cloud": Route.CLOUD}
 ALL = frozenset(BACKENDS)

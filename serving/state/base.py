@@ -24,7 +24,7 @@ class UsageTotals:
 
 
 def today() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
 
 
 def key_id(api_key: str | None) -> str:
