@@ -204,7 +204,7 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
 
 
 def main() -> None:
-    """``python -m hybridgate.serving.stub_upstream PORT``: run the stub on loopback (used by the benchmark)."""
+    """``python -m hybridgate.testing.stub_upstream PORT``: run the stub on loopback (used by the benchmark)."""
     import sys
 
     import uvicorn
