@@ -18,12 +18,12 @@ from hybridgate.serving.config import GatewayConfig
 from hybridgate.serving.errors import install_error_handlers, to_api_error
 from hybridgate.serving.gateway import Gateway
 from hybridgate.serving.routes_common import is_loopback
-from hybridgate.serving.routes_openai import openai_router, request_hints
+from hybridgate.serving.routes_openai import openai_router
 from hybridgate.serving.routes_operator import operator_router
 from hybridgate.serving.ui import Dashboard
 
-# Imported from here by the CLI (is_loopback), the dashboard (is_loopback) and tests (to_api_error, request_hints).
-__all__ = ["create_app", "is_loopback", "request_hints", "to_api_error"]
+# Imported from here by the CLI and the dashboard (is_loopback) and by tests (to_api_error).
+__all__ = ["create_app", "is_loopback", "to_api_error"]
 
 
 def create_app(cfg: GatewayConfig, gateway_factory: Callable[[], Gateway]) -> FastAPI:
