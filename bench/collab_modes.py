@@ -40,7 +40,7 @@ from hybridgate.router import PersonalDataDetector, Route, RouteContext, RouteQu
 from hybridgate.serving.app import create_app  # noqa: E402
 from hybridgate.serving.build import build_gateway  # noqa: E402
 from hybridgate.serving.config import load_config  # noqa: E402
-from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
+from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "bench" / "prompts" / "collab.jsonl"

@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gw.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        stub = start([sys.executable, "-m", "hybridgate.serving.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
+        stub = start([sys.executable, "-m", "hybridgate.testing.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
         gw = start([str(Path(sys.executable).parent / "hybridgate"), "serve", "--config", str(path)], f"{url}/healthz")
         try:
             httpx.post(f"http://127.0.0.1:{stub_port}/_control", json={"reply_words": args.max_tokens})

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -45,13 +43,13 @@ def main() -> None:
     from hybridgate.serving.app import create_app
     from hybridgate.serving.backends.local_llama import LlamaBackend
     from hybridgate.serving.build import build_gateway
-    from hybridgate.serving.stub_upstream import create_stub_app
-    from tests.conftest import ServerThread, gateway_config
-    from tests.test_fuzz_schema import ADMIN, MODELS
+    from hybridgate.testing.fuzzing import ADMIN, MODELS, fuzz_config
+    from hybridgate.testing.server import ServerThread
+    from hybridgate.testing.stub_upstream import create_stub_app
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     stub = ServerThread(create_stub_app()).__enter__()
-    cfg = gateway_config(stub.url, server={"api_keys": ["tenant"], "admin_keys": ["root"]}, budgets={"max_tokens": 4})
+    cfg = fuzz_config(stub.url)
     gateway = build_gateway(cfg, local=LlamaBackend("local", n_ctx=1024, n_threads=1, max_queue=4, default_max_tokens=4),
                             embedder=load_embedder("all-MiniLM-L6-v2-static"))
     srv = ServerThread(create_app(cfg, lambda: gateway)).__enter__()

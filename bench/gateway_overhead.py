@@ -186,7 +186,7 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
     stub_port = free_port()
     # target -> (process label, url, model, messages)
     urls: dict[str, tuple[str, str, str, dict[str, str], list[dict[str, str]] | None]] = {}
-    procs["direct"] = start([py, "-m", "hybridgate.serving.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
+    procs["direct"] = start([py, "-m", "hybridgate.testing.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
     urls["direct"] = ("direct", f"http://127.0.0.1:{stub_port}", "stub", {}, None)
     for label, transport in (("hybridgate default", None), ("hybridgate litellm", "litellm")):
         cfg = gateway_config(tmp, label.replace(" ", "-"), stub_port, transport)

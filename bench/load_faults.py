@@ -29,7 +29,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 KEYS = ("load-a", "load-b")
 KINDS = ("local", "cloud", "auto", "cascade", "stream", "stream-dropped")
@@ -97,8 +96,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from hybridgate.serving.backends.local_llama import LlamaBackend
     from hybridgate.serving.build import build_gateway
     from hybridgate.serving.state.base import key_id
-    from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app
-    from tests.conftest import ServerThread, free_port, gateway_config
+    from hybridgate.testing.server import ServerThread, free_port, gateway_config
+    from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app
 
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:

@@ -1,6 +1,6 @@
 """Which edge node should answer? Latency-only choice against fixed and learnt node weights, in the same run.
 
-Three OpenAI-compatible stubs on loopback play edge nodes (``serving/stub_upstream.py``):
+Three OpenAI-compatible stubs on loopback play edge nodes (``hybridgate/testing/stub_upstream.py``):
 
 - ``edge-a`` answers its first token soonest (2 ms network, 5 ms to the first
   token, 6 ms a token) but is shared: other users' requests load it in some
@@ -170,7 +170,7 @@ def main() -> None:
         for name in NODES:
             port = free_port()
             stubs[name] = f"http://127.0.0.1:{port}"
-            stub_procs.append(start([sys.executable, "-m", "hybridgate.serving.stub_upstream", str(port)], f"{stubs[name]}/v1/models"))
+            stub_procs.append(start([sys.executable, "-m", "hybridgate.testing.stub_upstream", str(port)], f"{stubs[name]}/v1/models"))
         with tempfile.TemporaryDirectory(prefix="hybridgate-nodes-") as tmp:
             rows = []
             for name, nodes_cfg in CHOICES.items():

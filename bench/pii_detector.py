@@ -36,11 +36,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(ROOT))  # for tests.pii_scoring; appended, so the installed hybridgate comes first
+from hybridgate.router.privacy import Finding, PersonalDataDetector
+from hybridgate.testing.pii_scoring import KINDS, NAMES, load_corpus, score
 
-from hybridgate.router.privacy import Finding, PersonalDataDetector  # noqa: E402
-from tests.pii_scoring import KINDS, NAMES, load_corpus, score  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "fixtures" / "pii_corpus.jsonl"  # data read from the checkout, not a module imported
 
 TARGET_RECALL, TARGET_PRECISION, TARGET_MS = 0.98, 0.95, 2.0
 
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--before", help="also score and time the detector at this git commit")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pii_detector.json")
     args = ap.parse_args()
-    rows = load_corpus()
+    rows = load_corpus(CORPUS)
     rng = random.Random(4096)
     mixed = [text_4k(rows, rng) for _ in range(50)]
     prose = [prose_4k(rng) for _ in range(50)]

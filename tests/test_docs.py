@@ -159,9 +159,6 @@ def prepared(block: Block, url: str, tmp: Path) -> str:
     code = code.replace(".venv/bin/", f"{BIN}/")
     # curl exits 0 on an HTTP error; here an error status fails the block, with the body it came with.
     code = re.sub(r"\bcurl ", "curl --fail-with-body ", code)
-    if block.lang == "python" and "hybridgate.client" in code and importlib.util.find_spec("hybridgate.client") is None:
-        # The SDK moves to hybridgate/client.py (issue 24); until that lands, the old module serves the new name.
-        code = "import sys, hybridgate.serving.sdk as _sdk\nsys.modules['hybridgate.client'] = _sdk\n" + code
     return code
 
 

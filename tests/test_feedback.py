@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 
@@ -13,7 +12,7 @@ import pytest
 import redis
 
 from hybridgate import Client, HybridgateError
-from tests.conftest import ServerThread, post_chat
+from tests.conftest import ServerThread, drain, post_chat
 
 Q = [{"role": "user", "content": "What is the capital of Australia?"}]
 
@@ -77,16 +76,12 @@ def test_shadow_comparison_asks_the_cloud_and_its_verdict_becomes_a_label(make_g
     r = post_chat(srv.url, {"model": "hybridgate/auto", "messages": Q, "max_tokens": 4})
     assert r.headers["x-hybridgate-route"] == "local"
     local_answer = r.json()["choices"][0]["message"]["content"]
-    deadline = time.monotonic() + 10
-    while len(cloud.received) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    drain(srv.gateway)  # the shadow comparison: the cloud's own answer, then its verdict, then the label
     assert len(cloud.received) == 2
     judge = cloud.received[1]["messages"][0]["content"]
     assert "Answer A:\n" + local_answer in judge and "Answer B:\nB" in judge
-    while not _labels(srv, 1) and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert _labels(srv, 1)[0]["source"] == "shadow" and _labels(srv, 1)[0]["label"] == 1
     private = [{"role": "user", "content": "Ada Lovelace asks: what is the capital of Australia?"}]
-    post_chat(srv.url, {"model": "hybridgate/auto", "messages": private, "max_tokens": 2})
-    time.sleep(0.5)
+    assert post_chat(srv.url, {"model": "hybridgate/auto", "messages": private, "max_tokens": 2}).headers["x-hybridgate-route"] == "local"
+    drain(srv.gateway)  # a shadow comparison it started would have sent by now
     assert len(cloud.received) == 2  # personal data is never inspected in the cloud

@@ -14,13 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from hybridgate.testing.fuzzing import ADMIN, MODELS, fuzz_config
 from tests.conftest import ServerThread
 
 EXAMPLES = 25
-# Random model names are all 404s; half the generated chat bodies get a real one, so the routing, the local
-# model and the cloud stub see generated input too.
-MODELS = ["hybridgate/auto", "hybridgate/local", "hybridgate/cloud", "hybridgate/redact"]
-ADMIN = {"Authorization": "Bearer root"}
 # Every check schemathesis has, except those that flag answers the schema documents, each for its reason:
 EXCLUDED = {
     # "Schema-valid data must get 2xx": the gateway answers a schema-valid body with a documented refusal when
@@ -37,11 +34,10 @@ EXCLUDED = {
 def fuzzed(local_model, query_embedder, tmp_path_factory) -> ServerThread:  # type: ignore[no-untyped-def]
     from hybridgate.serving.app import create_app
     from hybridgate.serving.build import build_gateway
-    from hybridgate.serving.stub_upstream import create_stub_app
-    from tests.conftest import gateway_config
+    from hybridgate.testing.stub_upstream import create_stub_app
 
     stub = ServerThread(create_stub_app()).__enter__()
-    cfg = gateway_config(stub.url, server={"api_keys": ["tenant"], "admin_keys": ["root"]}, budgets={"max_tokens": 4})
+    cfg = fuzz_config(stub.url)
     gateway = build_gateway(cfg, local=local_model, embedder=query_embedder)
     srv = ServerThread(create_app(cfg, lambda: gateway)).__enter__()
     yield srv

@@ -22,7 +22,7 @@ from hybridgate.classifiers.node_weights import (
 from hybridgate.router import Route, RouteContext
 from hybridgate.router.node_choice import score_nodes
 from hybridgate.serving.node_stats import NodeStats, read_gauges
-from hybridgate.serving.stub_upstream import StubBehaviour, create_stub_app
+from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app
 from tests.conftest import ServerThread, post_chat
 
 

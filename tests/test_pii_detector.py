@@ -8,20 +8,22 @@ finding of its kind covers it, mapped back to the text as written.
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hybridgate.router.privacy import IBAN_LENGTHS, PersonalDataDetector
-from tests.pii_scoring import KINDS, NAMES, load_corpus, score
+from hybridgate.testing.pii_scoring import KINDS, NAMES, load_corpus, score
 
+CORPUS = Path(__file__).parent / "fixtures" / "pii_corpus.jsonl"
 RECALL, PRECISION = 0.98, 0.95
 
 
 @pytest.mark.parametrize("spelled", [False, True], ids=["redact-default", "local-spelled-out"])
 def test_corpus_recall_and_precision_per_kind_meet_the_targets(spelled: bool) -> None:
-    rows = load_corpus()
+    rows = load_corpus(CORPUS)
     assert sum(len(r["spans"]) for r in rows) >= 300 and sum(1 for r in rows if not r["spans"]) >= 300
     subset = rows if spelled else [r for r in rows if not r["option"]]
     scores = score(PersonalDataDetector(NAMES, spelled=spelled).find, subset)

@@ -29,7 +29,7 @@ from hybridgate.serving.node_share import NodeShare
 from hybridgate.serving.node_stats import NodeStats
 from hybridgate.serving.state.base import key_id
 from hybridgate.serving.state.redis_store import RedisStore
-from hybridgate.serving.stub_upstream import StubBehaviour
+from hybridgate.testing.stub_upstream import StubBehaviour
 from tests.conftest import RedisServer, free_port
 
 KEY = key_id("k1")

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 
 import pytest
 
 import hybridgate
-from hybridgate.serving import sdk
+from hybridgate import client as sdk
 from tests.conftest import ServerThread, free_port
+
+SERVER_PACKAGES = ("fastapi", "starlette", "uvicorn", "llama_cpp", "litellm", "hybridgate.serving", "hybridgate.router")
+
+
+@pytest.mark.parametrize("statement", ["import hybridgate", "from hybridgate.client import Client, AsyncClient, HybridgateError"])
+def test_the_sdk_imports_nothing_of_the_server(statement: str) -> None:
+    """An application that only calls a gateway must not pay for (or need) the server's packages: the SDK is
+    imported in a fresh interpreter, which then lists what it loaded."""
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    loaded = json.loads(out)
+    assert "hybridgate.client" in loaded and "httpx" in loaded  # it did import the SDK
+    server = sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in SERVER_PACKAGES))
+    assert not server, f"{statement!r} loaded server modules: {server}"
+
+
+def test_the_old_sdk_path_still_works_and_warns() -> None:
+    sys.modules.pop("hybridgate.serving.sdk", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from hybridgate.serving import sdk as old
+    assert old.Client is hybridgate.Client and old.AuthenticationError is sdk.AuthenticationError
+    assert any(issubclass(w.category, DeprecationWarning) and "hybridgate.client" in str(w.message) for w in caught)
 
 
 def test_chat_and_routing_info(gateway: ServerThread) -> None:

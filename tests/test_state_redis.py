@@ -83,7 +83,12 @@ def test_redis_going_away_mid_run(make_gateway: Callable[..., ServerThread]) -> 
         assert "hybridgate_state_degraded 1.0" in httpx.get(f"{srv.url}/metrics").text
 
         server.start()
-        time.sleep(0.4)
+        # Waits on the condition, not on a guess of the reconnect interval: each /readyz pings the store, which
+        # tries Redis again once reconnect_interval_s is over; a store that never went back fails at the deadline.
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{srv.url}/readyz").json()["degraded"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False, "the store went back to Redis"
         assert post_chat(srv.url, body).status_code == 200
         assert httpx.get(f"{srv.url}/readyz").json()["degraded"] is False
         assert client.llen("hybridgate:decisions") >= 1, "writes go to Redis again once it is back"

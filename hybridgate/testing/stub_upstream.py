@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ class StubBehaviour:
     external_load: float = 0.0  # other users' requests sharing the node
     reply_words: int | None = None  # reply with this many words instead of ``reply``
     running: int = 0
+    # When set: an answer waits (after the body is kept) until the gate is opened, so a test can look at the
+    # gateway while a call is in flight without guessing how long the call takes.
+    gate: threading.Event | None = None
 
     def word_delay_s(self) -> float:
         """A shared node: each word takes longer for every other request it serves meanwhile."""
@@ -100,6 +104,8 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
             await asyncio.sleep(b.network_s)
         if b.keep_bodies:
             b.received.append(body)
+        while b.gate is not None and not b.gate.is_set():
+            await asyncio.sleep(0.005)
         if b.mode == "error500":
             return JSONResponse({"error": {"message": "stub failure", "type": "server_error"}}, status_code=500)
         if b.mode == "reject":
@@ -204,7 +210,7 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
 
 
 def main() -> None:
-    """``python -m hybridgate.serving.stub_upstream PORT``: run the stub on loopback (used by the benchmark)."""
+    """``python -m hybridgate.testing.stub_upstream PORT``: run the stub on loopback (used by the benchmark)."""
     import sys
 
     import uvicorn
