@@ -128,7 +128,7 @@ def run_workers(cfg: GatewayConfig, workers: int, before_serving: Any = None) ->
             access_log=False,
         )
         # As uvicorn.run(workers=N) does, less its loading the app in this process too (the tokenizer, for nothing).
-        supervisor = _Supervisor(config, uvicorn.Server(config).run, [config.bind_socket()], run_dir / FAILED)
+        supervisor = _Supervisor(config, uvicorn.Server(config).run, [config.bind_socket()], run_dir / FAILED, model)
         supervisor.run()
         if supervisor.failure:
             raise RuntimeError(supervisor.failure)
@@ -144,11 +144,13 @@ FAILED = "failed"  # a worker that cannot build its gateway writes why here
 
 class _Supervisor(Multiprocess):
     """uvicorn's workers, restarted when one dies, except when one could not start: a bad router file or a
-    missing model would fail in every worker forever, so the first such failure stops all, with its reason."""
+    missing model would fail in every worker forever, so the first such failure stops all, with its reason.
+    The model process is restarted too; meanwhile the workers' local calls fail as a backend down would."""
 
-    def __init__(self, config: Any, target: Any, sockets: list[Any], failed: Path) -> None:
+    def __init__(self, config: Any, target: Any, sockets: list[Any], failed: Path, model: ModelProcess) -> None:
         super().__init__(config, target, sockets)
         self._failed = failed
+        self._model = model
         self.failure: str | None = None
 
     def keep_subprocess_alive(self) -> None:
@@ -156,6 +158,9 @@ class _Supervisor(Multiprocess):
             self.failure = self._failed.read_text(encoding="utf-8")
             self.should_exit.set()
             return
+        if self._model.proc is not None and self._model.proc.poll() is not None and not self.should_exit.is_set():
+            log.warning("the local model process exited with code %s; starting it again", self._model.proc.returncode)
+            self._model.launch()
         super().keep_subprocess_alive()
 
 
@@ -200,6 +205,8 @@ def worker_app() -> _WorkerApp:
     run_dir = Path(os.environ[RUN_DIR_ENV])
     cfg = GatewayConfig.model_validate(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.state.replica_id:  # each worker is a replica of its own in the decision log and the node statistics
+        cfg.state.replica_id = f"{cfg.state.replica_id}-{os.getpid()}"
     c = cfg.local
     assert c.model_path is not None, "the supervisor resolves the model's path"
     local = SharedLlamaBackend(
