@@ -194,3 +194,71 @@ def test_more_than_one_worker_without_redis_is_one_readable_line(stub: tuple[str
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --workers 2 needs Redis"), done.stderr
+
+
+def test_the_shared_model_answers_as_the_in_process_one_over_its_socket(tmp_path: Path) -> None:
+    """Every call the gateway makes of its local model, through the model process's wire: the same answer as in
+    process (greedy), structured output, the cascade's confidence, logprobs, energy, streaming, and the errors a
+    client acts on (a full queue, a prompt too long); token counts from the vocabulary alone match the model's."""
+    import asyncio
+    import json as _json
+    import threading
+
+    import uvicorn
+
+    from hybridgate.serving.backends.base import ChatParams, PromptTooLong, QueueFull
+    from hybridgate.serving.backends.local_llama import LlamaBackend
+    from hybridgate.serving.backends.local_shared import SharedLlamaBackend
+    from hybridgate.serving.local_wire import LoadBoard
+    from hybridgate.serving.model_server import create_model_app
+
+    model = LlamaBackend("local", n_ctx=256, n_threads=1, max_queue=0, default_max_tokens=8)
+    app = create_model_app(model, LoadBoard(tmp_path / "model.board", create=True))
+    server = uvicorn.Server(uvicorn.Config(app, uds=str(tmp_path / "model.sock"), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.01)
+    shared = SharedLlamaBackend("local", model.path, tmp_path, n_ctx=256, max_queue=0, default_max_tokens=8)
+    ask = [{"role": "user", "content": "Name three colours."}]
+
+    async def run() -> None:
+        greedy = ChatParams(messages=ask, max_tokens=8, temperature=0.0, logprobs=True, top_logprobs=2)
+        await model.complete(greedy)  # the first answer to a prompt differs slightly from the next (prompt cache)
+        here, there = await model.complete(greedy), await shared.complete(greedy, confidence=True)
+        assert there.text == here.text and there.usage == here.usage
+        assert there.confidence is not None and 0 < there.confidence <= 1
+        assert there.logprobs is not None and len(there.logprobs["content"][0]["top_logprobs"]) == 2
+        assert there.energy is not None and there.energy.joules > 0
+        obj = await shared.complete(ChatParams(messages=ask, max_tokens=24, response_format={"type": "json_object"}, temperature=0.0))
+        assert obj.text.startswith("{")
+        parts = [d async for d in shared.stream(ChatParams(messages=ask, max_tokens=8, temperature=0.0))]
+        assert "".join(d.text for d in parts) == here.text and parts[-1].usage == here.usage
+        with pytest.raises(PromptTooLong) as too_long:
+            await shared.complete(ChatParams(messages=[{"role": "user", "content": "word " * 400}]))
+        assert too_long.value.limit == 256 - 16
+        with pytest.raises(PromptTooLong):
+            async for _ in shared.stream(ChatParams(messages=[{"role": "user", "content": "word " * 400}])):
+                pass
+        # max_queue 0: while one generates, the next is refused at once, with the time to wait.
+        busy = asyncio.ensure_future(shared.complete(ChatParams(messages=ask, max_tokens=64)))
+        deadline = time.monotonic() + 10
+        while shared.queue_depth < 1:  # read from the board the model process keeps
+            assert time.monotonic() < deadline, "the board never showed the generation"
+            await asyncio.sleep(0.005)
+        with pytest.raises(QueueFull) as full:
+            await shared.complete(ChatParams(messages=ask, max_tokens=4))
+        assert full.value.retry_after_s >= 1
+        await busy
+        await shared.aclose()
+
+    try:
+        asyncio.run(run())
+        long_text = _json.dumps({"a": "ünïcode " * 20})
+        assert shared.count_text_tokens(long_text) == model.count_text_tokens(long_text)
+        for messages in (ask, [{"role": "system", "content": "Be brief."}, *ask, {"role": "assistant", "content": "Red."}]):
+            assert shared.count_prompt_tokens(messages) == model.count_prompt_tokens(messages)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
