@@ -18,7 +18,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,7 +33,6 @@ from hybridgate.serving.local_wire import (
     params_from_wire,
 )
 
-log = logging.getLogger(__name__)
 
 BOARD_INTERVAL_S = 0.01  # how stale the workers' view of the queue may be
 

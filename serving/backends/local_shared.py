@@ -9,7 +9,6 @@ MB) and the model's queue (read from the shared-memory board the model process k
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,15 @@ from hybridgate.serving.local_wire import (
 )
 from hybridgate.serving.structured import local_messages
 
-log = logging.getLogger(__name__)
+
+
+def _error_body(raw: bytes) -> dict[str, Any]:
+    """The model process's error, or what its server said instead (a crash answers in plain text)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {"kind": "error", "message": raw[:200].decode("utf-8", "replace")}
 
 
 class ChatTokenizer:
@@ -115,17 +122,16 @@ class SharedLlamaBackend:
             resp = await self._client.post("/complete", json=body)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
-        data = resp.json()
         if resp.status_code != 200:
-            raise error_from_wire(self.name, data)
+            raise error_from_wire(self.name, _error_body(resp.content))
         self.health.ok()
-        return completion_from_wire(data)
+        return completion_from_wire(resp.json())
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         try:
             async with self._client.stream("POST", "/stream", json={"params": params_to_wire(params)}) as resp:
                 if resp.status_code != 200:
-                    raise error_from_wire(self.name, json.loads(await resp.aread()))
+                    raise error_from_wire(self.name, _error_body(await resp.aread()))
                 async for line in resp.aiter_lines():
                     if not line:
                         continue
