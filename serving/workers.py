@@ -201,7 +201,10 @@ def worker_app() -> _WorkerApp:
     from hybridgate.serving.app import create_app
     from hybridgate.serving.backends.local_shared import SharedLlamaBackend
     from hybridgate.serving.build import build_gateway
+    from hybridgate.serving.standin import _die_with_parent
 
+    if sys.platform.startswith("linux"):
+        _die_with_parent()  # a supervisor killed outright must not leave workers serving on its port
     run_dir = Path(os.environ[RUN_DIR_ENV])
     cfg = GatewayConfig.model_validate(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
