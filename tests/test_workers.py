@@ -53,6 +53,7 @@ def _config(tmp: Path, port: int, cloud_base: str, redis_url: str | None) -> Pat
             "model": "openai/stub-large", "api_base": f"{cloud_base}/v1", "timeout_s": 10, "max_retries": 0,
             "cost_per_1k_prompt_usd": 1.0, "cost_per_1k_completion_usd": 1.0,
         },
+        "router": {"scorer": "rules"},  # what is shared here does not depend on the scorer: no embedder to load
         "standin": {"enabled": False},
         "state": {"redis_url": redis_url},
         "budgets": {"per_key_daily_usd": {"k2": LIMIT_USD}},
