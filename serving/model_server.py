@@ -35,6 +35,7 @@ from hybridgate.serving.local_wire import (
 
 
 BOARD_INTERVAL_S = 0.01  # how stale the workers' view of the queue may be
+DISCONNECT_POLL_S = 0.2  # how long a generation may outlive the worker that asked for it
 
 
 def create_model_app(backend: LlamaBackend, board: LoadBoard) -> Starlette:
@@ -60,8 +61,14 @@ def create_model_app(backend: LlamaBackend, board: LoadBoard) -> Starlette:
 
     async def complete(request: Request) -> Response:
         body = await request.json()
+        task = asyncio.ensure_future(backend.complete(params_from_wire(body["params"]), confidence=bool(body.get("confidence"))))
+        # A worker whose client gave up hangs up: the generation stops, as it does in process (the backend's cancel).
+        while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():
+                task.cancel()
+                return Response(status_code=499)
         try:
-            done = await backend.complete(params_from_wire(body["params"]), confidence=bool(body.get("confidence")))
+            done = task.result()
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the worker, mapped
             status, err = error_to_wire(exc)
             return JSONResponse(err, status_code=status)
