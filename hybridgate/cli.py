@@ -39,6 +39,9 @@ def serve(
     port: int | None = typer.Option(None, help="Port to bind (default from the config: 8080)."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without API keys."),
     standin: bool = typer.Option(True, "--standin/--no-standin", help="Start the loopback cloud stand-in if the config asks for it."),
+    workers: int = typer.Option(
+        1, "--workers", "-w", min=1, help="Gateway processes on the port, sharing one local model; > 1 needs Redis (docs/workers.md)."
+    ),
 ) -> None:
     """Run the gateway."""
     server: dict[str, Any] = {}
@@ -52,6 +55,10 @@ def serve(
 
     if not is_loopback(cfg.server.host) and not cfg.server.api_keys and not insecure:
         _fail(f"refusing to listen on {cfg.server.host} without API keys; set server.api_keys or pass --insecure")
+    from hybridgate.serving.workers import needs_redis, run_workers
+
+    if why := needs_redis(cfg, workers):
+        _fail(why)
 
     import uvicorn
 
@@ -66,6 +73,12 @@ def serve(
         cfg.cloud.api_base = helper.launch()  # it loads its model while this process loads the gateway's
         cfg.cloud.model = f"openai/{STANDIN_NAME}"
     try:
+        if workers > 1:
+            try:
+                run_workers(cfg, workers, before_serving=helper.wait_ready if helper is not None else None)
+            except (FileNotFoundError, ValueError, RuntimeError) as exc:
+                _fail(str(exc))
+            return
         try:
             gateway = build_gateway(cfg)
             if helper is not None:

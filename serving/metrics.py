@@ -1,17 +1,48 @@
-"""Prometheus metrics, each in a registry of the app's own so tests can start many gateways."""
+"""Prometheus metrics, each in a registry of the app's own so tests can start many gateways.
+
+Under ``hybridgate serve --workers N`` (serving/workers.py) every worker writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, chosen when that variable is set before
+the library is imported), and ``registry`` reads all of them: whichever worker answers ``/metrics`` (or feeds
+the dashboard) gives the machine's totals. Counters and histograms add up across workers; a gauge says how:
+the gateway sets its gauges when ``/metrics`` is scraped, so each reports the most recent value any live worker
+wrote.
+"""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _DECISION_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class _ZeroingGauge(Gauge):
+    """A labelled gauge whose ``clear()`` zeroes what it had set in multiprocess mode, where prometheus_client
+    cannot remove a label set (each worker's file keeps it): a cleared 1 (an old router version) must read 0."""
+
+    def clear(self) -> None:
+        if not multiprocess():
+            super().clear()
+            return
+        with self._lock:
+            children = list(self._metrics.values())
+        for child in children:
+            child.set(0)
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        # The metrics register here; ``registry`` is what is read (the same one, or all workers' files).
+        r = CollectorRegistry()
+        gauge: dict[str, Any] = {"multiprocess_mode": "livemostrecent"}
         self.requests = Counter(
             "hybridgate_requests", "Chat requests by route, backend and status", ["route", "backend", "status"], registry=r
         )
@@ -36,9 +67,19 @@ class Metrics:
             "hybridgate_energy_joules", "Energy of the answers, by route, side and how it was found", ["route", "side", "method"], registry=r
         )
         self.cache_hits = Counter("hybridgate_cache_hits", "Answers served from the response cache", registry=r)
-        self.queue_depth = Gauge("hybridgate_local_queue_depth", "Generations running or waiting", ["backend"], registry=r)
-        self.state_degraded = Gauge("hybridgate_state_degraded", "1 while Redis is unreachable", registry=r)
-        self.router_info = Gauge("hybridgate_router_info", "1 for the router version in use", ["router", "version"], registry=r)
+        self.queue_depth = Gauge(
+            "hybridgate_local_queue_depth", "Generations running or waiting", ["backend"], registry=r, **gauge
+        )
+        self.state_degraded = Gauge("hybridgate_state_degraded", "1 while Redis is unreachable", registry=r, **gauge)
+        self.router_info = _ZeroingGauge(
+            "hybridgate_router_info", "1 for the router version in use", ["router", "version"], registry=r, **gauge
+        )
+        self.registry = r
+        if multiprocess():
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
