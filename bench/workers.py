@@ -36,11 +36,10 @@ from pathlib import Path
 import httpx
 import psutil
 import yaml
-from rich.console import Console
-from rich.table import Table
-
 from gateway_overhead import AUTH, HARD, KEY, cloud_bound, load, pct, tree_cpu_seconds  # noqa: E402 - bench/ is on the path
 from processes import free_port, start, stop  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 64

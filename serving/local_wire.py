@@ -17,7 +17,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hybridgate.serving.backends.base import BackendError, ChatParams, Completion, Delta, PromptTooLong, QueueFull, Usage
+from hybridgate.serving.backends.base import (
+    BackendError,
+    ChatParams,
+    Completion,
+    Delta,
+    PromptTooLong,
+    QueueFull,
+    Usage,
+)
 from hybridgate.serving.energy import Energy
 from hybridgate.serving.structured import StructuredOutputError
 

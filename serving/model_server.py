@@ -33,7 +33,6 @@ from hybridgate.serving.local_wire import (
     params_from_wire,
 )
 
-
 BOARD_INTERVAL_S = 0.01  # how stale the workers' view of the queue may be
 DISCONNECT_POLL_S = 0.2  # how long a generation may outlive the worker that asked for it
 

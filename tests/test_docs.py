@@ -19,7 +19,6 @@ into the checkout fails.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess

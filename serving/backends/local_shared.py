@@ -27,7 +27,6 @@ from hybridgate.serving.local_wire import (
 from hybridgate.serving.structured import local_messages
 
 
-
 def _error_body(raw: bytes) -> dict[str, Any]:
     """The model process's error, or what its server said instead (a crash answers in plain text)."""
     try:
