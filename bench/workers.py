@@ -161,7 +161,7 @@ def main() -> None:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="hybridgate-bench-workers-"))
     stub_port = free_port()
-    stub = start([sys.executable, "-m", "hybridgate.serving.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
+    stub = start([sys.executable, "-m", "hybridgate.testing.stub_upstream", str(stub_port)], f"http://127.0.0.1:{stub_port}/v1/models")
     redis_proc, redis_url = start_redis()
     rows: list[Row] = []
     try:

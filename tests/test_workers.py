@@ -24,7 +24,7 @@ import yaml
 
 from hybridgate.serving.backends.local_llama import default_model_path
 from hybridgate.serving.state.base import key_id, today
-from hybridgate.serving.stub_upstream import StubBehaviour
+from hybridgate.testing.stub_upstream import StubBehaviour
 from tests.conftest import RedisServer, free_port
 
 LIMIT_USD = 0.12  # per key and day; a stub answer costs 0.015 (10 + 5 tokens at $1 per 1k)
