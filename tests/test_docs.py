@@ -39,7 +39,7 @@ SHELL = {"bash", "sh", "shell", "console"}
 RUNNABLE = SHELL | {"python"}
 # What a fence may be labelled with besides a runnable language: output, data and configuration, never run.
 NOT_RUN_LANGUAGES = {"text", "json", "yaml", "toml"}
-MAX_NOT_RUNNABLE = 16  # the list of blocks that cannot run here stays short; raise it only with a reason
+MAX_NOT_RUNNABLE = 17  # 17th: serve --workers (a server until stopped, tested by test_workers); the list of blocks that cannot run here stays short; raise it only with a reason
 BIN = Path(sys.executable).parent
 MARKER = re.compile(r"^<!--\s*(not-runnable|reduce|sample-output|test-command)\s*:?\s*(.*?)\s*-->$")
 FENCE = re.compile(r"^```(\S*)\s*$")
