@@ -24,6 +24,7 @@ from typing import Any
 from hybridgate.classifiers.node_weights import NodeWeights
 from hybridgate.router import (
     Decision,
+    EmbeddingScorer,
     Mode,
     PersonalDataDetector,
     PrivacyViolation,
@@ -75,11 +76,12 @@ ALIASES = ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud", *(f"hybrid
 
 def _relevance_of(policy: RoutingPolicy) -> Any:
     """The condense mode ranks passages with the router's own embedder when it has one."""
-    embedder = getattr(policy.scorer, "embedder", None)
-    if embedder is None:
+    scorer = policy.scorer
+    if not isinstance(scorer, EmbeddingScorer):
         from hybridgate.serving.condense import word_overlap
 
         return word_overlap
+    embedder = scorer.embedder  # a reload keeps the embedder: the router's folder must match it
 
     def by_embedding(question: str, chunks: Any) -> Any:
         vecs = embedder.encode([question, *chunks])

@@ -16,10 +16,7 @@ from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-import numpy as np
-
-from hybridgate.router import PersonalDataDetector, Route, RoutingPolicy
-from hybridgate.router.classifier_scorer import ClassifierScorer
+from hybridgate.router import EmbeddingScorer, PersonalDataDetector, Route, RoutingPolicy
 from hybridgate.serving.accounting import Accounting
 from hybridgate.serving.backends.base import Backend, ChatParams, Usage
 from hybridgate.serving.backends.local_llama import LlamaBackend
@@ -27,7 +24,6 @@ from hybridgate.serving.backends.pricing import cost_usd
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.metrics import Metrics
 from hybridgate.serving.records import Routing, query_text
-from hybridgate.serving.router_adapt import label_inputs
 from hybridgate.serving.state import StateStore
 from hybridgate.serving.state.base import key_id
 
@@ -37,14 +33,6 @@ JUDGE_PROMPT = (
     "Two answers to the same question follow. Reply with the single letter of the better answer, A or B.\n\n"
     "Question:\n{q}\n\nAnswer A:\n{a}\n\nAnswer B:\n{b}\n\nBetter answer (A or B):"
 )
-
-
-def _base_score(scorer: object, vector: np.ndarray, text: str, turns: int) -> float | None:
-    """The shipped router's score for the query (its ``vector`` already embedded), without this gateway's adapter:
-    what an adapter trains on top of."""
-    if not isinstance(scorer, ClassifierScorer):
-        return None
-    return round(float(scorer.model.score(vector[None, :], [text], [turns])[0]), 6)
 
 
 class Labels:
@@ -131,16 +119,16 @@ class Labels:
         self, routing: Routing, messages: list[dict[str, Any]], api_key: str | None, answer: str | None = None
     ) -> None:
         """Keep the query's vector under the answer's id, so a rating can turn it into a label; never the text."""
-        scorer = self.policy.scorer
-        embedder = getattr(scorer, "embedder", None)
-        if not self.cfg.state.labels or embedder is None or routing.decision.score is None:
+        scorer = self.policy.snapshot.scorer  # one scorer for the vector, the base score and the inputs
+        if not self.cfg.state.labels or not isinstance(scorer, EmbeddingScorer) or routing.decision.score is None:
             return
+        embedder = scorer.embedder
 
         def vector_base_inputs() -> tuple[list[float], float | None, Any]:  # embedding and scoring: CPU work, off the loop
             text = query_text(messages)
             vector = embedder.encode([text])[0]
-            inputs = label_inputs(scorer, text, len(messages))
-            base = _base_score(scorer, vector, text, len(messages))
+            inputs = scorer.label_inputs(text, len(messages))
+            base = scorer.base_score(vector, text, len(messages))
             return [round(float(v), 6) for v in vector], base, inputs
 
         vector, base, inputs = await asyncio.get_running_loop().run_in_executor(self._cpu, vector_base_inputs)

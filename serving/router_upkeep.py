@@ -40,7 +40,10 @@ class RouterUpkeep:
         if cfg.router.watch_s > 0 and isinstance(policy.scorer, ClassifierScorer):
             from hybridgate.classifiers.artifact import resolve_router
 
-            self.watcher = RouterWatcher(resolve_router(cfg.router.path), policy, state, cfg.router.watch_s, on_loaded=self.router_loaded)
+            self.watcher = RouterWatcher(
+                resolve_router(cfg.router.path), policy, state, cfg.router.watch_s,
+                on_loaded=self.router_loaded, thresholds=lambda model: thresholds_for(model, cfg.router),
+            )
         self.adapter: RouterAdapter | None = None
         if cfg.router.adapt_s > 0 and cfg.state.labels and isinstance(policy.scorer, ClassifierScorer):
             self.adapter = RouterAdapter(policy.scorer, state, cfg.router.adapt_s, cfg.router.adapt_min_labels)
@@ -63,14 +66,13 @@ class RouterUpkeep:
         if len(scores) < 50:
             return
         q = np.quantile(np.asarray(scores, dtype=np.float64), [1.0 - rc.cloud_share, max(0.0, 1.0 - rc.cloud_share - rc.gray_share)])
-        self.policy.threshold = round(float(q[0]), 6)
-        self.policy.t_local = round(float(q[1]), 6) if rc.gray_share else None
-        log.info("recalibrated on %d recent scores: t_cloud %.4f, t_local %s", len(scores), q[0], self.policy.t_local)
+        snap = self.policy.swap(threshold=round(float(q[0]), 6), t_local=round(float(q[1]), 6) if rc.gray_share else None)  # both at once
+        log.info("recalibrated on %d recent scores: t_cloud %.4f, t_local %s", len(scores), q[0], snap.t_local)
 
     def router_loaded(self, model: Any) -> None:
-        """A newly loaded router brings its own score scale: thresholds follow unless the config fixes them,
-        and an adapter fitted on the old router's scores no longer applies."""
-        self.policy.threshold, self.policy.t_local = thresholds_for(model, self.cfg.router)
+        """A newly loaded router is in use, with its own thresholds (its score scale) and without the adapter fitted
+        on the old router's scores, all put in by the watcher at once: what the adapter learnt goes, and node
+        weights the router brings are offered."""
         if self.adapter is not None:
             self.adapter.reset()
         self.offer_node_weights((getattr(model, "meta", None) or {}).get("node_weights"))
@@ -94,14 +96,14 @@ class RouterUpkeep:
         return offer.taken
 
     def info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"name": self.policy.scorer.name, "version": getattr(self.policy.scorer, "version", None)}
-        info["threshold"], info["t_local"] = self.policy.threshold, self.policy.t_local
+        snap = self.policy.snapshot  # read once: the name, version and thresholds of one snapshot
+        info: dict[str, Any] = {"name": snap.scorer.name, "version": snap.version, "threshold": snap.threshold, "t_local": snap.t_local}
         if self.watcher is not None:
             info["previous"] = None if self.watcher.previous is None else self.watcher.previous.version
             info["reloads"] = self.watcher.history[-5:]
         if self.adapter is not None:
             info["adapter"] = None if self.adapter.last is None else self.adapter.last.as_dict()
-            info["adapted"] = getattr(self.policy.scorer, "adapter", None) is not None
+            info["adapted"] = self.adapter.scorer.adapter is not None
         return info
 
     def start(self) -> None:
