@@ -111,6 +111,9 @@ class Signal:
 
 @dataclass(frozen=True)
 class Decision:
+    """The router's verdict on one request, before any backend is called: the one name for it. What then
+    happened to the answer (backend used, fallback, cost, energy) is the gateway's ``Routing``."""
+
     route: Route
     backend: str | None
     score: float | None

@@ -20,6 +20,8 @@ from hybridgate.router.scorer import Scored, Scorer, scoring, version_of
 
 @dataclass(frozen=True)
 class RoutingSnapshot:
+    """Everything a decision reads that changes while the gateway serves; replaced whole, never changed."""
+
     scorer: Scorer  # immutable: a new router or correction is a new scorer
     threshold: float = 0.5  # t_cloud: at or above, the cloud
     t_local: float | None = None  # below, local; None: the same as threshold (no collaborative band)

@@ -26,7 +26,8 @@ _SCORED_CHARS = 4000
 
 @dataclass
 class Routing:
-    """How one answer was produced; it travels in headers and under the ``hybridgate`` key."""
+    """How one answer was produced (the router's :class:`~hybridgate.router.Decision`, then the backend that
+    answered, any fallback, cost and energy); it travels in headers and under the ``hybridgate`` key."""
 
     request_id: str
     decision: Decision
