@@ -5,7 +5,7 @@ query and of the backends it has; the router answers with a :class:`Decision`.
 Keeping it pure means every decision can be replayed in a test or a benchmark.
 """
 
-from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer, Signal
+from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Signal
 from hybridgate.router.policy import (
     BudgetExhausted,
     EnergyBudgetExhausted,
@@ -17,11 +17,14 @@ from hybridgate.router.policy import (
 )
 from hybridgate.router.privacy import PersonalDataDetector
 from hybridgate.router.rule_scorer import RuleScorer
+from hybridgate.router.scorer import EmbeddingScorer, Scorer
+from hybridgate.router.snapshot import RoutingSnapshot
 
 __all__ = [
     "BudgetExhausted",
     "Decision",
     "EnergyBudgetExhausted",
+    "EmbeddingScorer",
     "EnergyCapExceeded",
     "Mode",
     "PersonalDataDetector",
@@ -30,6 +33,7 @@ __all__ = [
     "RouteContext",
     "RouteQuery",
     "RoutingPolicy",
+    "RoutingSnapshot",
     "RuleScorer",
     "Scorer",
     "Signal",

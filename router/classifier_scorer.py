@@ -3,13 +3,20 @@
 Embedding a query is computation, not I/O: the model and the router's arrays
 are loaded by the gateway before the first request, so the policy stays pure.
 An :class:`~hybridgate.classifiers.adapt.Adapter` learnt from this gateway's own
-labels (``serving/router_adapt.py``) may sit on top of the shipped router; it is
-swapped in whole, so a decision sees either the old or the new one.
+labels (``serving/router_adapt.py``) may sit on top of the shipped router.
+
+A :class:`Classifier` is immutable: a new router version or a new adapter is a
+new one. The :class:`ClassifierScorer` a gateway is built with is a live handle
+on the classifier in use: it keeps it in a
+:class:`~hybridgate.router.snapshot.SnapshotSlot`, which the policy built on it
+shares with its thresholds, so a reload, an adoption or a recalibration is one
+assignment and a decision sees one whole snapshot (``router/snapshot.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +24,7 @@ from hybridgate.classifiers.adapt import Adapter, logit
 from hybridgate.classifiers.embedder import Embedder
 from hybridgate.classifiers.model import RouterModel
 from hybridgate.router.decision import RouteQuery, Signal
+from hybridgate.router.snapshot import LiveScorer, RoutingSnapshot, SnapshotSlot
 
 TOP_SIGNALS = 3
 
@@ -26,8 +34,10 @@ def _score_push(z: float, push: float) -> float:
     return float(1 / (1 + np.exp(-z)) - 1 / (1 + np.exp(-(z - push))))
 
 
-@dataclass
-class ClassifierScorer:
+@dataclass(frozen=True)
+class Classifier:
+    """One router model, the embedder it reads, and this gateway's correction of it, as one value."""
+
     model: RouterModel
     embedder: Embedder
     adapter: Adapter | None = None
@@ -56,11 +66,8 @@ class ClassifierScorer:
         return self.score_named(query)[:2]
 
     def score_named(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...], str]:
-        """The score, its signals and the name of the router (with the abilities it used) that gave them.
-
-        Model and adapter are read once: a reload or a learnt ability swapped in meanwhile (one assignment of
-        ``model``) changes the next decision, never half of this one, so the name always explains the score."""
-        model, adapter = self.model, self.adapter  # one consistent pair, whatever a reload does meanwhile
+        """The score, its signals and the name of the router (with the abilities it used) that gave them."""
+        model, adapter = self.model, self.adapter
         vectors = self.embedder.encode([query.text])
         base, explained = model.score_explained(model.inputs(vectors, [query.text], [query.n_messages]))
         score = base if adapter is None else float(adapter.apply(np.array([base]), vectors)[0])
@@ -70,6 +77,84 @@ class ClassifierScorer:
             pushes.append(("this gateway's labels", score - base))
         top = sorted((p for p in pushes if abs(p[1]) >= 0.005), key=lambda p: -abs(p[1]))[:TOP_SIGNALS]
         return score, tuple(Signal(n, round(v, 3)) for n, v in top), _name_of(model)
+
+    def base_score(self, vector: np.ndarray, text: str, turns: int) -> float:
+        """The router's own score for a query (its ``vector`` already embedded), without the adapter: what an
+        adapter trains on top of."""
+        return round(float(self.model.score(vector[None, :], [text], [turns])[0]), 6)
+
+    def label_inputs(self, text: str, turns: int) -> list[float] | None:
+        """What a label keeps of the query beyond its vector, for a router that reads more (an outcomes head's
+        shape features: length, code, math, ...): numbers, never the text. None for a router that reads the
+        vector alone."""
+        model = self.model
+        extra = model.inputs(np.zeros((1, model.dim), dtype=np.float32), [text], [turns])[0, model.dim :]
+        return [round(float(v), 6) for v in extra] if extra.size else None
+
+
+class ClassifierScorer(LiveScorer):
+    """The classifier in use, replaced whole while the gateway runs (a reload, an adapter, a learnt ability).
+
+    Each read goes to the current :class:`Classifier` once; each write (``model = ...``, ``adapter = ...``)
+    puts a new classifier in the slot with one assignment. Writes come from the event loop only."""
+
+    def __init__(self, model: RouterModel, embedder: Embedder, adapter: Adapter | None = None) -> None:
+        self.slot = SnapshotSlot(RoutingSnapshot(Classifier(model, embedder, adapter)))
+
+    @property
+    def current(self) -> Classifier:
+        scorer = self.slot.snapshot.scorer
+        assert isinstance(scorer, Classifier)
+        return scorer
+
+    def swap(self, **changes: Any) -> Classifier:
+        """Put a copy of the current classifier changed by ``changes`` in use (one assignment); returns it."""
+        new = replace(self.current, **changes)
+        self.slot.swap(scorer=new)
+        return new
+
+    @property
+    def model(self) -> RouterModel:
+        return self.current.model
+
+    @model.setter
+    def model(self, model: RouterModel) -> None:
+        self.swap(model=model)
+
+    @property
+    def adapter(self) -> Adapter | None:
+        return self.current.adapter
+
+    @adapter.setter
+    def adapter(self, adapter: Adapter | None) -> None:
+        self.swap(adapter=adapter)
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.current.embedder
+
+    @property
+    def name(self) -> str:
+        return self.current.name
+
+    @property
+    def version(self) -> str:
+        return self.current.version
+
+    def score(self, query: RouteQuery) -> float:
+        return self.current.score(query)
+
+    def score_explained(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...]]:
+        return self.current.score_explained(query)
+
+    def score_named(self, query: RouteQuery) -> tuple[float, tuple[Signal, ...], str]:
+        return self.current.score_named(query)
+
+    def base_score(self, vector: np.ndarray, text: str, turns: int) -> float:
+        return self.current.base_score(vector, text, turns)
+
+    def label_inputs(self, text: str, turns: int) -> list[float] | None:
+        return self.current.label_inputs(text, turns)
 
 
 def _name_of(model: RouterModel) -> str:

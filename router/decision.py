@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hybridgate.router.node_choice import NodeScore
@@ -111,6 +111,9 @@ class Signal:
 
 @dataclass(frozen=True)
 class Decision:
+    """The router's verdict on one request, before any backend is called: the one name for it. What then
+    happened to the answer (backend used, fallback, cost, energy) is the gateway's ``Routing``."""
+
     route: Route
     backend: str | None
     score: float | None
@@ -127,6 +130,7 @@ class Decision:
     private: bool = False  # no cloud backend may see this request (strict, or personal data kept on the device)
     redact_only: bool = False  # the cloud may see it only with its personal data replaced (the redact mode)
     nodes: tuple[NodeScore, ...] = ()  # the candidates of the chosen route, as scored, in the order tried
+    snapshot: int | None = None  # the serial of the routing snapshot (scorer, thresholds) it was decided with
 
     @property
     def cloud_forbidden(self) -> bool:
@@ -157,12 +161,3 @@ class Decision:
             "signals": [{"name": s.name, "push": s.push} for s in self.signals],
             **({"nodes": [n.as_dict() for n in self.nodes]} if self.nodes else {}),
         }
-
-
-class Scorer(Protocol):
-    """Anything that says how much a query needs the cloud, from 0 (local is enough) to 1."""
-
-    @property
-    def name(self) -> str: ...
-
-    def score(self, query: RouteQuery) -> float: ...

@@ -30,7 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Scorer, Signal
+from hybridgate.router.decision import Decision, Mode, Route, RouteContext, RouteQuery, Signal
+from hybridgate.router.scorer import Scorer
+from hybridgate.router.snapshot import LiveScorer, RoutingSnapshot, SnapshotSlot
 
 AUTO = "hybridgate/auto"
 ROUTE_ALIASES = {"hybridgate/local": Route.LOCAL, "hybridgate/cloud": Route.CLOUD}
@@ -76,22 +78,67 @@ class _Draft:
     scorer_name: str | None = None  # the name of the scorer that gave the score, read with it
 
 
-@dataclass
 class RoutingPolicy:
-    scorer: Scorer
-    threshold: float = 0.5  # t_cloud: at or above, the cloud
-    t_local: float | None = None  # below, local; None: the same as threshold (no collaborative band)
-    mode: Mode = Mode.CASCADE
-    on_personal_data: PersonalDataRule = "local"
-    tools: ToolsRule = "cloud"  # where an automatic request with tools goes
+    """The rules, and the routing snapshot (scorer, thresholds) they read: once per decision, at its start."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        threshold: float = 0.5,  # t_cloud: at or above, the cloud
+        t_local: float | None = None,  # below, local; None: the same as threshold (no collaborative band)
+        mode: Mode = Mode.CASCADE,
+        on_personal_data: PersonalDataRule = "local",
+        tools: ToolsRule = "cloud",  # where an automatic request with tools goes
+    ) -> None:
+        self.mode = mode
+        self.on_personal_data: PersonalDataRule = on_personal_data
+        self.tools: ToolsRule = tools
+        self._live: Scorer | None = None
+        if isinstance(scorer, LiveScorer):  # its scorer is replaced while serving: share its slot, so one swap does
+            self._live, self.slot = scorer, scorer.slot
+            self.slot.swap(threshold=threshold, t_local=t_local)
+        else:
+            self.slot = SnapshotSlot(RoutingSnapshot(scorer, threshold, t_local))
+
+    @property
+    def snapshot(self) -> RoutingSnapshot:
+        """What the next decision will use; read it once and use that one (a reload may replace it meanwhile)."""
+        return self.slot.snapshot
+
+    def swap(self, **changes: object) -> RoutingSnapshot:
+        """Replace the snapshot (scorer, threshold, t_local) in one assignment; from the event loop only."""
+        return self.slot.swap(**changes)
+
+    @property
+    def scorer(self) -> Scorer:
+        """The live scorer this policy was built with (which shows the scorer in use now), else the one in use."""
+        return self._live if self._live is not None else self.slot.snapshot.scorer
+
+    @property
+    def threshold(self) -> float:
+        return self.slot.snapshot.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        """A new snapshot with this t_cloud; to change several things at once (and so no decision sees half of it),
+        :meth:`swap` them together."""
+        self.slot.swap(threshold=value)
+
+    @property
+    def t_local(self) -> float | None:
+        return self.slot.snapshot.t_local
+
+    @t_local.setter
+    def t_local(self, value: float | None) -> None:
+        self.slot.swap(t_local=value)
 
     @property
     def version(self) -> str | None:
-        return getattr(self.scorer, "version", None)
+        return self.slot.snapshot.version
 
     @property
     def t_low(self) -> float:
-        return self.threshold if self.t_local is None else min(self.t_local, self.threshold)
+        return self.slot.snapshot.t_low
 
     def private(self, q: RouteQuery) -> bool:
         """Whether ``q`` may not reach a cloud backend at all (strict, or personal data kept on the device)."""
@@ -102,7 +149,8 @@ class RoutingPolicy:
         return not q.privacy_strict and bool(q.personal_data) and self.on_personal_data == "redact"
 
     def decide(self, query: RouteQuery, ctx: RouteContext) -> Decision:
-        decision = self._decide(query, ctx)
+        snap = self.slot.snapshot  # the one read: a reload meanwhile changes the next decision, never half of this one
+        decision = self._decide(query, ctx, snap)
         # The invariant, checked on the way out as well as kept by every step: a private request never has a
         # cloud backend, and a redact-only one reaches the cloud only through the redact mode.
         cloud = [n for n in (decision.backend, decision.cloud_backend, *decision.fallbacks) if n and ctx.backends.get(n) is Route.CLOUD]
@@ -110,10 +158,10 @@ class RoutingPolicy:
             raise PrivacyViolation("this request's privacy forbids the cloud")  # unreachable unless a step is wrong
         return decision
 
-    def _decide(self, query: RouteQuery, ctx: RouteContext) -> Decision:
+    def _decide(self, query: RouteQuery, ctx: RouteContext, snap: RoutingSnapshot) -> Decision:
         model = query.requested_model
         if model in ctx.backends:
-            return self._pinned_backend(model, query, ctx)
+            return self._pinned_backend(model, query, ctx, snap)
         if model in ROUTE_ALIASES or model in MODE_ALIASES:
             route = ROUTE_ALIASES.get(model, Route.COLLAB)
             mode = MODE_ALIASES.get(model)
@@ -133,30 +181,25 @@ class RoutingPolicy:
                 elif draft.redact_only and mode is not Mode.REDACT:
                     draft.route, draft.mode = Route.COLLAB, Mode.REDACT
                     draft.reasons.append(f"personal data ({', '.join(query.personal_data)}): redacted before the cloud sees it")
-            return self._finish(draft, None, query, ctx, pinned=True)
-        named = getattr(self.scorer, "score_named", None)
-        explained = getattr(self.scorer, "score_explained", None)
-        scorer_name = None
-        if named is not None:
-            score, signals, scorer_name = named(query)
-        else:
-            score, signals = explained(query) if explained is not None else (self.scorer.score(query), ())
-        draft = self._by_score(score)
+            return self._finish(draft, None, query, ctx, snap, pinned=True)
+        score, signals, scorer_name = snap.score(query)
+        draft = self._by_score(score, snap)
         draft.signals, draft.scorer_name = signals, scorer_name
         self._tools(draft, query)
         self._privacy(draft, query)
         self._context(draft, query, ctx)
         self._deadline(draft, query, ctx)
-        return self._finish(draft, score, query, ctx, pinned=False)
+        return self._finish(draft, score, query, ctx, snap, pinned=False)
 
     # -- the steps ------------------------------------------------------------------------------------
-    def _by_score(self, score: float) -> _Draft:
-        if score >= self.threshold:
-            return _Draft(Route.CLOUD, None, [f"score {score:.3f} >= t_cloud {self.threshold:.3f}"])
-        if score < self.t_low:
-            return _Draft(Route.LOCAL, None, [f"score {score:.3f} < t_local {self.t_low:.3f}"])
+    def _by_score(self, score: float, snap: RoutingSnapshot) -> _Draft:
+        t_cloud, t_low = snap.threshold, snap.t_low
+        if score >= t_cloud:
+            return _Draft(Route.CLOUD, None, [f"score {score:.3f} >= t_cloud {t_cloud:.3f}"])
+        if score < t_low:
+            return _Draft(Route.LOCAL, None, [f"score {score:.3f} < t_local {t_low:.3f}"])
         return _Draft(
-            Route.COLLAB, self.mode, [f"score {score:.3f} between t_local {self.t_low:.3f} and t_cloud {self.threshold:.3f}: {self.mode.value}"]
+            Route.COLLAB, self.mode, [f"score {score:.3f} between t_local {t_low:.3f} and t_cloud {t_cloud:.3f}: {self.mode.value}"]
         )
 
     def _tools(self, d: _Draft, q: RouteQuery) -> None:
@@ -270,7 +313,7 @@ class RoutingPolicy:
         reason = f"energy cap {cap:.0f} J: {route.value} expects {joules:.0f} J, {d.route.value} {mine:.0f} J"
         self._move(d, route, reason)
 
-    def _pinned_backend(self, name: str, q: RouteQuery, ctx: RouteContext) -> Decision:
+    def _pinned_backend(self, name: str, q: RouteQuery, ctx: RouteContext, snap: RoutingSnapshot) -> Decision:
         route = ctx.backends[name]
         if route is Route.CLOUD and q.privacy_strict:
             raise PrivacyViolation(f"backend {name} is in the cloud, which x-hybridgate-privacy: strict forbids")
@@ -285,11 +328,13 @@ class RoutingPolicy:
         if name not in ctx.healthy:
             raise UnroutableError(f"backend {name!r} is not healthy")
         return Decision(
-            route, name, None, None, self.scorer.name, (f"model {name} pins backend {name}",), self.version,
-            personal_data=q.personal_data, private=self.private(q), redact_only=self.redact_only(q),
+            route, name, None, None, snap.scorer.name, (f"model {name} pins backend {name}",), snap.version,
+            personal_data=q.personal_data, private=self.private(q), redact_only=self.redact_only(q), snapshot=snap.serial,
         )
 
-    def _finish(self, d: _Draft, score: float | None, q: RouteQuery, ctx: RouteContext, *, pinned: bool) -> Decision:
+    def _finish(
+        self, d: _Draft, score: float | None, q: RouteQuery, ctx: RouteContext, snap: RoutingSnapshot, *, pinned: bool
+    ) -> Decision:
         if d.route is not Route.LOCAL and ctx.cloud_budget_exhausted:
             if pinned:
                 raise BudgetExhausted("the daily cloud budget of this key is spent")
@@ -316,10 +361,10 @@ class RoutingPolicy:
                 d.route, d.mode = Route.CLOUD, None
                 d.reasons.append("no healthy local backend; answering in the cloud")
             else:
-                return self._decision(Route.COLLAB, local or cloud, score, q, d, ctx, cloud_backend=cloud[0])
+                return self._decision(Route.COLLAB, local or cloud, score, q, d, ctx, snap, cloud_backend=cloud[0])
         wanted = local if d.route is Route.LOCAL else cloud
         if wanted:
-            return self._decision(d.route, wanted, score, q, d, ctx)
+            return self._decision(d.route, wanted, score, q, d, ctx, snap)
         other = Route.CLOUD if d.route is Route.LOCAL else Route.LOCAL
         others = cloud if other is Route.CLOUD else local
         if pinned or not others or (other is Route.CLOUD and d.privacy_local):
@@ -329,23 +374,32 @@ class RoutingPolicy:
         if other is Route.CLOUD and d.redact_only:
             d.route, d.mode = Route.COLLAB, Mode.REDACT
             d.reasons.append(f"{why} (redacted: personal data)")
-            return self._decision(Route.COLLAB, others, score, q, d, ctx, cloud_backend=others[0])
+            return self._decision(Route.COLLAB, others, score, q, d, ctx, snap, cloud_backend=others[0])
         d.reasons.append(why)
         d.route = other
-        return self._decision(other, others, score, q, d, ctx)
+        return self._decision(other, others, score, q, d, ctx, snap)
 
     def _decision(
-        self, route: Route, names: list[str], score: float | None, q: RouteQuery, d: _Draft, ctx: RouteContext, *, cloud_backend: str | None = None
+        self,
+        route: Route,
+        names: list[str],
+        score: float | None,
+        q: RouteQuery,
+        d: _Draft,
+        ctx: RouteContext,
+        snap: RoutingSnapshot,
+        *,
+        cloud_backend: str | None = None,
     ) -> Decision:
         return Decision(
             route,
             names[0],
             score,
-            None if score is None else self.threshold,
-            d.scorer_name or self.scorer.name,
+            None if score is None else snap.threshold,
+            d.scorer_name or snap.scorer.name,
             tuple(d.reasons),
-            self.version,
-            t_local=None if score is None else self.t_low,
+            snap.version,
+            t_local=None if score is None else snap.t_low,
             mode=d.mode if route is Route.COLLAB else None,
             cloud_backend=cloud_backend,
             fallbacks=tuple(names[1:]),
@@ -354,4 +408,5 @@ class RoutingPolicy:
             private=d.privacy_local,
             redact_only=d.redact_only,
             nodes=tuple(ctx.node_scores[n] for n in names if n in ctx.node_scores),
+            snapshot=snap.serial,
         )

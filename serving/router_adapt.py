@@ -35,6 +35,7 @@ from hybridgate.classifiers.model import RouterModel
 from hybridgate.classifiers.outcome_head import OutcomeHead
 from hybridgate.classifiers.pair_score import Ability, fit_ability, success
 from hybridgate.router.classifier_scorer import ClassifierScorer
+from hybridgate.router.scorer import EmbeddingScorer, Scorer
 from hybridgate.serving.periodic import Periodic
 from hybridgate.serving.router_reload import auc, label_arrays, labels_under
 from hybridgate.serving.state import StateStore
@@ -53,14 +54,11 @@ def _held_out(row: dict[str, Any]) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < HOLDOUT
 
 
-def label_inputs(scorer: object, text: str, turns: int) -> list[float] | None:
+def label_inputs(scorer: Scorer, text: str, turns: int) -> list[float] | None:
     """What a label keeps of the query beyond its vector, for a router that reads more (an outcomes head's shape
-    features: length, code, math, ...): numbers, never the text. None for a router that reads the vector alone."""
-    if not isinstance(scorer, ClassifierScorer):
-        return None
-    model = scorer.model
-    extra = model.inputs(np.zeros((1, model.dim), dtype=np.float32), [text], [turns])[0, model.dim :]
-    return [round(float(v), 6) for v in extra] if extra.size else None
+    features: length, code, math, ...): numbers, never the text. None for a router that reads the vector alone,
+    or a scorer that embeds nothing."""
+    return scorer.label_inputs(text, turns) if isinstance(scorer, EmbeddingScorer) else None
 
 
 def local_outcomes(rows: list[dict[str, Any]], embedder: str, dim: int, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,25 +126,29 @@ class RouterAdapter:
             return self.last
         if len(rows) == self._fitted_on and self.last is not None:
             return self.last
-        result = await asyncio.to_thread(self._fit, rows)
+        model = self.scorer.model
+        result, adapter = await asyncio.to_thread(self._fit, rows)
         self._fitted_on = len(rows)
         self.last = result
+        # Back on the event loop, where a reload also happens: an adapter fitted on the scores of a model the watcher
+        # replaced meanwhile does not apply to the new one.
+        if adapter is not None and self.scorer.model is model:
+            self.scorer.adapter = adapter  # the one swap
         return result
 
-    def _fit(self, rows: list[dict[str, Any]]) -> AdaptResult:
+    def _fit(self, rows: list[dict[str, Any]]) -> tuple[AdaptResult, Adapter | None]:
         held = np.array([_held_out(r) for r in rows])
         base, x, y = label_arrays(rows)
         if held.all() or not held.any():
-            return AdaptResult("too-few", len(rows))
+            return AdaptResult("too-few", len(rows)), None
         trial = fit_adapter(base[~held], x[~held], y[~held])
         before, after = auc(base[held], y[held]), auc(trial.apply(base[held], x[held]), y[held])
         if before is None or after is None or after <= before:
             log.info("adapter not adopted: held-out AUC %s with it, %s without (%d labels)", after, before, len(rows))
-            return AdaptResult("kept", len(rows), before, after)
+            return AdaptResult("kept", len(rows), before, after), None
         adapter: Adapter = fit_adapter(base, x, y)  # validated: now fit on every label
-        self.scorer.adapter = adapter
         log.info("adapter adopted on %d labels: held-out AUC %.3f -> %.3f", len(rows), before, after)
-        return AdaptResult("adopted", len(rows), round(before, 4), round(after, 4))
+        return AdaptResult("adopted", len(rows), round(before, 4), round(after, 4)), adapter
 
     async def _adapt_ability(self) -> AdaptResult:
         """Learn the unknown local model's ability; swap a scorer with it in once it beats the prior."""
@@ -186,8 +188,10 @@ class RouterAdapter:
         return AdaptResult("adopted", len(y), ability={**info, "origin": ability.source(), "offset": round(ability.offset, 4)}), ability
 
     def reset(self) -> None:
-        """A new router version: its scores differ, so the old adapter and its labels no longer apply."""
-        self.scorer.adapter = None
+        """A new router version: its scores differ, so the old adapter and its labels no longer apply (the watcher
+        put the new version in use without it; a caller without one drops it here)."""
+        if self.scorer.adapter is not None:
+            self.scorer.adapter = None
         self._fitted_on = -1
         self.last = None
 

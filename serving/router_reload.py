@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,8 @@ class RouterWatcher:
     interval_s: float
     tolerance: float = 0.01
     on_loaded: Callable[[RouterModel], None] | None = None
+    # A new router's thresholds (t_cloud, t_local), put in use with it; None keeps the thresholds in use.
+    thresholds: Callable[[RouterModel], tuple[float, float | None]] | None = None
     previous: RouterModel | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     _loop: Periodic | None = field(default=None, repr=False)
@@ -127,9 +129,7 @@ class RouterWatcher:
             self.history.append({"version": version, "outcome": "kept", "auc_new": new_auc, "auc_current": old_auc, "labels": n})
             return "kept"
         self.previous = self.scorer.model
-        self.scorer.model = new
-        if self.on_loaded is not None:
-            self.on_loaded(new)
+        self._use(new)
         log.info("router %s loaded (was %s)", new.version, self.previous.version)
         self.history.append({"version": new.version, "outcome": "loaded", "auc_new": new_auc, "auc_current": old_auc, "labels": n})
         return "loaded"
@@ -137,10 +137,19 @@ class RouterWatcher:
     def rollback(self) -> bool:
         if self.previous is None:
             return False
-        self.scorer.model, self.previous = self.previous, self.scorer.model
-        if self.on_loaded is not None:
-            self.on_loaded(self.scorer.model)
+        back, self.previous = self.previous, self.scorer.model
+        self._use(back)
         return True
+
+    def _use(self, model: RouterModel) -> None:
+        """Put ``model`` in use with its own thresholds and without the old router's adapter (fitted on the old
+        scores, it no longer applies): one new routing snapshot, one assignment, so no decision mixes them."""
+        changes: dict[str, Any] = {"scorer": replace(self.scorer.current, model=model, adapter=None)}
+        if self.thresholds is not None:
+            changes["threshold"], changes["t_local"] = self.thresholds(model)
+        self.policy.swap(**changes)
+        if self.on_loaded is not None:
+            self.on_loaded(model)
 
     async def _compare(self, old: RouterModel, new: RouterModel) -> tuple[float | None, float | None, int]:
         """Both routers' ROC AUC on this device's labels, or None where they cannot be judged fairly here."""
