@@ -16,11 +16,11 @@ from hybridgate.client import (  # noqa: E402
     BadRequestError,
     ChatResult,
     Client,
+    Decision,
     HybridgateError,
     NotFoundError,
     RateLimitError,
-    RouteDecision,
-    RoutingInfo,
+    Routing,
     ServiceUnavailableError,
 )
 
@@ -32,11 +32,20 @@ __all__ = [
     "BadRequestError",
     "ChatResult",
     "Client",
+    "Decision",
     "HybridgateError",
     "NotFoundError",
     "RateLimitError",
-    "RouteDecision",
-    "RoutingInfo",
+    "Routing",
     "ServiceUnavailableError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The SDK's old names (RouteDecision, RoutingInfo) still resolve, with a DeprecationWarning."""
+    if name in ("RouteDecision", "RoutingInfo"):
+        import hybridgate.client as _client
+
+        return getattr(_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,12 +28,12 @@ __all__ = [
     "ChatResult",
     "ChatStream",
     "Client",
+    "Decision",
     "HybridgateError",
     "Messages",
     "NotFoundError",
     "RateLimitError",
-    "RouteDecision",
-    "RoutingInfo",
+    "Routing",
     "ServiceUnavailableError",
 ]
 
@@ -101,7 +101,7 @@ def _raise_for(resp: httpx.Response, body: bytes) -> None:
 
 
 @dataclass(frozen=True)
-class RoutingInfo:
+class Routing:
     route: str
     backend: str
     score: float | None
@@ -119,7 +119,7 @@ class RoutingInfo:
     signals: tuple[tuple[str, float], ...] = ()  # what moved the score most: (name, push on the score)
 
     @classmethod
-    def from_headers(cls, h: httpx.Headers) -> RoutingInfo:
+    def from_headers(cls, h: httpx.Headers) -> Routing:
         score = h.get("x-hybridgate-score", "-")
         router, _, version = (h.get("x-hybridgate-router") or "").partition("@")
         threshold = h.get("x-hybridgate-threshold")
@@ -138,11 +138,11 @@ class RoutingInfo:
             signals=_signals_header(h.get("x-hybridgate-signals")),
         )
 
-    def with_body(self, info: dict[str, Any] | None) -> RoutingInfo:
+    def with_body(self, info: dict[str, Any] | None) -> Routing:
         if not info:
             return self
         decided = info.get("decided", {})
-        return RoutingInfo(
+        return Routing(
             route=info.get("route", self.route),
             backend=info.get("backend", self.backend),
             score=decided.get("score", self.score),
@@ -180,7 +180,7 @@ def _signals_header(value: str | None) -> tuple[tuple[str, float], ...]:
 
 
 @dataclass(frozen=True)
-class RouteDecision:
+class Decision:
     """What ``POST /v1/route`` answers: the decision for a request, nothing generated."""
 
     route: str
@@ -200,7 +200,7 @@ class RouteDecision:
     signals: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RouteDecision:
+    def from_json(cls, d: dict[str, Any]) -> Decision:
         return cls(
             route=d["route"],
             backend=d.get("backend"),
@@ -236,7 +236,7 @@ class ChatResult:
     finish_reason: str
     usage: dict[str, int]
     model: str
-    routing: RoutingInfo
+    routing: Routing
     raw: dict[str, Any] = field(repr=False)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # OpenAI's shape: id, type, function name/arguments
 
@@ -263,7 +263,7 @@ def _result(resp: httpx.Response, data: dict[str, Any]) -> ChatResult:
         finish_reason=choice.get("finish_reason") or "stop",
         usage=data.get("usage", {}),
         model=data.get("model", ""),
-        routing=RoutingInfo.from_headers(resp.headers).with_body(data.get("hybridgate")),
+        routing=Routing.from_headers(resp.headers).with_body(data.get("hybridgate")),
         raw=data,
         tool_calls=list(choice["message"].get("tool_calls") or []),
     )
@@ -273,7 +273,7 @@ class _StreamState:
     """What a stream has told so far; shared by the sync and async streams."""
 
     def __init__(self, resp: httpx.Response) -> None:
-        self.routing = RoutingInfo.from_headers(resp.headers)
+        self.routing = Routing.from_headers(resp.headers)
         self.parts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: dict[str, int] | None = None
@@ -358,10 +358,10 @@ class Client:
 
     def route(
         self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None
-    ) -> RouteDecision:
+    ) -> Decision:
         """Where this request would go, and why, without generating anything."""
         resp = self._send("POST", "/v1/route", json=_payload(messages, model, False, {}), headers=_hints(privacy, deadline_ms))
-        return RouteDecision.from_json(resp.json())
+        return Decision.from_json(resp.json())
 
     def stream(
         self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None, **params: Any
@@ -433,9 +433,9 @@ class AsyncClient:
 
     async def route(
         self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None
-    ) -> RouteDecision:
+    ) -> Decision:
         resp = await self._send("POST", "/v1/route", json=_payload(messages, model, False, {}), headers=_hints(privacy, deadline_ms))
-        return RouteDecision.from_json(resp.json())
+        return Decision.from_json(resp.json())
 
     def stream(
         self, messages: Messages, model: str = "hybridgate/auto", *, privacy: str | None = None, deadline_ms: float | None = None, **params: Any
@@ -478,3 +478,17 @@ class _AsyncStreamContext:
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         await self._cm.__aexit__(et, ev, tb)
+
+
+# One name per concept, as on the server (router.Decision, serving.records.Routing); the old names still resolve.
+_DEPRECATED = {"RouteDecision": "Decision", "RoutingInfo": "Routing"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(f"hybridgate.client.{name} is deprecated: use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

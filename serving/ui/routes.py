@@ -64,7 +64,7 @@ class Dashboard:
     def start(self, gateway: Gateway) -> None:
         policy = gateway.policy
         self.sampler = HistorySampler(
-            gateway.metrics, self.cfg.state.redis_url, self.sample_s, thresholds=lambda: (policy.threshold, policy.t_local),
+            gateway.metrics, self.cfg.state.redis_url, self.sample_s, thresholds=lambda: ((s := policy.snapshot).threshold, s.t_local),  # one snapshot: a consistent pair
             decisions=gateway.state.recent_decisions,
         )
         self.sampler.start()
