@@ -7,8 +7,9 @@ its pairs, with no labels and no source name (what a gateway meets). The best
 mean APGR over the sources is the selection's winner; only then are the test
 splits read, once, for the report. A fixed router (``blend-static``, fitted on
 ``routellm-mmlu``'s whole train split) is scored on the same inner-validation
-rows; on ``routellm-mmlu`` those are rows it was fitted on, so the comparison
-favours it, never the challenger.
+rows; where it was fitted on them (or on the same questions: ``seen``), its
+figure would be in-sample, so the winner is chosen on the mean over the sources
+no compared router has seen (each source's figure is still reported).
 
 The winner replaces the default only if it also beats ``blend-static`` on the
 selection and passes the gates the caller measures under the embedded default
@@ -75,6 +76,7 @@ class Choice:
     winner: str
     test: dict[str, Any]
     gates: dict[str, Any] = field(default_factory=dict)
+    fair: tuple[str, ...] = ()  # the sources the winner was chosen on (no compared router saw their rows)
 
     def verdict(self) -> dict[str, Any]:
         """Whether the winner replaces the default, and each gate it failed with the shortfall."""
@@ -82,7 +84,8 @@ class Choice:
         if self.winner == DEFAULT:
             failed["selection"] = "the default itself wins the selection"
         else:
-            gap = self.selection[self.winner]["mean"] - self.selection.get(DEFAULT, {"mean": 0.0})["mean"]
+            key = "fair_mean" if self.fair else "mean"
+            gap = self.selection[self.winner][key] - self.selection.get(DEFAULT, {key: 0.0})[key]
             if gap <= 0:
                 failed["selection"] = f"{gap:+.4f} against {DEFAULT}"
         for gate, (got, need) in self.gates.items():
@@ -91,7 +94,7 @@ class Choice:
         return {"winner": self.winner, "replaces_default": not failed, "failed": failed}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inner_cut": INNER_CUT, "selection": self.selection, "winner": self.winner, "test": self.test,
+        return {"inner_cut": INNER_CUT, "chosen_on": list(self.fair), "selection": self.selection, "winner": self.winner, "test": self.test,
                 "gates": {k: {"got": g, "need": n} for k, (g, n) in self.gates.items()}, "verdict": self.verdict()}
 
 
@@ -100,23 +103,29 @@ def choose_default(
     candidates: Mapping[str, Callable[[Mapping[str, np.ndarray]], Scores]],
     fixed: Mapping[str, Scores] | None = None,
     reference: Mapping[str, Scores] | None = None,
+    seen: Mapping[str, Sequence[str]] | None = None,
 ) -> Choice:
     """Select on inner validation, then score every test split once.
 
     ``candidates`` are fitted twice by the caller's function of training rows (source -> mask): on the inner-train
     rows for the selection, then on every train split for the test; ``fixed`` routers are scored as they are;
-    ``reference`` (random, length, the rule scorer) is reported beside them and never wins.
+    ``reference`` (random, length, the rule scorer) is reported beside them and never wins; ``seen`` names, per
+    fixed router, the sources whose rows (or questions) it was fitted on: the winner is chosen on the others.
     """
     inner = {s.name: inner_split(s) for s in sources}
     fitted_inner = {n: make({k: v[0] for k, v in inner.items()}) for n, make in candidates.items()}
     scorers = {**fitted_inner, **(fixed or {})}
     val = {k: v[1] for k, v in inner.items()}
     selection = score_table(sources, {**scorers, **(reference or {})}, val)
-    winner = max(scorers, key=lambda n: selection[n]["mean"])
+    unseen = {s.name for s in sources} - {x for names in (seen or {}).values() for x in names}
+    fair = tuple(s.name for s in sources if s.name in unseen) or tuple(s.name for s in sources)
+    for row in selection.values():
+        row["fair_mean"] = round(float(np.mean([row["sources"][n] for n in fair])), 4)
+    winner = max(scorers, key=lambda n: selection[n]["fair_mean"])
     final = {n: make({s.name: s.train for s in sources}) for n, make in candidates.items()}
     test_masks = {s.name: ~s.train for s in sources}
     test = score_table(sources, {**final, **(fixed or {}), **(reference or {})}, test_masks)
-    return Choice(selection, winner, test)
+    return Choice(selection, winner, test, fair=fair)
 
 
 __all__ = ["Choice", "choose_default", "inner_split", "ranking_guard", "score_table", "test_rows"]

@@ -71,3 +71,11 @@ def test_a_failed_gate_keeps_the_default_and_says_by_how_much() -> None:
 def test_ranking_guard_is_the_share_of_hard_easy_pairs_in_order() -> None:
     hard = np.array([True, True, False, False])
     assert ranking_guard(np.array([0.9, 0.1, 0.5, 0.0]), hard) == 0.75
+
+
+def test_a_fixed_router_is_not_chosen_on_the_source_it_was_fitted_on(two_sources: list[Source]) -> None:
+    by_source = lambda good: lambda src, idx, pair: _length(src, idx, pair) * (1 if src.name == good else -1)  # noqa: E731
+    choice = choose_default(two_sources, {"learnt": lambda rows: by_source("puzzles")}, {DEFAULT: by_source("chat")},
+                            seen={DEFAULT: ["chat"]})
+    assert choice.fair == ("puzzles",) and choice.winner == "learnt"
+    assert choice.selection[DEFAULT]["sources"]["chat"] > choice.selection["learnt"]["sources"]["chat"]
