@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from hybridgate.classifiers.outcomes import _sigmoid
 from hybridgate.classifiers.pair_score import Ability, fit_ability
 from hybridgate.federated.ability_share import client_update, fleet_ability
@@ -35,7 +34,7 @@ def test_the_fleet_learns_more_than_one_gateway_alone() -> None:
     prior, clients, truth = _fleet(seed=1)
     alone = fit_ability(*clients[0], prior, *SD)
     fleet = fleet_ability(prior, clients, *SD)
-    err = lambda a: float(np.abs(np.concatenate([[a.offset], a.loadings]) - truth).sum())  # noqa: E731
+    err = lambda a: float(np.abs(np.concatenate([[a.offset], a.loadings]) - truth).sum())
     assert err(fleet) < err(alone)
 
 

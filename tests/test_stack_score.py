@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from hybridgate.classifiers.stack_score import loo_push, stack_weights
 from hybridgate.classifiers.pair_score import Ability, PairScorer
+from hybridgate.classifiers.stack_score import loo_push, stack_weights
 
 
 def _labels(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
