@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from hybridgate.classifiers.across_sources import run_all
 from hybridgate.classifiers.across_train import ADAPT
 from hybridgate.classifiers.embedder import load_embedder
@@ -30,7 +31,6 @@ from hybridgate.classifiers.outcome_router import (
 )
 from hybridgate.classifiers.outcomes import canonical
 from hybridgate.classifiers.stack_score import StackLearner, StackSettings
-
 from hybridgate.cli_across import _print
 from hybridgate.cli_router import _rule_scores
 

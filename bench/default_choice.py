@@ -17,13 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from hybridgate.classifiers.across_train import ADAPT
 from hybridgate.classifiers.artifact import SHIPPED, load_router
 from hybridgate.classifiers.default_choice import DEFAULT, choose_default, ranking_guard
 from hybridgate.classifiers.embedder import load_embedder
 from hybridgate.classifiers.outcome_router import OutcomeLearner, prepare, query_inputs
 from hybridgate.classifiers.stack_score import StackLearner, StackSettings
-
 from hybridgate.cli_router import _rule_scores
 
 SOURCES = ("routellm-mmlu", "mmlu-pro", "alpacaeval", "llmrouter")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from hybridgate.classifiers.across_sources import Pair, summary, test_rows
 from hybridgate.classifiers.data import prompt_sha256
 from hybridgate.classifiers.sources import Source

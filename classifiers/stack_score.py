@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from hybridgate.classifiers.across_sources import Pair
 from hybridgate.classifiers.outcome_router import FittedOutcomes, OutcomeLearner
 from hybridgate.classifiers.pair_score import Labels, PairScorer, ability_for, adapted

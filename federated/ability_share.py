@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from hybridgate.classifiers.outcomes import _sigmoid
 from hybridgate.classifiers.pair_score import Ability
 

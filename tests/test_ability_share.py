@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from hybridgate.classifiers.outcomes import _sigmoid
 from hybridgate.classifiers.pair_score import Ability, fit_ability
 from hybridgate.federated.ability_share import client_update, fleet_ability
@@ -34,7 +35,8 @@ def test_the_fleet_learns_more_than_one_gateway_alone() -> None:
     prior, clients, truth = _fleet(seed=1)
     alone = fit_ability(*clients[0], prior, *SD)
     fleet = fleet_ability(prior, clients, *SD)
-    err = lambda a: float(np.abs(np.concatenate([[a.offset], a.loadings]) - truth).sum())
+    def err(a):
+        return float(np.abs(np.concatenate([[a.offset], a.loadings]) - truth).sum())
     assert err(fleet) < err(alone)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from hybridgate.classifiers import sources as sources_mod
 from hybridgate.classifiers.default_choice import (
     DEFAULT,
@@ -79,7 +80,8 @@ def test_ranking_guard_is_the_share_of_hard_easy_pairs_in_order() -> None:
 
 
 def test_a_fixed_router_is_not_chosen_on_the_source_it_was_fitted_on(two_sources: list[Source]) -> None:
-    by_source = lambda good: lambda src, idx, pair: _length(src, idx, pair) * (1 if src.name == good else -1)
+    def by_source(good):
+        return lambda src, idx, pair: _length(src, idx, pair) * (1 if src.name == good else -1)
     choice = choose_default(two_sources, {"learnt": lambda rows: by_source("puzzles")}, {DEFAULT: by_source("chat")},
                             seen={DEFAULT: ["chat"]})
     assert choice.fair == ("puzzles",) and choice.winner == "learnt"

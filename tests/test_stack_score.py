@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from hybridgate.classifiers.pair_score import Ability, PairScorer
 from hybridgate.classifiers.stack_score import loo_push, stack_weights
 
