@@ -425,19 +425,29 @@ def _run_supernode(cmd: list[str], superlink: str, retry_s: float) -> None:
     import signal
     import subprocess
     import sys
+    import threading
 
-    child = subprocess.Popen(cmd, env={**_flower_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    child = subprocess.Popen(cmd, env={**_flower_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    gave_up = False
-    assert child.stdout is not None
-    for line in child.stdout:
-        gave_up = gave_up or GAVE_UP in line
-        if not gave_up:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+    gave_up = threading.Event()
+
+    def relay() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if GAVE_UP in line:
+                gave_up.set()
+            if not gave_up.is_set():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    # A thread, not a loop to the pipe's end: the SuperExec the SuperNode started keeps the pipe open a while after
+    # the SuperNode itself has exited.
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
     code = child.wait()
-    if gave_up:
+    reader.join(timeout=2.0)
+    if gave_up.is_set():
         fail(f"the SuperLink at {superlink} did not answer for {retry_s:.0f} s: the federation is over or its server is gone; stopping", 1)
     if code != 0:
         raise typer.Exit(code)

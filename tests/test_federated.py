@@ -14,6 +14,7 @@ from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.partition import assign
 from hybridgate.federated.simulation import Evaluator, Flipped, Malformed, central_and_local, run_federation
 from hybridgate.federated.task import UpdateRejected, check_update
+from tests.conftest import free_port
 
 FIXTURE = Path(__file__).parent / "fixtures" / "routing"
 
@@ -229,6 +230,24 @@ def test_the_gateway_key_never_travels_on_a_command_line(tmp_path: Path, monkeyp
     assert "--api-key-file" in text and "--api-key " not in text
     missing = CliRunner().invoke(app, ["fl", "client", "--api-key-file", str(tmp_path / "nope")])
     assert missing.exit_code != 0 and "no such file" in missing.output
+
+
+def test_a_client_whose_superlink_is_gone_stops_with_one_line() -> None:
+    """The README walk found ``fl client`` retrying for ever once the server had exited: it gives up after
+    --retry-s, with one line instead of Flower's exit report."""
+    import subprocess
+    import sys
+
+
+    hg = str(Path(sys.executable).parent / "hybridgate")
+    port = free_port()
+    done = subprocess.run([hg, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--retry-s", "2", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: the SuperLink at 127.0.0.1:{port} did not answer for 2 s: the federation is over or its server is gone; stopping"
+    )
+    assert "Exit Code" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_fleet_adapts_the_shipped_router_better_than_each_gateway_alone() -> None:
