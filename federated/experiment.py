@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from hybridgate.classifiers.metrics import routing_curve
 from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.defaults import DEFAULTS, BenchmarkSettings
 from hybridgate.federated.fleet_adaptation import Shipped, identity, shipped_in_distribution, subdivide
-from hybridgate.federated.partition import assign
+from hybridgate.federated.partition import Partition, assign
 from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, personalize, poisoned_gateways, run_federation
 
 Report = Callable[[str], None]  # a progress line (rich markup), as the CLI prints it
@@ -109,7 +109,8 @@ def simulate_benchmark(
     x_in, x_in_te = shipped.inputs(x_tr, x_te)
     start = identity(x_tr.shape[1])
     evaluator = Evaluator(x_in_te, test)
-    parts = assign(train.prompts, train.groups, s.gateways, s.partition)
+    partition = cast(Partition, s.partition)  # checked above
+    parts = assign(train.prompts, train.groups, s.gateways, partition)
     labels = train.label
     out = BenchmarkResult(s, len(train), len(test), embedder.name, shipped=shipped, correction_inputs=x_in)
     results = out.rows
@@ -166,7 +167,7 @@ def simulate_benchmark(
             out.correction = done.final
 
     if out.correction is not None:
-        p = personalize(out.correction, x_in, labels, parts, train, test, x_in_te, s.gateways, s.partition,
+        p = personalize(out.correction, x_in, labels, parts, train, test, x_in_te, s.gateways, partition,
                         epochs=s.personal_epochs, lr=s.lr)
         results["personalized"] = {
             "apgr": p["apgr_personalized_own"], "apgr_global_same_questions": p["apgr_global_own"],

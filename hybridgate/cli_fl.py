@@ -67,7 +67,7 @@ def simulate(
     from hybridgate.federated.experiment import simulate_benchmark
 
     settings = BenchmarkSettings(
-        partition=partition, gateways=gateways, rounds=rounds, local_epochs=local_epochs, lr=lr,  # type: ignore[arg-type]
+        partition=partition, gateways=gateways, rounds=rounds, local_epochs=local_epochs, lr=lr,
         attack_share=attack_share, relative_norm=relative_norm, dp_noise=dp_noise, dp_clip=dp_clip, dp_split=dp_split,
         dp_rounds=dp_rounds, dp_local_epochs=dp_local_epochs, personal_epochs=personal_epochs, fleet_labels=fleet_labels,
         secure_rows=secure_rows,
