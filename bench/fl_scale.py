@@ -101,15 +101,15 @@ def main() -> None:
         gone = Vanish(poisoned_gateways(args.gateways, args.vanish / args.gateways, seed=1)) if args.vanish and plan.secure else None
         with PeakMemory() as mem:
             res = run_federation(rows_tr, train.label, parts, args.gateways, Evaluator(rows_te, test), plan, dropout=gone)
-        last = res.plan.history[-1]
-        log = res.plan.secure_log
+        last = res.outcome.history[-1]
+        log = res.outcome.secure_log
         results.append({
             "mode": mode, "gateways": args.gateways, "rounds": rounds, "partition": args.partition, "local_epochs": epochs,
             "wall_s": round(res.wall_s, 1), "peak_rss_mib": round(mem.peak / 2**20), "apgr": last["apgr"],
-            "epsilon": None if res.plan.epsilon is None else round(res.plan.epsilon, 2),
+            "epsilon": None if res.outcome.epsilon is None else round(res.outcome.epsilon, 2),
             "bytes_per_gateway_round": round(res.measured_bytes_per_gateway_round),
             "payload_bytes_per_gateway_round": res.bytes_per_gateway_round,
-            "seconds_per_round": round(res.plan.seconds_per_round or float("nan"), 3),
+            "seconds_per_round": round(res.outcome.seconds_per_round or float("nan"), 3),
             "dropouts_survived": sum(log.sampled) - sum(log.survivors) if plan.secure else None,
             "rounds_aggregated": len(log.survivors) if plan.secure else rounds, "cores": os.cpu_count(),
         })

@@ -69,8 +69,8 @@ def main() -> None:
                 plan = ServerPlan(rounds=args.rounds, local_epochs=args.local_epochs, dp_noise=noise, dp_clip=clip, secure=args.secure)
                 apgr, res = federate(setting, plan)  # the DP run alone: no refit of the rest
                 fold["dp"][f"{clip}/{noise}"] = round(apgr, 4)
-                fold.setdefault("seconds_per_round", {})[f"{clip}/{noise}"] = round(res.plan.seconds_per_round or float("nan"), 3)
-                epsilon[noise] = float(plan.epsilon or float("nan"))  # the accountant's ε depends on the noise and rounds only
+                fold.setdefault("seconds_per_round", {})[f"{clip}/{noise}"] = round(res.outcome.seconds_per_round or float("nan"), 3)
+                epsilon[noise] = float(res.outcome.epsilon or float("nan"))  # the accountant's ε depends on the noise and rounds only
         folds.append(fold)
     mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "central", "federated")}
     mean["gateways"] = round(float(np.mean([f["gateways"] for f in folds])), 1)

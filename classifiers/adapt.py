@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hybridgate.classifiers.heads import _sigmoid
+from hybridgate.classifiers.numeric import sigmoid
 
 EPS = 1e-4
 
@@ -44,7 +44,7 @@ class Adapter:
         z = self.a * logit(base_scores) + self.b
         if self.v.size:
             z = z + extra @ self.v
-        return _sigmoid(z)
+        return sigmoid(z)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"adapter.ab": np.array([self.a, self.b], dtype=np.float32), "adapter.v": self.v.astype(np.float32)}
@@ -101,7 +101,7 @@ def fit_adapter(
     lam = strength / n
     a, b, v = 1.0, 0.0, np.zeros(x.shape[1])
     for _ in range(iters):
-        r = (_sigmoid(a * z0 + b + x @ v) - y) / n
+        r = (sigmoid(a * z0 + b + x @ v) - y) / n
         a -= lr * (float(r @ z0) + lam * (a - 1.0))
         b -= lr * (float(r.sum()) + lam * b)
         v -= lr * (x.T @ r + lam * v)

@@ -37,7 +37,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hybridgate.classifiers.heads import HeadError, KNNHead, TrainingSet, _need, _sigmoid
+from hybridgate.classifiers.heads import HeadError, KNNHead, TrainingSet
+from hybridgate.classifiers.numeric import need, sigmoid
 from hybridgate.classifiers.prior_head import TopicCorrection, embedding_part, split_shape
 from hybridgate.classifiers.shape import NAMES as SHAPE_NAMES
 from hybridgate.classifiers.shape import PRIOR
@@ -124,12 +125,12 @@ class BlendHead:
         return self.scale[0] * self._sum(x) + self.scale[1]
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.logit(x))
+        return sigmoid(self.logit(x))
 
     def explained(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, float]]]:
         terms = {name: float(v[0]) for name, v in self.terms(x[:1]).items()}
         pushes = sorted(((n, p) for n, p in terms.items() if abs(p) >= 1e-4), key=lambda p: -abs(p[1]))
-        return _sigmoid(np.array([sum(terms.values()) + float(self.scale[1])])), pushes
+        return sigmoid(np.array([sum(terms.values()) + float(self.scale[1])])), pushes
 
     def params(self) -> dict[str, Any]:
         return {
@@ -143,10 +144,10 @@ class BlendHead:
         return {"stats": self.stats, "scale": self.scale, **{f"neighbours_{k}": v for k, v in self.neighbours.arrays().items()}, **self.correction.arrays()}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        stats, scale = _need(arrays, "stats", "scale")
+        stats, scale = need(arrays, "stats", "scale")
         if stats.shape != (4,):
             raise HeadError(f"this router's stats have shape {stats.shape}; this version reads 4 numbers")
-        memory, gains = _need(arrays, "neighbours_memory", "neighbours_gains")
+        memory, gains = need(arrays, "neighbours_memory", "neighbours_gains")
         self.stats, self.scale = stats.astype(np.float32), scale.astype(np.float32).reshape(-1)[:2]
         self.neighbours = KNNHead(k=self.k, tau=self.tau)
         self.neighbours.load_arrays({"memory": memory, "gains": gains})
@@ -170,7 +171,7 @@ def platt(s: np.ndarray, y: np.ndarray, iters: int = 100) -> np.ndarray:
 
     current = loss(w)
     for _ in range(iters):
-        p = _sigmoid(x @ w)
+        p = sigmoid(x @ w)
         grad = x.T @ (p - y) + 1e-3 * w
         hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(2)
         step = np.linalg.solve(hess, grad)

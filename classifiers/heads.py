@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from hybridgate.classifiers.numeric import need, sigmoid
+
 
 class HeadError(ValueError):
     """A head cannot be built from the given settings or arrays."""
@@ -46,21 +48,10 @@ class Head(Protocol):
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None: ...
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _need(arrays: Mapping[str, np.ndarray], *names: str) -> list[np.ndarray]:
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise HeadError(f"the router's arrays lack {', '.join(missing)}")
-    return [np.asarray(arrays[n]) for n in names]
 
 
 @dataclass
@@ -80,7 +71,7 @@ class LogisticHead:
         self.intercept = float(m.intercept_[0])
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid(x @ self.coef + self.intercept)
+        return sigmoid(x @ self.coef + self.intercept)
 
     def params(self) -> dict[str, Any]:
         return {"C": self.C, "target": "label"}
@@ -89,7 +80,7 @@ class LogisticHead:
         return {"coef": self.coef, "intercept": np.array([self.intercept], dtype=np.float32)}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        coef, intercept = _need(arrays, "coef", "intercept")
+        coef, intercept = need(arrays, "coef", "intercept")
         self.coef, self.intercept = coef.astype(np.float32), float(intercept.reshape(-1)[0])
 
 
@@ -135,8 +126,8 @@ class MLPHead:
         n = sum(1 for k in arrays if k.startswith("w") and k[1:].isdigit())
         if n == 0:
             raise HeadError("the router's arrays hold no MLP layers")
-        self.weights = [a.astype(np.float32) for a in _need(arrays, *(f"w{i}" for i in range(n)))]
-        self.biases = [a.astype(np.float32) for a in _need(arrays, *(f"b{i}" for i in range(n)))]
+        self.weights = [a.astype(np.float32) for a in need(arrays, *(f"w{i}" for i in range(n)))]
+        self.biases = [a.astype(np.float32) for a in need(arrays, *(f"b{i}" for i in range(n)))]
 
 
 @dataclass
@@ -179,7 +170,7 @@ class KNNHead:
         return {"memory": self.memory, "gains": self.gains}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.memory, self.gains = _need(arrays, "memory", "gains")
+        self.memory, self.gains = need(arrays, "memory", "gains")
 
 
 @dataclass
@@ -248,7 +239,7 @@ class GroupPriorHead:
         return {"weight": self.weight, "bias": self.bias, "rates": self.rates}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.weight, self.bias, self.rates = (a.astype(np.float32) for a in _need(arrays, "weight", "bias", "rates"))
+        self.weight, self.bias, self.rates = (a.astype(np.float32) for a in need(arrays, "weight", "bias", "rates"))
 
 
 @dataclass
@@ -281,13 +272,13 @@ class GradientLogisticHead:
         w0 = np.asarray(start, dtype=np.float64)
         w = w0.copy()
         for _ in range(self.epochs if epochs is None else epochs):
-            p = _sigmoid(x @ w)
+            p = sigmoid(x @ w)
             grad = x.T @ (p - y) / len(y) + self.l2 * w + mu * (w - w0)
             w -= self.lr * grad
         self.weights = w.astype(np.float32)
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid(x @ self.weights[:-1] + self.weights[-1])
+        return sigmoid(x @ self.weights[:-1] + self.weights[-1])
 
     def params(self) -> dict[str, Any]:
         return {"lr": self.lr, "epochs": self.epochs, "l2": self.l2, "target": "label"}
@@ -296,7 +287,7 @@ class GradientLogisticHead:
         return {"weights": self.weights}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        (self.weights,) = (a.astype(np.float32) for a in _need(arrays, "weights"))
+        (self.weights,) = (a.astype(np.float32) for a in need(arrays, "weights"))
 
 
 def _registry() -> dict[str, type]:

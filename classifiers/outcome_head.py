@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hybridgate.classifiers.heads import HeadError, TrainingSet, _need
+from hybridgate.classifiers.heads import HeadError, TrainingSet
+from hybridgate.classifiers.numeric import need
 from hybridgate.classifiers.outcomes import OutcomeModel
 from hybridgate.classifiers.pair_score import Ability, ability_for, success
 from hybridgate.classifiers.shape import NAMES as SHAPE_NAMES
@@ -115,7 +116,7 @@ class OutcomeHead:
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         if not self.saved:
             raise HeadError("the outcomes head's header lacks its outcome_model settings")
-        got = dict(zip(_ARRAYS, _need(arrays, *_ARRAYS), strict=True))
+        got = dict(zip(_ARRAYS, need(arrays, *_ARRAYS), strict=True))
         try:
             self.model = OutcomeModel.from_saved(self.saved, got)
         except (KeyError, ValueError, TypeError) as e:

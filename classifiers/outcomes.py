@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from hybridgate.classifiers.numeric import sigmoid
+
 # Names one model goes by in several logged sets (all map to the first name the catalogue keeps).
 ALIASES: dict[str, str] = {
     "mistralai/Mixtral-8x7B-Instruct-v0.1": "Mixtral-8x7B-Instruct-v0.1",
@@ -59,10 +61,6 @@ def canonical(name: str) -> str:
         if _norm(alias) == want:
             return target
     return name
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
 @dataclass
@@ -138,7 +136,7 @@ class OutcomeModel:
                 u = xs[s] @ params["w"]  # (n, d)
                 vs = params["v"][cols[s]]  # (m, d)
                 z = u @ vs.T + params["theta"][cols[s]] + params["gamma"][s] + params["eps"][s]
-                r = (_sigmoid(z) - ys[s]) * weights[s]  # d loss / d z
+                r = (sigmoid(z) - ys[s]) * weights[s]  # d loss / d z
                 g["w"] += xs[s].T @ (r @ vs)
                 np.add.at(g["v"], cols[s], r.T @ u)
                 colsum = r.sum(axis=0)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybridgate.classifiers.outcomes import OutcomeModel, _sigmoid
+from hybridgate.classifiers.numeric import sigmoid
+from hybridgate.classifiers.outcomes import OutcomeModel
 
 STRONG_PRIOR_QUANTILE = 0.8
 WEAK_PRIOR_QUANTILE = 0.2
@@ -57,7 +58,7 @@ def ability_for(om: OutcomeModel, name: str | None, *, cloud: bool, source: str 
 
 
 def success(u: np.ndarray, a: Ability) -> np.ndarray:
-    return _sigmoid(a.offset + u @ a.loadings)
+    return sigmoid(a.offset + u @ a.loadings)
 
 
 def fit_ability(u: np.ndarray, y: np.ndarray, prior: Ability, sd_offset: float, sd_loadings: float, iters: int = 25) -> Ability:
@@ -76,7 +77,7 @@ def fit_ability(u: np.ndarray, y: np.ndarray, prior: Ability, sd_offset: float, 
     prec = np.concatenate([[1 / sd_offset**2], np.full(d, 1 / sd_loadings**2)])
     w = mean.copy()
     for _ in range(iters):
-        p = _sigmoid(x @ w)
+        p = sigmoid(x @ w)
         grad = x.T @ (p - y) + prec * (w - mean)
         hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(prec)
         step = np.linalg.solve(hess, grad)

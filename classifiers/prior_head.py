@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hybridgate.classifiers.heads import GroupPriorHead, HeadError, TrainingSet, _need, _sigmoid
+from hybridgate.classifiers.heads import GroupPriorHead, HeadError, TrainingSet
+from hybridgate.classifiers.numeric import need, sigmoid
 from hybridgate.classifiers.shape import NAMES as SHAPE_NAMES
 from hybridgate.classifiers.shape import PRIOR, SIGNS
 
@@ -49,7 +50,7 @@ def fit_signed_logistic(
     mean = float(np.clip((sw * y).sum(), 1e-4, 1 - 1e-4))
     b = float(np.log(mean / (1 - mean)))
     for _ in range(iters):
-        r = (_sigmoid(b + x @ w) - y) * sw
+        r = (sigmoid(b + x @ w) - y) * sw
         w -= lr * (x.T @ r + 2 * lam * (w - prior))
         b -= lr * float(r.sum())
         w = np.where(signs > 0, np.maximum(w, 0.0), np.where(signs < 0, np.minimum(w, 0.0), w))
@@ -129,7 +130,7 @@ class TopicCorrection:
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         tw, tb, tr, ts, c, gr = (
-            a.astype(np.float32) for a in _need(arrays, "topic_weight", "topic_bias", "topic_rates", "topic_stats", "centroids", "gate_range")
+            a.astype(np.float32) for a in need(arrays, "topic_weight", "topic_bias", "topic_rates", "topic_stats", "centroids", "gate_range")
         )
         self.topic = GroupPriorHead(weight=tw, bias=tb, rates=tr)
         self.topic_stats, self.centroids, self.gate_range = ts, c, gr
@@ -182,7 +183,7 @@ class PriorCorrectionHead:
         return prior + corr
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.logit(x))
+        return sigmoid(self.logit(x))
 
     def explained(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, float]]]:
         """The first row's score and each signal's push on its log-odds against the average training query,
@@ -191,7 +192,7 @@ class PriorCorrectionHead:
         prior, corr, _ = self.parts(x[:1])
         pushes = [(name, float(self.w[i] * (shape[0, i] - self.shape_mean[i]))) for i, name in enumerate(SHAPE_NAMES)]
         pushes.append(("topic", float(corr[0])))
-        return _sigmoid(prior + corr), sorted((p for p in pushes if abs(p[1]) >= 1e-4), key=lambda p: -abs(p[1]))
+        return sigmoid(prior + corr), sorted((p for p in pushes if abs(p[1]) >= 1e-4), key=lambda p: -abs(p[1]))
 
     def params(self) -> dict[str, Any]:
         return {
@@ -205,7 +206,7 @@ class PriorCorrectionHead:
         return {"w": self.w, "b": np.array([self.b], dtype=np.float32), "shape_mean": self.shape_mean, **self.correction.arrays()}
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        w, b, sm = (a.astype(np.float32) for a in _need(arrays, "w", "b", "shape_mean"))
+        w, b, sm = (a.astype(np.float32) for a in need(arrays, "w", "b", "shape_mean"))
         if w.shape != (N_SHAPE,):
             raise HeadError(f"this router has {w.shape[0]} shape weights; this version computes {N_SHAPE}")
         self.w, self.b, self.shape_mean = w, float(b.reshape(-1)[0]), sm

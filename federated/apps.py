@@ -8,7 +8,7 @@ number of its labelled rows, never a query, an embedding or a label.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,26 +16,18 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, MultiKrum, Strategy
 
 from hybridgate.federated import secure as secagg
-from hybridgate.federated.checks import (
-    MAX_EXAMPLES,
-    ReplyRejected,
-    RequestRejected,
-    checked_count,
-    checked_train_request,
-    checked_weights,
-)
+from hybridgate.federated.checks import RequestRejected, checked_train_request, checked_weights
+from hybridgate.federated.defaults import DEFAULTS
 from hybridgate.federated.node_weights import MAX_ANSWERS, NodeWeightsSource
 from hybridgate.federated.node_weights import register as register_node_weights
-from hybridgate.federated.task import LocalData, UpdateRejected, check_update, local_train, scores
+from hybridgate.federated.strategy import SECURE_STRATEGIES, build_strategy, epsilon_spent
+from hybridgate.federated.task import LocalData, local_train, scores
 from hybridgate.federated.traffic import CountingGrid
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg, "fedprox": FedProx, "trimmed-mean": FedTrimmedAvg, "multikrum": MultiKrum}
-SECURE_STRATEGIES = ("fedavg", "fedprox")  # the robust ones must see each update, which secure aggregation hides
 REFUSED = 403  # the error code of a gateway's reply to a request outside its bounds
 DataFor = Callable[[Context], LocalData]
 # (new weights, global weights, partition) -> sent weights; an attack with a ``count(honest, partition)`` method
@@ -152,212 +144,82 @@ def _node_weights_vector(context: Context, source: NodeWeightsSource | None, min
     return secagg.weighted_vector(1.0, np.concatenate([scaled, [min(answers, MAX_ANSWERS) / MAX_ANSWERS]]))
 
 
-def validated(base: type[Strategy]) -> type[Strategy]:
-    """``base`` with every client update checked (shape, finite, norm bound, a positive example count, capped)
-    before aggregation."""
-
-    class Validated(base):  # type: ignore[misc, valid-type]
-        max_update_norm: float = 10.0
-        max_examples: int = MAX_EXAMPLES
-        relative_norm: float | None = None  # also refuse updates longer than this many times the round's median
-        rejected: list[tuple[int, str]]
-
-        def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-            self._global = arrays.to_numpy_ndarrays()[0].astype(np.float64)
-            return super().configure_train(server_round, arrays, config, grid)
-
-        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            kept = []
-            for msg in replies:
-                if msg.has_error():
-                    kept.append(msg)
-                    continue
-                try:
-                    check_update(msg.content["arrays"].to_numpy_ndarrays()[0], self._global, self.max_update_norm)
-                    # The count weights the average: a positive integer, capped, or the update does not count.
-                    metrics = msg.content["metrics"]
-                    metrics["num-examples"] = checked_count(metrics["num-examples"], self.max_examples)
-                except (UpdateRejected, ReplyRejected, KeyError, TypeError) as exc:
-                    self.rejected.append((server_round, str(exc)))
-                    log.warning("round %d: update from node %s rejected: %s", server_round, msg.metadata.src_node_id, exc)
-                    continue
-                kept.append(msg)
-            if self.relative_norm is not None:
-                kept = self._within_median(server_round, kept)
-            return super().aggregate_train(server_round, kept)
-
-        def _within_median(self, server_round: int, replies: list[Message]) -> list[Message]:
-            """A bound that needs no tuning: an update that moves the model more than ``relative_norm`` times as
-            far as the round's median update is refused (an attacker cannot know the others' norms in advance)."""
-            norms = {
-                id(m): float(np.linalg.norm(m.content["arrays"].to_numpy_ndarrays()[0].astype(np.float64) - self._global))
-                for m in replies if not m.has_error()
-            }
-            if len(norms) < 3:
-                return replies
-            limit = float(self.relative_norm) * float(np.median(list(norms.values())))
-            out = []
-            for m in replies:
-                moved = norms.get(id(m))
-                if moved is not None and moved > limit:
-                    self.rejected.append((server_round, f"moves the model by {moved:.2f}, over {self.relative_norm} x the round's median"))
-                    continue
-                out.append(m)
-            return out
-
-    Validated.__name__ = f"Validated{base.__name__}"
-    return Validated
-
-
 @dataclass
 class ServerPlan:
-    """What the ServerApp runs: the strategy and its settings, the start weights, and what to call each round."""
+    """What the ServerApp runs: the strategy and its settings, the start weights, and what to call each round.
+    Settings only: what a run gives back is its :class:`FederationOutcome`. The defaults are the federation's
+    (``defaults.py``); ``secure`` is off here because a simulation's rows each say whether they run it."""
 
-    strategy: str = "fedavg"
-    rounds: int = 10
-    local_epochs: int = 20
-    lr: float = 0.5
-    proximal_mu: float = 0.1
-    trim_beta: float = 0.2
-    max_update_norm: float = 10.0
+    strategy: str = DEFAULTS.strategy
+    rounds: int = DEFAULTS.rounds
+    local_epochs: int = DEFAULTS.local_epochs
+    lr: float = DEFAULTS.lr
+    proximal_mu: float = DEFAULTS.proximal_mu
+    trim_beta: float = DEFAULTS.trim_beta
+    max_update_norm: float = DEFAULTS.max_update_norm
     relative_norm: float | None = None  # refuse updates over this many times the round's median norm (None: off)
     initial: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     evaluate: Callable[[int, np.ndarray], dict[str, float]] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    final: np.ndarray | None = None
     expected_clients: int = 1
-    dp_noise: float = 0.0  # > 0: server-side fixed clipping with Gaussian noise (Flower's DP wrapper)
-    dp_clip: float = 0.5
-    dp_delta: float = 1e-5
-    epsilon: float | None = None
+    dp_noise: float = DEFAULTS.dp_noise  # > 0: server-side fixed clipping with Gaussian noise (Flower's DP wrapper)
+    dp_clip: float = DEFAULTS.dp_clip
+    dp_delta: float = DEFAULTS.dp_delta
     # Secure aggregation (SecAgg+, ``secure.py``): the server sees the sum of each round's survivors, never one update.
     # Under DP the clipping moves to each gateway (Flower's fixedclipping_mod) and the noise goes on the unmasked sum.
     secure: bool = False
     secure_clipping_range: float = secagg.CLIPPING_RANGE
     secure_threshold_share: float = secagg.THRESHOLD_SHARE
     secure_timeout: float | None = None  # seconds a SecAgg+ stage waits for replies (None: for every gateway)
+    secure_keep_seen: bool = False  # the outcome's secure log keeps the vectors the server saw (the tests' view)
+
+
+@dataclass
+class FederationOutcome:
+    """What a run of a :class:`ServerPlan` gives back."""
+
+    final: np.ndarray  # the global weights after the last round (the start weights when no round was aggregated)
+    history: list[dict[str, Any]] = field(default_factory=list)  # the evaluation after each round, round 0 first
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (round, why) for each update refused or voided
+    epsilon: float | None = None  # the privacy spent, on a DP run
     secure_log: secagg.SecureLog = field(default_factory=secagg.SecureLog)
     train_bytes: int = 0  # the training messages' serialised records, both ways, all rounds (traffic.py)
     seconds_per_round: float | None = None
 
 
-def build_strategy(plan: ServerPlan) -> Strategy:
-    if plan.strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {plan.strategy!r}; use {', '.join(STRATEGIES)}")
-    # With DP the clipping bounds every update, and Flower's accountant needs FedAvg's own aggregation.
-    cls = STRATEGIES[plan.strategy] if plan.dp_noise > 0 else validated(STRATEGIES[plan.strategy])
-    # Every round waits for every expected gateway and trains them all (the first round could otherwise
-    # start with the nodes that happened to be registered, which also breaks DP's accounting).
-    kwargs: dict[str, Any] = {
-        "fraction_train": 1.0,
-        "fraction_evaluate": 0.0,
-        "min_available_nodes": plan.expected_clients,
-        "min_train_nodes": plan.expected_clients,
-    }
-    if plan.strategy == "fedprox":
-        kwargs["proximal_mu"] = plan.proximal_mu
-    if plan.strategy == "trimmed-mean":
-        kwargs["beta"] = plan.trim_beta
-    if plan.strategy == "multikrum":
-        kwargs["num_malicious_nodes"] = max(1, plan.expected_clients // 5)
-        kwargs["num_nodes_to_select"] = max(1, plan.expected_clients - 2 * kwargs["num_malicious_nodes"] - 2)
-    strategy = cls(**kwargs)
-    if plan.dp_noise > 0:
-        if plan.strategy != "fedavg":
-            raise ValueError("differential privacy is supported with fedavg only (Flower's accountant requires it)")
-        return _with_dp(strategy, plan)
-    strategy.max_update_norm = plan.max_update_norm
-    strategy.relative_norm = plan.relative_norm
-    strategy.rejected = plan.rejected
-    return strategy
+Evaluate = Callable[[int, np.ndarray], "dict[str, float] | None"]
 
 
-def _with_dp(strategy: Strategy, plan: ServerPlan) -> Strategy:
-    """Flower's server-side fixed clipping + Gaussian noise, with its RDP accountant (every client, every round),
-    behind :func:`checked_dp`: the accountant needs every sampled gateway's reply, so a malformed one is not
-    dropped but counted as no change."""
-    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
-    from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
-    from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
-
-    accountant = RdpAccountant(
-        PrivacyConfig(
-            target_delta=plan.dp_delta,
-            population_size=plan.expected_clients,
-            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION,
-        )
-    )
-    dp = checked_dp(DifferentialPrivacyServerSideFixedClipping)
-    wrapped = dp(strategy, plan.dp_noise, plan.dp_clip, plan.expected_clients, accountant=accountant)
-    wrapped.rejected = plan.rejected
-    return wrapped
-
-
-def checked_dp(base: type[Strategy]) -> type[Strategy]:
-    """A DP wrapper that checks each reply before clipping: an update of the wrong shape or with non-finite values
-    becomes the global vector (no change, so clipping and noise treat it like any other), and every gateway
-    weighs 1 whatever count it sent (user-level DP; the wrapper would refuse the round otherwise)."""
-
-    class CheckedDP(base):  # type: ignore[misc, valid-type]
-        rejected: list[tuple[int, str]]
-
-        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            current = self.current_arrays.to_numpy_ndarrays()[0].astype(np.float64)
-            # Flower's clipping divides by the update's norm: "no change" is a step of 1e-9 (a gateway without labels
-            # sends exactly the global vector, and that alone used to end the run with a ZeroDivisionError).
-            unchanged = current.copy()
-            unchanged.flat[0] += 1e-9
-            kept = []
-            for msg in replies:
-                if not msg.has_error():
-                    try:
-                        update = msg.content["arrays"].to_numpy_ndarrays()[0]
-                        check_update(update, current, float("inf"))
-                        if not np.any(update.astype(np.float64) != current):
-                            msg.content["arrays"] = ArrayRecord([unchanged])
-                    except (UpdateRejected, KeyError, TypeError, IndexError) as exc:
-                        self.rejected.append((server_round, str(exc)))
-                        log.warning("round %d: update from node %s counted as no change: %s", server_round, msg.metadata.src_node_id, exc)
-                        msg.content["arrays"] = ArrayRecord([unchanged])
-                    msg.content["metrics"] = MetricRecord({"num-examples": 1})
-                kept.append(msg)
-            return super().aggregate_train(server_round, kept)
-
-    CheckedDP.__name__ = f"Checked{base.__name__}"
-    return CheckedDP
-
-
-def run_plan(grid: Grid, plan: ServerPlan, context: Context | None = None) -> np.ndarray:
-    """The rounds of ``plan`` over ``grid``; returns the final global weights. A secure plan needs the ServerApp's
-    ``context`` (Flower's SecAgg+ workflow runs under a LegacyContext built on it)."""
+def run_plan(grid: Grid, plan: ServerPlan, context: Context | None = None) -> FederationOutcome:
+    """The rounds of ``plan`` over ``grid``. A secure plan needs the ServerApp's ``context`` (Flower's SecAgg+
+    workflow runs under a LegacyContext built on it)."""
     counting = CountingGrid(grid)
-    try:
-        if plan.secure:
-            if context is None:
-                raise ValueError("a secure plan runs inside a ServerApp: pass its context")
-            return _run_secure(counting, plan, context)
-        return _run_plain(counting, plan)
-    finally:
-        plan.train_bytes = counting.train_bytes
-        plan.seconds_per_round = counting.seconds_per_round()
+    history: list[dict[str, Any]] = []
+    last: list[np.ndarray] = []
 
-
-def _evaluate_into(plan: ServerPlan, counting: CountingGrid) -> Callable[[int, np.ndarray], dict[str, float] | None]:
     def evaluate(server_round: int, weights: np.ndarray) -> dict[str, float] | None:
         counting.mark_round()
-        plan.final = weights
+        last[:] = [weights]
         if plan.evaluate is None:
             return None
         metrics = plan.evaluate(server_round, weights)
-        plan.history.append({"round": server_round, **metrics})
+        history.append({"round": server_round, **metrics})
         return metrics
 
-    return evaluate
+    if plan.secure:
+        if context is None:
+            raise ValueError("a secure plan runs inside a ServerApp: pass its context")
+        outcome = _run_secure(counting, plan, context, evaluate)
+    else:
+        outcome = _run_plain(counting, plan, evaluate)
+    if outcome.final is None or outcome.final.size == 0:  # no round was aggregated: the last evaluated, else the start
+        outcome.final = last[0] if last else plan.initial
+    outcome.history = history
+    outcome.train_bytes = counting.train_bytes
+    outcome.seconds_per_round = counting.seconds_per_round()
+    return outcome
 
 
-def _run_secure(counting: CountingGrid, plan: ServerPlan, context: Context) -> np.ndarray:
+def _run_secure(counting: CountingGrid, plan: ServerPlan, context: Context, evaluate: Evaluate) -> FederationOutcome:
     if plan.strategy not in SECURE_STRATEGIES:
         raise secagg.SecureRefused(
             f"secure aggregation hides each update, so {plan.strategy} (which must see them) cannot run under it: use fedavg or fedprox"
@@ -366,21 +228,23 @@ def _run_secure(counting: CountingGrid, plan: ServerPlan, context: Context) -> n
     config: dict[str, Any] = {"local-epochs": plan.local_epochs, "lr": plan.lr, "uniform-weight": uniform}
     if plan.strategy == "fedprox":
         config["proximal-mu"] = plan.proximal_mu
+    secure_log = secagg.SecureLog(keep_seen=plan.secure_keep_seen)
     job = secagg.SecureRound(
         gateways=plan.expected_clients, rounds=plan.rounds, initial=plan.initial, config=config,
         max_weight=1.0 if uniform else float(secagg.MAX_SECURE_WEIGHT), clipping_range=plan.secure_clipping_range,
         threshold_share=plan.secure_threshold_share, timeout=plan.secure_timeout,
-        noise=plan.dp_noise, clip=plan.dp_clip, delta=plan.dp_delta, evaluate=_evaluate_into(plan, counting), secure_log=plan.secure_log,
+        noise=plan.dp_noise, clip=plan.dp_clip, delta=plan.dp_delta, evaluate=evaluate, secure_log=secure_log,
     )
     final = secagg.run_secure(counting, context, job)  # type: ignore[arg-type]
-    plan.epsilon = job.epsilon
-    plan.final = final if final is not None else (plan.final if plan.final is not None else plan.initial)
-    return plan.final
+    return FederationOutcome(final=np.zeros(0) if final is None else final, epsilon=job.epsilon, secure_log=secure_log)
 
 
-def _run_plain(counting: CountingGrid, plan: ServerPlan) -> np.ndarray:
-    strategy = build_strategy(plan)
-    evaluate = _evaluate_into(plan, counting)
+def _run_plain(counting: CountingGrid, plan: ServerPlan, evaluate: Evaluate) -> FederationOutcome:
+    strategy = build_strategy(
+        plan.strategy, clients=plan.expected_clients, proximal_mu=plan.proximal_mu, trim_beta=plan.trim_beta,
+        max_update_norm=plan.max_update_norm, relative_norm=plan.relative_norm,
+        dp_noise=plan.dp_noise, dp_clip=plan.dp_clip, dp_delta=plan.dp_delta,
+    )
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         metrics = evaluate(server_round, arrays.to_numpy_ndarrays()[0])
@@ -395,21 +259,15 @@ def _run_plain(counting: CountingGrid, plan: ServerPlan) -> np.ndarray:
         evaluate_fn=evaluate_fn,
     )
     arrays = result.arrays.to_numpy_ndarrays()
-    if arrays:
-        plan.final = arrays[0]
-    elif plan.final is None:  # no round was aggregated (every gateway refused or failed): the model did not move
-        plan.final = plan.initial
-    accountant = getattr(strategy, "accountant", None)
-    if accountant is not None:
-        plan.epsilon = float(accountant.get_privacy_spent().epsilon)
-    return plan.final
+    return FederationOutcome(final=arrays[0] if arrays else np.zeros(0), rejected=strategy.rejected, epsilon=epsilon_spent(strategy))
 
 
-def make_server_app(plan: ServerPlan) -> ServerApp:
+def make_server_app(plan: ServerPlan, done: Callable[[FederationOutcome], None]) -> ServerApp:
+    """A ServerApp that runs ``plan`` and hands its outcome to ``done`` (the simulation runs it in this process)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_plan(grid, plan, context)
+        done(run_plan(grid, plan, context))
 
     return app

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from hybridgate.federated.defaults import DEFAULTS
+
 MAX_EXAMPLES = 10_000  # a gateway's update weighs at most as much as this many labels
 MAX_EPOCHS = 50
 MAX_LR = 5.0
@@ -86,7 +88,7 @@ def checked_weights(weights: np.ndarray, dim: int | None) -> np.ndarray:
 
 def checked_train_request(config: Mapping[str, Any], start: np.ndarray, dim: int | None) -> tuple[int, float, float]:
     """(epochs, learning rate, proximal term) of a round the server asked for, within this gateway's bounds."""
-    epochs, lr, mu = config.get("local-epochs", 20), config.get("lr", 0.5), config.get("proximal-mu", 0.0)
+    epochs, lr, mu = config.get("local-epochs", DEFAULTS.local_epochs), config.get("lr", DEFAULTS.lr), config.get("proximal-mu", 0.0)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
         raise RequestRejected(f"local-epochs {epochs!r} outside 1..{MAX_EPOCHS}")
     for name, value, top, zero_ok in (("lr", lr, MAX_LR, False), ("proximal-mu", mu, MAX_MU, True)):

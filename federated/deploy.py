@@ -44,6 +44,7 @@ from hybridgate.classifiers.node_weights import NodeWeights
 from hybridgate.federated import node_weights, secure
 from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
 from hybridgate.federated.checks import RequestRejected, checked_weights, pooled_quantiles
+from hybridgate.federated.defaults import DEFAULTS
 from hybridgate.federated.fleet_adaptation import correction_rows, identity
 from hybridgate.federated.task import LocalData, scores
 
@@ -80,7 +81,7 @@ def gateway_labels(context: Context) -> LocalData:
     if "labels-file" in cfg:
         base, vectors, labels = labels_file(Path(str(cfg["labels-file"])), base_version)
     else:
-        embedder = str(context.run_config.get("embedder", cfg.get("embedder", "all-MiniLM-L6-v2-static")))
+        embedder = str(context.run_config.get("embedder", cfg.get("embedder", DEFAULTS.embedder)))
         rows = [
             r for r in from_gateway(cfg, "/v1/hybridgate/labels", limit=10_000)["data"]
             if r.get("embedder") == embedder and r.get("router_version") == base_version
@@ -222,6 +223,26 @@ def correction_round(base: RouterModel, weights: np.ndarray, **fleet_meta: Any) 
     return base.corrected(Adapter.from_weights(weights), **fleet_meta)
 
 
+def plan_from_run_config(cfg: Any, initial: np.ndarray) -> ServerPlan:
+    """The plan a run config asks for (``fl server`` writes it); a key it lacks takes the federation's default."""
+    d = DEFAULTS
+    relative = float(cfg.get("relative-norm", d.relative_norm))
+    return ServerPlan(
+        strategy=str(cfg.get("strategy", d.strategy)),
+        rounds=int(cfg.get("num-server-rounds", d.rounds)),
+        local_epochs=int(cfg.get("local-epochs", d.local_epochs)),
+        lr=float(cfg.get("lr", d.lr)),
+        proximal_mu=float(cfg.get("proximal-mu", d.proximal_mu)),
+        max_update_norm=float(cfg.get("max-update-norm", d.max_update_norm)),
+        relative_norm=relative if relative > 0 else None,
+        initial=initial,
+        expected_clients=int(cfg.get("min-clients", d.min_clients)),
+        dp_noise=float(cfg.get("dp-noise", d.dp_noise)),
+        dp_clip=float(cfg.get("dp-clip", d.dp_clip)),
+        secure=bool(cfg.get("secure-agg", d.secure_agg)),
+    )
+
+
 server_app = ServerApp()
 
 
@@ -231,23 +252,10 @@ def _server(grid: Grid, context: Context) -> None:
     base = load_router(Path(str(cfg["base-router"])))
     if base.version != str(cfg.get("base-version", "")):
         raise ValueError(f"the base router is version {base.version}, the run says {cfg.get('base-version')!r}")
-    relative = float(cfg.get("relative-norm", 0.0))
-    plan = ServerPlan(
-        strategy=str(cfg.get("strategy", "fedavg")),
-        rounds=int(cfg.get("num-server-rounds", 3)),
-        local_epochs=int(cfg.get("local-epochs", 5)),
-        lr=float(cfg.get("lr", 0.5)),
-        proximal_mu=float(cfg.get("proximal-mu", 0.1)),
-        max_update_norm=float(cfg.get("max-update-norm", 10.0)),
-        relative_norm=relative if relative > 0 else None,
-        initial=identity(base.dim),
-        expected_clients=int(cfg.get("min-clients", 2)),
-        dp_noise=float(cfg.get("dp-noise", 0.0)),
-        dp_clip=float(cfg.get("dp-clip", 1.0)),
-    )
-    plan.secure = bool(cfg.get("secure-agg", True))
-    min_answers = int(cfg.get("node-weights-min-answers", 20))
-    weights = run_plan(grid, plan, context)
+    plan = plan_from_run_config(cfg, identity(base.dim))
+    min_answers = int(cfg.get("node-weights-min-answers", DEFAULTS.node_weights_min_answers))
+    outcome = run_plan(grid, plan, context)
+    weights = outcome.final
     if plan.secure:
         fleet, pooled = secure_node_weights(grid, context, plan.expected_clients, min_answers)
     else:
@@ -256,18 +264,18 @@ def _server(grid: Grid, context: Context) -> None:
     out = str(cfg.get("publish-dir", ""))
     if out:
         training = {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
-                    "rejected_updates": len(plan.rejected), "base": {"name": base.name, "version": base.version}}
-        if plan.epsilon is not None:
-            training["differential_privacy"] = {"epsilon": round(plan.epsilon, 3), "delta": plan.dp_delta, "noise_multiplier": plan.dp_noise,
+                    "rejected_updates": len(outcome.rejected), "base": {"name": base.name, "version": base.version}}
+        if outcome.epsilon is not None:
+            training["differential_privacy"] = {"epsilon": round(outcome.epsilon, 3), "delta": plan.dp_delta, "noise_multiplier": plan.dp_noise,
                                                 "clip": plan.dp_clip, "level": "user (one gateway, one vote)",
                                                 "clipping": "on each gateway (fixedclipping_mod)" if plan.secure else "on the server",
                                                 "accountant": "Flower's RDP accountant"}
         training["secure_aggregation"] = (
-            {"protocol": "SecAgg+ (Flower)", "min_cohort": secure.MIN_SECURE_COHORT, "survivors": plan.secure_log.survivors,
+            {"protocol": "SecAgg+ (Flower)", "min_cohort": secure.MIN_SECURE_COHORT, "survivors": outcome.secure_log.survivors,
              "clipping_range": plan.secure_clipping_range} if plan.secure else False
         )
         router = correction_round(base, weights, rounds=plan.rounds, clients=plan.expected_clients)
-        meta: dict[str, Any] = {"name": str(cfg.get("router-name", "federated")), "training": {**base.meta.get("training", {}), **training}}
+        meta: dict[str, Any] = {"name": str(cfg.get("router-name", DEFAULTS.router_name)), "training": {**base.meta.get("training", {}), **training}}
         if fleet is not None:
             meta["node_weights"] = {**fleet.as_dict(), "gateways": pooled["used"], "answers": pooled["answers"]}
         if plan.secure:

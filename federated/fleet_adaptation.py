@@ -18,7 +18,7 @@ fitted without a fold's subjects, and the gateways' traffic comes from them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,11 +64,12 @@ def _apgr(scores: np.ndarray, test: RoutingData) -> float:
 
 def federate(s: Setting, plan: ServerPlan) -> tuple[float, SimulationResult]:
     """The fleet's correction federated under ``plan`` (from the identity): its APGR on the test rows, and the run."""
-    plan.initial = identity(s.x_train.shape[1])
+    plan = replace(plan, initial=identity(s.x_train.shape[1]))
     res = run_federation(
         correction_rows(s.score_train, s.x_train), s.labels, s.gateways, s.k, Evaluator(correction_rows(s.score_test, s.x_test), s.test), plan
     )
-    return (float(res.plan.history[-1]["apgr"]) if res.plan.history else float("nan")), res
+    history = res.outcome.history
+    return (float(history[-1]["apgr"]) if history else float("nan")), res
 
 
 def fleet_adaptation(s: Setting, plan: ServerPlan) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def fleet_adaptation(s: Setting, plan: ServerPlan) -> dict[str, Any]:
     federated, res = federate(s, plan)
     # The same correction trained on every gateway's labels pooled, with as many steps as the federation took.
     rows = correction_rows(s.score_train, s.x_train)
-    pooled = local_train(plan.initial, LocalData(rows, s.labels), epochs=plan.rounds * plan.local_epochs, lr=plan.lr)
+    pooled = local_train(identity(s.x_train.shape[1]), LocalData(rows, s.labels), epochs=plan.rounds * plan.local_epochs, lr=plan.lr)
     central = _apgr(scores(pooled, correction_rows(s.score_test, s.x_test)), s.test)
     per_gateway = np.bincount(s.gateways, minlength=s.k)
     return {

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from threadpoolctl import threadpool_limits
 
 from hybridgate.classifiers.data import RoutingData
 from hybridgate.classifiers.metrics import routing_curve
-from hybridgate.federated.apps import ServerPlan, make_client_app, make_server_app
+from hybridgate.classifiers.numeric import auc
+from hybridgate.federated.apps import FederationOutcome, ServerPlan, make_client_app, make_server_app
 from hybridgate.federated.partition import Partition, assign
 from hybridgate.federated.task import LocalData, local_train, scores
 
@@ -112,7 +113,8 @@ class Evaluator:
 
 @dataclass
 class SimulationResult:
-    plan: ServerPlan
+    plan: ServerPlan  # what ran (with the gateways' count and the start weights filled in)
+    outcome: FederationOutcome
     wall_s: float
     bytes_per_gateway_round: int  # the payload: the weight vector each way, float32
     measured_bytes_per_gateway_round: float = 0.0  # every training message's serialised records, both ways (traffic.py)
@@ -137,23 +139,25 @@ def run_federation(
     with tempfile.TemporaryDirectory(prefix="hybridgate-fl-") as tmp:
         path = str(Path(tmp) / "partitions.npz")
         np.savez(path, x=x_train.astype(np.float32), label=labels.astype(np.int8), gateway=gateways.astype(np.int64))
-        plan.evaluate = evaluator
-        plan.expected_clients = k
-        if plan.initial.size == 0:
-            plan.initial = np.zeros(x_train.shape[1] + 1, dtype=np.float32)
+        initial = plan.initial if plan.initial.size else np.zeros(x_train.shape[1] + 1, dtype=np.float32)
+        plan = replace(plan, evaluate=evaluator, expected_clients=k, initial=initial)
+        outcomes: list[FederationOutcome] = []
         started = time.perf_counter()
         # One BLAS thread: the ServerApp scores on a thread of its own beside Ray's workers, and a
         # multi-threaded OpenBLAS was seen spinning forever there on this 2-core machine.
         with threadpool_limits(limits=1):
             run_simulation(
-                server_app=make_server_app(plan),
+                server_app=make_server_app(plan, outcomes.append),
                 client_app=make_client_app(PartitionFile(path), attack, require_secure=plan.secure, dropout=dropout),
                 num_supernodes=k,
                 backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, "log_to_driver": False}},
             )
         wall = time.perf_counter() - started
     # Each round a gateway receives the global vector and sends one back, float32 each way.
-    return SimulationResult(plan, wall, int(2 * plan.initial.size * 4), plan.train_bytes / max(k * plan.rounds, 1))
+    if not outcomes:
+        raise RuntimeError("the simulated federation ended without an outcome (its ServerApp failed: see the log above)")
+    outcome = outcomes[0]
+    return SimulationResult(plan, outcome, wall, int(2 * plan.initial.size * 4), outcome.train_bytes / max(k * plan.rounds, 1))
 
 
 def central_and_local(
@@ -208,8 +212,6 @@ def personalize(
 ) -> dict[str, float]:
     """Each gateway adapts the global head on four fifths of its rows, keeps the adapted one only if it ranks
     its own held-out fifth better (ROC AUC), and both are scored on the test questions of that gateway's kind."""
-    from hybridgate.serving.router_reload import auc
-
     test_gateway = assign(test.prompts, test.groups, k, how)
     held = np.array([int(h[:8], 16) % 5 == 0 for h in train.sha256])
     own_global: list[float] = []

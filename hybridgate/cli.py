@@ -101,6 +101,7 @@ def models(config: Path | None = ConfigOpt) -> None:
     from hybridgate.serving.backends.local_llama import default_model_path
     from hybridgate.serving.backends.providers import resolve_wire
     from hybridgate.serving.config import RemoteConfig
+    from hybridgate.serving.gateway import ALIASES
 
     cfg = _load(config)
     table = Table("model name", "route", "kind", "model")
@@ -123,8 +124,9 @@ def models(config: Path | None = ConfigOpt) -> None:
         where = cfg.cloud.api_base or ("loopback stand-in" if standin else "provider default")
         base = "http://127.0.0.1/v1" if standin else cfg.cloud.api_base
         table.add_row(cfg.cloud.name, "cloud", kind(cfg.cloud, base), f"{cfg.cloud.model} @ {where}")
-    for alias in ("hybridgate/auto", "hybridgate/local", "hybridgate/cloud"):
-        table.add_row(alias, "router" if alias.endswith("auto") else alias.split("/")[1], "alias", "")
+    for alias in ALIASES:  # the same list GET /v1/models answers with
+        what = alias.split("/", 1)[1]
+        table.add_row(alias, "router" if what == "auto" else what if what in ("local", "cloud") else "collaborative", "alias", "")
     Console().print(table)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import typer
 
 from hybridgate.cli_common import fail, need_extra
+from hybridgate.federated.defaults import BENCHMARK, DEFAULTS
 
 fl_app = typer.Typer(no_args_is_help=True, help="Federated learning of the router with Flower: no query leaves a device.")
 
@@ -23,34 +23,34 @@ def simulate(
     weak: str = typer.Option(..., "--weak"),
     strong: str = typer.Option(..., "--strong"),
     out: Path = typer.Option(..., "--out", help="Folder for simulate.json and apgr_rounds.png."),
-    partition: str = typer.Option("by-subject", "--partition", help="by-subject or iid."),
-    gateways: int = typer.Option(20, "--gateways", min=2),
-    rounds: int = typer.Option(30, "--rounds", min=1),
-    local_epochs: int = typer.Option(5, "--local-epochs", min=1),
-    lr: float = typer.Option(0.5, "--lr"),
-    attack_share: float = typer.Option(0.2, "--attack", help="Share of poisoned gateways for the attack rows (0: skip them)."),
+    partition: str = typer.Option(BENCHMARK.partition, "--partition", help="by-subject or iid."),
+    gateways: int = typer.Option(BENCHMARK.gateways, "--gateways", min=2),
+    rounds: int = typer.Option(BENCHMARK.rounds, "--rounds", min=1),
+    local_epochs: int = typer.Option(BENCHMARK.local_epochs, "--local-epochs", min=1),
+    lr: float = typer.Option(BENCHMARK.lr, "--lr"),
+    attack_share: float = typer.Option(BENCHMARK.attack_share, "--attack", help="Share of poisoned gateways for the attack rows (0: skip them)."),
     relative_norm: float = typer.Option(
-        3.0, "--relative-norm", min=0.0,
+        BENCHMARK.relative_norm, "--relative-norm", min=0.0,
         help="The robust rows refuse updates over this many times the round's median update, before the trimmed mean (0: no filter).",
     ),
-    embedder: str = typer.Option("all-MiniLM-L6-v2-static", "--embedder"),
+    embedder: str = typer.Option(DEFAULTS.embedder, "--embedder"),
     publish: Path | None = typer.Option(
         None, "--publish", help="Write the shipped router with the FedAvg correction here (gateways with router.watch_s pick it up)."
     ),
-    dp_noise: float = typer.Option(2.2, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
-    dp_clip: float = typer.Option(1.0, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
+    dp_noise: float = typer.Option(BENCHMARK.dp_noise, "--dp-noise", help="Noise multiplier of the DP row (0: skip it)."),
+    dp_clip: float = typer.Option(BENCHMARK.dp_clip, "--dp-clip", help="Clipping norm of each gateway's update in the DP row."),
     dp_split: int = typer.Option(
-        5, "--dp-split", min=1, help="The DP row splits each gateway into this many (user-level DP: more gateways, less noise each)."
+        BENCHMARK.dp_split, "--dp-split", min=1, help="The DP row splits each gateway into this many (user-level DP: more gateways, less noise each)."
     ),
-    dp_rounds: int = typer.Option(10, "--dp-rounds", min=1, help="Rounds of the DP row (fewer rounds, less privacy spent)."),
-    dp_local_epochs: int = typer.Option(20, "--dp-local-epochs", min=1),
-    personal_epochs: int = typer.Option(20, "--personal-epochs", help="Local steps of the personalized row."),
+    dp_rounds: int = typer.Option(BENCHMARK.dp_rounds, "--dp-rounds", min=1, help="Rounds of the DP row (fewer rounds, less privacy spent)."),
+    dp_local_epochs: int = typer.Option(BENCHMARK.dp_local_epochs, "--dp-local-epochs", min=1),
+    personal_epochs: int = typer.Option(BENCHMARK.personal_epochs, "--personal-epochs", help="Local steps of the personalized row."),
     fleet_labels: int = typer.Option(
-        15, "--fleet-labels", min=0,
+        BENCHMARK.fleet_labels, "--fleet-labels", min=0,
         help="Labels per gateway in the fleet-adaptation rows (traffic of subjects the shipped router never saw; 0: skip them).",
     ),
     secure_rows: bool = typer.Option(
-        True, "--secure-rows/--no-secure-rows",
+        BENCHMARK.secure_rows, "--secure-rows/--no-secure-rows",
         help="The secure aggregation rows (SecAgg+; with client-side clipping and DP; under attack): needs at least 4 gateways.",
     ),
 ) -> None:
@@ -62,162 +62,50 @@ def simulate(
 
     from hybridgate.classifiers.data import DataError, load_routing_data
     from hybridgate.classifiers.embedder import EmbedderError, load_embedder
-    from hybridgate.classifiers.embedding_cache import embed_cached
-    from hybridgate.classifiers.metrics import routing_curve
     from hybridgate.classifiers.static_vectors import cache_root
-    from hybridgate.federated.apps import ServerPlan
-    from hybridgate.federated.fleet_adaptation import identity, shipped_in_distribution, subdivide
-    from hybridgate.federated.partition import assign
-    from hybridgate.federated.simulation import Evaluator, Flipped, central_and_local, poisoned_gateways, run_federation
+    from hybridgate.federated.defaults import BenchmarkSettings
+    from hybridgate.federated.experiment import simulate_benchmark
 
-    if partition not in ("by-subject", "iid"):
-        fail("--partition must be by-subject or iid")
-    if not 0.0 <= attack_share < 0.5:
-        fail("--attack is a share of gateways in [0, 0.5)")
-    if 0 < relative_norm <= 1:
-        fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for no filter)")
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    settings = BenchmarkSettings(
+        partition=partition, gateways=gateways, rounds=rounds, local_epochs=local_epochs, lr=lr,
+        attack_share=attack_share, relative_norm=relative_norm, dp_noise=dp_noise, dp_clip=dp_clip, dp_split=dp_split,
+        dp_rounds=dp_rounds, dp_local_epochs=dp_local_epochs, personal_epochs=personal_epochs, fleet_labels=fleet_labels,
+        secure_rows=secure_rows,
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        fail(str(exc))
+    quiet_flower()
     try:
         rows = load_routing_data(data, weak, strong)
         emb = load_embedder(embedder, threads=os.cpu_count() or 1)
     except (DataError, EmbedderError) as exc:
         fail(str(exc))
-    train, test = rows.subset("train"), rows.subset("test")
-    if len(train) < gateways or len(test) == 0:
-        fail(f"{len(train)} training rows cannot be spread over {gateways} gateways")
-    cache = cache_root() / "embeddings"
-    x_tr = embed_cached(emb, list(train.prompts), cache, "training prompts")
-    x_te = embed_cached(emb, list(test.prompts), cache, "test prompts")
     console = Console(width=150)
-    console.print("fitting the router that ships (the default head) on the training split, and its scores of new queries")
-    shipped = shipped_in_distribution(train, x_tr, test, x_te, emb.name)
-    x_in, x_in_te = shipped.inputs(x_tr, x_te)
-    start = identity(x_tr.shape[1])
-    evaluator = Evaluator(x_in_te, test)
-    parts = assign(train.prompts, train.groups, gateways, partition)  # type: ignore[arg-type]
-    labels = train.label
-    results: dict[str, Any] = {}
-    curves: dict[str, list[float]] = {}
-
-    s = routing_curve(shipped.test_scores, test.weak, test.strong, test.sha256).summary()
-    results["shipped"] = {"apgr": round(float(s["apgr"] or 0.0), 4), "cpt50": s["cpt50"] or 1.0, "cpt80": s["cpt80"] or 1.0,
-                          "rounds": 0, "bytes_per_gateway_round": 0}
-    central, local = central_and_local(x_in, labels, parts, gateways, evaluator, epochs=rounds * local_epochs, lr=lr, start=start)
-    results["central"] = {**central, "rounds": 0, "bytes_per_gateway_round": 0}
-    local_apgr = [r["apgr"] for r in local]
-    results["local_only"] = {
-        "apgr": round(float(np.mean(local_apgr)), 4),
-        "apgr_worst": round(float(np.min(local_apgr)), 4),
-        "cpt50": round(float(np.mean([r["cpt50"] for r in local])), 4),
-        "cpt80": round(float(np.mean([r["cpt80"] for r in local])), 4),
-        "gateways_scored": len(local),
-        "rounds": 0,
-        "bytes_per_gateway_round": 0,
-    }
-    filt = relative_norm if relative_norm > 0 else None
-    runs: list[_Run] = [_Run("federated", "fedavg"), _Run("federated_fedprox", "fedprox")]
-    if dp_noise > 0:
-        runs.append(_Run("federated_dp", "fedavg", noise=dp_noise, split=dp_split, rounds=dp_rounds, local_epochs=dp_local_epochs))
-    if secure_rows:
-        from hybridgate.federated.secure import MIN_SECURE_COHORT
-
-        if gateways < MIN_SECURE_COHORT:
-            fail(f"the secure rows need at least {MIN_SECURE_COHORT} gateways (--gateways), or --no-secure-rows")
-        runs.append(_Run("federated_secagg", "fedavg", secure=True))
-        if dp_noise > 0:
-            runs.append(_Run("federated_secagg_dp", "fedavg", noise=dp_noise, split=dp_split, rounds=dp_rounds,
-                             local_epochs=dp_local_epochs, secure=True))
-    if attack_share > 0:
-        bad = poisoned_gateways(gateways, attack_share)
-        flipped, under = Flipped(bad), Flipped(bad, scale=2.9)  # under: just below a 3 x-median filter
-        runs += [
-            _Run("attack_fedavg", "fedavg", attack=flipped), _Run("attack_robust", "trimmed-mean", attack=flipped, relative_norm=filt),
-            _Run("attack2_fedavg", "fedavg", attack=under), _Run("attack2_robust", "trimmed-mean", attack=under, relative_norm=filt),
-        ]
-        if secure_rows:  # the poisoned gateways also skip their clipping mod: only the protocol's quantisation range binds them
-            runs.append(_Run("attack_secagg", "fedavg", attack=flipped, secure=True))
-            if dp_noise > 0:
-                bad_split = poisoned_gateways(gateways * dp_split, attack_share)
-                runs.append(_Run("attack_secagg_dp", "fedavg", attack=Flipped(bad_split), noise=dp_noise, split=dp_split, rounds=dp_rounds,
-                                 local_epochs=dp_local_epochs, secure=True))
-    correction = None
-    for run in runs:
-        k = gateways * run.split
-        run_parts = subdivide(parts, run.split, train.sha256)
-        n_rounds, n_epochs = run.rounds or rounds, run.local_epochs or local_epochs
-        console.print(f"[bold]{run.name}[/]: {run.strategy}, {k} gateways, {n_rounds} rounds")
-        plan = ServerPlan(
-            strategy=run.strategy, rounds=n_rounds, local_epochs=n_epochs, lr=lr,
-            max_update_norm=1e9 if run.attack or run.noise else 10.0, relative_norm=run.relative_norm,
-            dp_noise=run.noise, dp_clip=dp_clip, initial=start, secure=run.secure,
-        )
-        res = run_federation(x_in, labels, run_parts, k, evaluator, plan, attack=run.attack)
-        last = res.plan.history[-1] if res.plan.history else {"apgr": float("nan"), "cpt50": 1.0, "cpt80": 1.0}
-        results[run.name] = {
-            "strategy": run.strategy + (f" + {run.relative_norm} x median filter" if run.relative_norm else ""),
-            "apgr": last["apgr"],
-            "cpt50": last["cpt50"],
-            "cpt80": last["cpt80"],
-            "rounds": n_rounds,
-            "gateways": k,
-            "bytes_per_gateway_round": res.bytes_per_gateway_round,
-            "measured_bytes_per_gateway_round": round(res.measured_bytes_per_gateway_round),
-            "seconds_per_round": round(res.plan.seconds_per_round or float("nan"), 3),
-            "wall_s": round(res.wall_s, 1),
-            "rejected_updates": len(res.plan.rejected),
-            "secure_aggregation": run.secure,
-            **({"dropouts_survived": sum(res.plan.secure_log.sampled) - sum(res.plan.secure_log.survivors),
-                "rounds_aggregated": len(res.plan.secure_log.survivors)} if run.secure else {}),
-            **({"poisoned_gateways": sorted(run.attack.poisoned), "attack_scale": run.attack.scale} if run.attack else {}),
-            **({"epsilon": round(res.plan.epsilon or float("nan"), 2), "delta": res.plan.dp_delta, "noise_multiplier": run.noise,
-                "clip": dp_clip, "local_epochs": n_epochs} if run.noise else {}),
-        }
-        curves[run.name] = [h["apgr"] for h in res.plan.history if h["round"] > 0]
-        if run.name == "federated":
-            correction = res.plan.final
-
-    if correction is not None:
-        from hybridgate.federated.simulation import personalize
-
-        p = personalize(correction, x_in, labels, parts, train, test, x_in_te, gateways, partition,  # type: ignore[arg-type]
-                        epochs=personal_epochs, lr=lr)
-        results["personalized"] = {
-            "apgr": p["apgr_personalized_own"], "apgr_global_same_questions": p["apgr_global_own"],
-            "cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "bytes_per_gateway_round": 0, **p,
-        }
-        if publish is not None:
-            header = _publish(publish, shipped.model, correction, x_in, results["federated"], partition, gateways)
-            console.print(f"published router {header['name']} version {header['version']} to {publish}")
-    if fleet_labels > 0:
-        fleet = _fleet_adaptation(rows, emb, cache, fleet_labels, rounds, local_epochs, lr, console)
-        if fleet is not None:
-            results.update(fleet)
-    _print_table(console, f"{partition} partition, {gateways} gateways, {len(train)} train / {len(test)} test questions", results)
+    try:
+        result = simulate_benchmark(rows, emb, cache_root() / "embeddings", settings, console.print, publish_to=publish)
+    except ValueError as exc:
+        fail(str(exc))
+    _print_table(console, f"{partition} partition, {gateways} gateways, {result.n_train} train / {result.n_test} test questions", result.rows)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "partition": partition, "gateways": gateways, "rounds": rounds, "local_epochs": local_epochs, "embedder": emb.name,
-        "what_federates": "a correction on top of the shipped router (blend): z = a * logit(router score) + b + v . vector",
-        **results,
-    }
-    (out / "simulate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    _plot(out / "apgr_rounds.png", curves, results, partition)
+    (out / "simulate.json").write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+    _plot(out / "apgr_rounds.png", result.curves, result.rows, partition)
     typer.echo(f"wrote {out / 'simulate.json'} and {out / 'apgr_rounds.png'}")
 
 
-@dataclass
-class _Run:
-    """One federation of the table: its row name, strategy, and what differs from the plain run."""
+def quiet_flower() -> None:
+    """Flower's and Ray's notices (deprecations, telemetry, their INFO lines) stay off the terminal, so the table a
+    run prints is not buried under them; this package's own warnings (a refused update) still show."""
+    import warnings
 
-    name: str
-    strategy: str
-    attack: Any = None
-    relative_norm: float | None = None
-    noise: float = 0.0
-    split: int = 1
-    rounds: int | None = None
-    local_epochs: int | None = None
-    secure: bool = False
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("flwr", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _print_table(console: Any, title: str, results: dict[str, Any]) -> None:
@@ -243,61 +131,6 @@ def _print_table(console: Any, title: str, results: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _fleet_adaptation(
-    rows: Any, emb: Any, cache: Path, per_gateway: int, rounds: int, local_epochs: int, lr: float, console: Any
-) -> dict[str, Any] | None:
-    """The transfer protocol's folds as fleets: the shipped router (the default head) fitted without a fold's
-    subjects, gateways of about ``per_gateway`` labels each from those subjects, and the fold's test questions
-    to score; the shipped router unchanged, each gateway's adapter alone, and the fleet's federated adapter."""
-    from hybridgate.classifiers.embedding_cache import embed_cached
-    from hybridgate.classifiers.protocols import Bench
-    from hybridgate.federated.apps import ServerPlan
-    from hybridgate.federated.fleet_adaptation import fleet_adaptation, transfer_fleets
-
-    if not Bench(rows).has_folds:
-        console.print("fleet adaptation skipped: the data has fewer than five groups to make the transfer folds")
-        return None
-    x = embed_cached(emb, list(rows.prompts), cache, "all prompts")
-    folds = []
-    for k, setting in transfer_fleets(rows, x, emb.name, per_gateway):
-        console.print(f"[bold]fleet adaptation[/], fold {k}: {setting.k} gateways of about {per_gateway} labels of unseen subjects")
-        folds.append({"fold": k, **fleet_adaptation(setting, ServerPlan(rounds=rounds, local_epochs=local_epochs, lr=lr))})
-    mean = {key: round(float(np.mean([f[key] for f in folds])), 4) for key in ("shipped", "alone", "alone_worst", "federated", "central")}
-    common = {"cpt50": float("nan"), "cpt80": float("nan"), "rounds": rounds, "labels_per_gateway": per_gateway, "folds": folds}
-    return {
-        "fleet_shipped": {"apgr": mean["shipped"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
-        "fleet_alone": {"apgr": mean["alone"], "apgr_worst": mean["alone_worst"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
-        "fleet_central": {"apgr": mean["central"], **common, "rounds": 0, "bytes_per_gateway_round": 0},
-        "fleet_federated": {
-            "apgr": mean["federated"], **common, "bytes_per_gateway_round": folds[0]["bytes_per_gateway_round"],
-            "wall_s": round(sum(f["wall_s"] for f in folds), 1),
-        },
-    }
-
-
-def _publish(folder: Path, shipped: Any, weights: Any, x_rows: Any, metrics: dict[str, Any], partition: str, gateways: int) -> dict[str, Any]:
-    """The shipped router with the FedAvg correction on top, written the way ``fl server`` writes it. The calibration
-    quantiles come from the pooled training rows, which only a simulation has; a deployed server pools the gateways' own."""
-    from hybridgate.classifiers.model import score_quantiles
-    from hybridgate.federated.deploy import correction_round, publish
-    from hybridgate.federated.task import scores
-
-    meta = {
-        "name": f"federated-{partition}-{gateways}",
-        "training": {**shipped.meta.get("training", {}), "federated": True, "partition": partition, "gateways": gateways,
-                     "rounds": metrics["rounds"], "strategy": metrics["strategy"]},
-        "metrics": {"split": "test", "apgr": metrics["apgr"], "cpt50": metrics["cpt50"], "cpt80": metrics["cpt80"]},
-    }
-    import tempfile
-
-    from hybridgate.classifiers.artifact import save_router
-
-    with tempfile.TemporaryDirectory() as tmp:  # the base's version, which the correction records it was trained on
-        save_router(shipped, Path(tmp), name="shipped")
-    router = correction_round(shipped, weights, rounds=metrics["rounds"], clients=gateways)
-    return publish(folder, router, meta, score_quantiles(scores(weights, x_rows)), "pooled training rows (simulation)")
-
-
 def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], partition: str) -> None:
     import matplotlib
 
@@ -320,52 +153,12 @@ def _plot(path: Path, curves: dict[str, list[float]], results: dict[str, Any], p
     plt.close(fig)
 
 
-APP_PYPROJECT = """[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "hybridgate-router-fl"
-version = "1.0.0"
-description = "Federated training of the hybridgate router"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "hybridgate"
-
-[tool.flwr.app.components]
-serverapp = "hybridgate.federated.deploy:server_app"
-clientapp = "hybridgate.federated.deploy:client_app"
-
-[tool.flwr.app.config]
-num-server-rounds = 3
-strategy = "fedavg"
-local-epochs = 5
-lr = 0.5
-proximal-mu = 0.1
-max-update-norm = 10.0
-min-clients = 2
-embedder = "all-MiniLM-L6-v2-static"
-publish-dir = ""
-router-name = "federated"
-node-weights-min-answers = 20
-base-router = ""
-base-version = ""
-relative-norm = 0.0
-dp-noise = 0.0
-dp-clip = 1.0
-secure-agg = true
-"""
-
-
 def write_app(folder: Path) -> Path:
     """The Flower app folder ``flwr run`` submits: configuration only, the code is the installed package."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+    from hybridgate.federated.defaults import app_pyproject
+
+    (folder / "pyproject.toml").write_text(app_pyproject(), encoding="utf-8")
     (folder / "README.md").write_text("Written by `hybridgate fl server`.\n", encoding="utf-8")
     return folder
 
@@ -397,24 +190,24 @@ def server(
         help="The router the gateways run now, which the fleet's correction goes on top of: a folder or a shipped name "
         "(default: the router already in --publish, else the shipped default).",
     ),
-    rounds: int = typer.Option(3, "--rounds", min=1),
-    min_clients: int = typer.Option(2, "--min-clients", min=1, help="Gateways that must be connected before a round starts."),
-    strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox, trimmed-mean or multikrum."),
-    local_epochs: int = typer.Option(5, "--local-epochs", min=1),
+    rounds: int = typer.Option(DEFAULTS.rounds, "--rounds", min=1),
+    min_clients: int = typer.Option(DEFAULTS.min_clients, "--min-clients", min=1, help="Gateways that must be connected before a round starts."),
+    strategy: str = typer.Option(DEFAULTS.strategy, "--strategy", help="fedavg, fedprox, trimmed-mean or multikrum."),
+    local_epochs: int = typer.Option(DEFAULTS.local_epochs, "--local-epochs", min=1),
     relative_norm: float = typer.Option(
-        0.0, "--relative-norm", min=0.0,
+        DEFAULTS.relative_norm, "--relative-norm", min=0.0,
         help="Refuse an update that moves the model more than this many times the round's median update (0: off; 3 is a good value).",
     ),
     node_weights_min_answers: int = typer.Option(
-        20, "--node-weights-min-answers", min=0, help="A gateway's node weights count in the fleet's once learnt from this many answers."
+        DEFAULTS.node_weights_min_answers, "--node-weights-min-answers", min=0, help="A gateway's node weights count in the fleet's once learnt from this many answers."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the SuperLink listens on (its one HTTP API for gateways and runs)."),
     port: int = typer.Option(9091, "--port"),
     dp_noise: float = typer.Option(
-        0.0, "--dp-noise", min=0.0,
+        DEFAULTS.dp_noise, "--dp-noise", min=0.0,
         help="User-level differential privacy: Gaussian noise of this multiple of --dp-clip on the average (0: off; fedavg only).",
     ),
-    dp_clip: float = typer.Option(1.0, "--dp-clip", min=0.0, help="Each gateway's update is clipped to this norm under --dp-noise."),
+    dp_clip: float = typer.Option(DEFAULTS.dp_clip, "--dp-clip", min=0.0, help="Each gateway's update is clipped to this norm under --dp-noise."),
     tls_dir: Path | None = typer.Option(
         None, "--tls-dir", help="Serve TLS: a folder with ca.crt, server.pem and server.key (a certificate for the address gateways dial)."
     ),
@@ -424,7 +217,7 @@ def server(
         "the public key (OpenSSH, ECDSA) of one; repeat for each.",
     ),
     secure_agg: bool = typer.Option(
-        True, "--secure-agg/--no-secure-agg",
+        DEFAULTS.secure_agg, "--secure-agg/--no-secure-agg",
         help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of each round's updates, never one gateway's; "
         "needs --min-clients of at least 4 and fedavg or fedprox. Off: gateways must be started with --allow-plain.",
     ),
@@ -439,7 +232,7 @@ def server(
     import tempfile
 
     from hybridgate.classifiers.artifact import ArtifactError, load_router, resolve_router
-    from hybridgate.federated.apps import STRATEGIES
+    from hybridgate.federated.strategy import STRATEGIES
 
     if strategy not in STRATEGIES:
         fail(f"--strategy must be one of {', '.join(STRATEGIES)}")
@@ -448,8 +241,8 @@ def server(
     if dp_noise > 0 and (strategy != "fedavg" or dp_clip <= 0):
         fail("--dp-noise needs --strategy fedavg (Flower's accountant requires it) and a positive --dp-clip")
     if secure_agg:
-        from hybridgate.federated.apps import SECURE_STRATEGIES
         from hybridgate.federated.secure import MIN_SECURE_COHORT, SecureRefused, protocol_shape
+        from hybridgate.federated.strategy import SECURE_STRATEGIES
 
         if strategy not in SECURE_STRATEGIES:
             fail(f"--strategy {strategy} must see each update, which secure aggregation hides: use fedavg or fedprox, or --no-secure-agg")
@@ -575,6 +368,10 @@ def client(
     auth_key: Path | None = typer.Option(
         None, "--auth-key", help="This gateway's private key (OpenSSH, ECDSA) for a SuperLink that authenticates SuperNodes; needs --root-certificates."
     ),
+    retry_s: float = typer.Option(
+        300.0, "--retry-s", min=1.0,
+        help="Seconds to keep trying to reach the SuperLink (before it starts, or after it stops) before giving up with one line.",
+    ),
     allow_plain: bool = typer.Option(
         False, "--allow-plain",
         help="Also answer a server that runs without secure aggregation (fl server --no-secure-agg): it then sees this gateway's own update.",
@@ -613,9 +410,47 @@ def client(
         node_config += f' node-weights-file="{node_weights_file.resolve()}"'
     if allow_plain:
         node_config += " allow-plain=true"
-    env = _flower_env()
-    cmd = [_bin("flower-supernode"), *security, "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
-    os.execve(cmd[0], cmd, env)  # become the SuperNode: signals reach it directly
+    cmd = [_bin("flower-supernode"), *security, "--superlink", superlink, "--node-config", node_config, "--port", str(port),
+           "--max-wait-time", str(retry_s)]
+    _run_supernode(cmd, superlink, retry_s)
+
+
+GAVE_UP = "Giving up reconnection"  # the SuperNode's line when --max-wait-time has passed without the SuperLink
+
+
+def _run_supernode(cmd: list[str], superlink: str, retry_s: float) -> None:
+    """Run the SuperNode, its output relayed, until it stops. When the SuperLink is gone for ``retry_s`` (the
+    federation is over and its server stopped, or it never came up), Flower's multi-line exit report is replaced by
+    one line. SIGINT and SIGTERM are passed on, so stopping this command stops the SuperNode."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    child = subprocess.Popen(cmd, env={**_flower_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    gave_up = threading.Event()
+
+    def relay() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if GAVE_UP in line:
+                gave_up.set()
+            if not gave_up.is_set():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    # A thread, not a loop to the pipe's end: the SuperExec the SuperNode started keeps the pipe open a while after
+    # the SuperNode itself has exited.
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    code = child.wait()
+    reader.join(timeout=2.0)
+    if gave_up.is_set():
+        fail(f"the SuperLink at {superlink} did not answer for {retry_s:.0f} s: the federation is over or its server is gone; stopping", 1)
+    if code != 0:
+        raise typer.Exit(code)
 
 
 @fl_app.command("export-labels")

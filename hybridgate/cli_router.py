@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -363,81 +364,44 @@ def compare(
         return
     if not weak or not strong:
         fail("give --weak and --strong (the two models' columns), or --across for several sources")
-    from hybridgate.classifiers.baselines import group_prior_scores, length_scores, random_scores
-    from hybridgate.classifiers.evaluation import evaluate
-    from hybridgate.classifiers.heads import HEADS, parse_params
-    from hybridgate.classifiers.protocols import Bench, adapter_inputs, evaluate_recipe, fixed_recipe, head_recipe
+    from hybridgate.classifiers.compare import Embedded, compare_heads, default_heads, parse_variant
 
-    kinds = list(head) or [k for k in HEADS if k not in ("gd-logistic", "outcomes")]  # outcomes: --across
-    for k in kinds:
-        if k not in HEADS:
-            fail(f"unknown head {k!r}; the heads are {', '.join(HEADS)}")
-    variants: list[tuple[str, dict[str, Any]]] = []
-    for v in variant:
-        kind, sep, settings = v.partition(":")
-        if not sep or kind not in HEADS:
-            fail(f"--variant takes HEAD:NAME=VALUE[,NAME=VALUE] with a known head, got {v!r}")
-        with _Errors():
-            variants.append((kind, parse_params([p for p in settings.split(",") if p])))
+    kinds = list(head) or default_heads()
     with _Errors():
+        try:
+            variants = [parse_variant(v) for v in variant]
+        except ValueError as exc:
+            fail(str(exc))
         rows = _load_data(data, weak, strong, exclude)
-        bench = Bench(rows)
-        tr, te = rows.subset("train"), rows.subset("test")
-        if len(tr) < 10 or len(te) == 0:
-            fail(f"the split gives {len(tr)} train and {len(te)} test rows; need at least 10 and 1")
         held = None
         if heldout is not None:
             held = _load_data([heldout], heldout_weak or weak[0], heldout_strong or strong[0], [])
-        protocols = {"transfer": transfer and bench.has_folds, "adaptation": adaptation and bench.has_folds}
-        results: list[Any] = []
-        embedders: list[dict[str, Any]] = []
-        baseline_extra = None
-        for name in embedder:
-            emb = _embedder(name, engine)
-            embedders.append({"name": emb.name, "dim": emb.dim, "engine": emb.engine})
-            vectors = _vectors(emb, rows.prompts, cache, f"{emb.name}: {len(rows)} prompts")
-            hv = None if held is None else _vectors(emb, held.prompts, cache, f"{emb.name}: {len(held)} held-out prompts")
-            if baseline_extra is None:
-                baseline_extra = adapter_inputs(vectors)
-                baselines = [
-                    ("baseline: random", random_scores(rows), None if held is None else random_scores(held)),
-                    ("baseline: prompt length", length_scores(rows), None if held is None else length_scores(held)),
-                    ("baseline: rule scorer", _rule_scores(rows.prompts), None if held is None else _rule_scores(held.prompts)),
-                ]
-                for label, scores, hscores in baselines:
-                    results.append(evaluate_recipe(label, fixed_recipe(scores, baseline_extra, hscores), bench, heldout=held, **protocols))
-            # A head that reads the shape features has the text features' signals already.
-            combos = [(k, None, f) for k in kinds for f in ((False,) if getattr(HEADS[k], "needs_shape", False) else (False, True))]
-            combos += [(k, p, False) for k, p in variants]
-            for kind, params, feats in combos:
-                label = f"{emb.name} · {kind}{' + text features' if feats else ''}"
-                if params:
-                    label += " (" + ", ".join(f"{a}={b}" for a, b in params.items()) + ")"
-                recipe = head_recipe(
-                    rows, vectors, kind, params, embedder=emb.name, features=feats, heldout=None if held is None else (held, hv)
-                )
-                results.append(evaluate_recipe(label, recipe, bench, heldout=held, settings={"head": kind, **(params or {})}, **protocols))
-        prior = group_prior_scores(tr, te)
-    title = f"{len(tr)} train / {len(te)} test questions" + (f"; held out: {len(held)} from {held.source}" if held is not None else "")
-    _protocol_table(results, title)
-    if prior is not None:
-        typer.echo(f"baseline: subject prior (knows the subject; no transfer): APGR {evaluate('prior', prior, te).curve.apgr:.3f}")
+
+        def embedded() -> Iterator[Embedded]:  # one embedder loaded at a time, when its turn comes
+            for name in embedder:
+                emb = _embedder(name, engine)
+                vectors = _vectors(emb, rows.prompts, cache, f"{emb.name}: {len(rows)} prompts")
+                hv = None if held is None else _vectors(emb, held.prompts, cache, f"{emb.name}: {len(held)} held-out prompts")
+                yield Embedded(emb.name, emb.dim, emb.engine, vectors, hv)
+
+        try:
+            comparison = compare_heads(
+                rows, embedded(), kinds, variants, rule_scores=_rule_scores, heldout=held, transfer=transfer, adaptation=adaptation
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    results = comparison.results
+    _protocol_table(results, comparison.title())
+    if comparison.subject_prior_apgr is not None:
+        typer.echo(f"baseline: subject prior (knows the subject; no transfer): APGR {comparison.subject_prior_apgr:.3f}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        summary = {
-            "data": {"source": rows.source, "weak": rows.weak_name, "strong": rows.strong_name, "n_train": len(tr), "n_test": len(te)},
-            "heldout": None if held is None else {"source": held.source, "weak": held.weak_name, "strong": held.strong_name, "n": len(held)},
-            "protocols": {"transfer_folds": 5 if protocols["transfer"] else 0, "adaptation_n": [0, 25, 50, 100, 200, "all"]},
-            "embedders": embedders,
-            "results": [r.row() for r in results],
-        }
-        if prior is not None:
-            summary["subject_prior_apgr"] = round(evaluate("prior", prior, te).curve.apgr, 4)
-        (out / "compare.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
+        (out / "compare.json").write_text(json.dumps(comparison.summary(), indent=2, default=float) + "\n", encoding="utf-8")
         _plot_compare(out / "compare.png", results)
-        if protocols["adaptation"]:
+        adapted = comparison.protocols["adaptation"]
+        if adapted:
             _plot_adaptation(out / "adaptation.png", [r for r in results if r.adaptation])
-        typer.echo(f"wrote {out / 'compare.json'}, {out / 'compare.png'}" + (f" and {out / 'adaptation.png'}" if protocols["adaptation"] else ""))
+        typer.echo(f"wrote {out / 'compare.json'}, {out / 'compare.png'}" + (f" and {out / 'adaptation.png'}" if adapted else ""))
 
 
 def _plot_compare(path: Path, results: list[Any]) -> None:
@@ -527,9 +491,9 @@ def calibrate(
     }
     typer.echo(json.dumps(result, indent=2))
     typer.echo("\n# paste into your configuration:")
-    typer.echo(f"router:\n  threshold: {t_cloud:.6f}")
+    typer.echo(f"router:\n  threshold: {t_cloud:.6f}\n  t_local: {t_local:.6f}")
     if gray_share > 0:
-        typer.echo(f"  # scores in [{t_local:.6f}, {t_cloud:.6f}) form the gray band ({gray_share:.0%} of queries)")
+        typer.echo(f"  # scores in [{t_local:.6f}, {t_cloud:.6f}) form the gray band ({gray_share:.0%} of queries), answered collaboratively")
 
 
 @router_app.command()

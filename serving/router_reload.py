@@ -24,6 +24,7 @@ import numpy as np
 
 from hybridgate.classifiers.artifact import ArtifactError, load_router
 from hybridgate.classifiers.model import RouterModel
+from hybridgate.classifiers.numeric import auc  # public here too: router_adapt and the tests import it from this module
 from hybridgate.classifiers.outcome_head import for_pair
 from hybridgate.router import RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
@@ -48,21 +49,6 @@ def thresholds_for(model: RouterModel, cfg: RouterConfig) -> tuple[float, float 
     if t_local is None and cfg.gray_share:
         t_local = model.threshold_for(min(1.0, model.share_above(threshold) + cfg.gray_share))
     return round(threshold, 6), None if t_local is None else round(min(t_local, threshold), 6)
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Probability that a random positive outscores a random negative (ties count half); None without both classes."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    allv = np.concatenate([pos, neg])
-    for v in np.unique(allv):  # average ranks over ties
-        tie = allv == v
-        ranks[tie] = ranks[tie].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def labels_under(rows: list[dict[str, Any]], version: str, dim: int) -> list[dict[str, Any]]:

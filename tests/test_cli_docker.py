@@ -30,6 +30,9 @@ def test_version_and_models() -> None:
     wide = {**os.environ, "COLUMNS": "250"}
     out = run("models", "--config", str(ROOT / "configs" / "edge-llamacpp.yaml"), env=wide).stdout
     assert "edge-box" in out and "hybridgate/auto" in out and "SmolLM2" in out
+    from hybridgate.serving.gateway import ALIASES
+
+    assert all(alias in out for alias in ALIASES), "every alias GET /v1/models lists"
 
 
 def test_bad_config_is_one_readable_line(tmp_path: Path) -> None:

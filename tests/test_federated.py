@@ -14,6 +14,7 @@ from hybridgate.federated.apps import ServerPlan
 from hybridgate.federated.partition import assign
 from hybridgate.federated.simulation import Evaluator, Flipped, Malformed, central_and_local, run_federation
 from hybridgate.federated.task import UpdateRejected, check_update
+from tests.conftest import free_port
 
 FIXTURE = Path(__file__).parent / "fixtures" / "routing"
 
@@ -49,21 +50,21 @@ def test_federation_beats_local_only_and_bounds_a_poisoned_gateway(split: tuple)
     ev = Evaluator(x_te, test)
     central, local = central_and_local(x_tr, train.label, gateways, k, ev, epochs=40, lr=0.5)
     clean = run_federation(x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10))
-    fed = clean.plan.history[-1]["apgr"]
-    assert len(clean.plan.history) == 5 and clean.bytes_per_gateway_round == 2 * 385 * 4
+    fed = clean.outcome.history[-1]["apgr"]
+    assert len(clean.outcome.history) == 5 and clean.bytes_per_gateway_round == 2 * 385 * 4
     # Each gateway alone knows one subject; together they learn which subjects need the cloud.
     local_mean = float(np.mean([r["apgr"] for r in local]))
     assert fed > local_mean + 0.05 and fed > central["apgr"] - 0.03, (fed, central, local)
     attacked = run_federation(
         x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10, max_update_norm=2.0), attack=Flipped(frozenset({0}), scale=50.0)
     )
-    assert attacked.plan.rejected and all("bound" in why for _, why in attacked.plan.rejected)
+    assert attacked.outcome.rejected and all("bound" in why for _, why in attacked.outcome.rejected)
     # The poisoned gateway's updates never count: what is left is the federation of the two honest ones.
-    assert attacked.plan.history[-1]["apgr"] > np.mean([r["apgr"] for r in local])
+    assert attacked.outcome.history[-1]["apgr"] > np.mean([r["apgr"] for r in local])
     unbounded = run_federation(
         x_tr, train.label, gateways, k, ev, ServerPlan(rounds=4, local_epochs=10, max_update_norm=1e9), attack=Flipped(frozenset({0}), scale=50.0)
     )
-    assert unbounded.plan.history[-1]["apgr"] < attacked.plan.history[-1]["apgr"]  # without the bound, the attack hurts
+    assert unbounded.outcome.history[-1]["apgr"] < attacked.outcome.history[-1]["apgr"]  # without the bound, the attack hurts
 
 
 def test_simulate_cli_writes_the_table_and_publishes_a_loadable_router(tmp_path: Path) -> None:
@@ -106,8 +107,8 @@ def test_differential_privacy_reports_its_epsilon(split: tuple) -> None:
     eps = []
     for noise in (1.0, 4.0):
         res = run_federation(x_tr, train.label, gateways, 3, ev, ServerPlan(rounds=2, local_epochs=5, dp_noise=noise, dp_clip=0.5))
-        assert res.plan.epsilon is not None and np.isfinite(res.plan.epsilon)
-        eps.append(res.plan.epsilon)
+        assert res.outcome.epsilon is not None and np.isfinite(res.outcome.epsilon)
+        eps.append(res.outcome.epsilon)
     assert eps[1] < eps[0]  # more noise, less privacy spent
 
 
@@ -149,18 +150,18 @@ def test_a_malformed_gateway_cannot_break_the_fleet_with_or_without_dp(split: tu
     ev = Evaluator(x_te, test)
     # Non-finite weights and a NaN count: dropped by the checked average, the two honest gateways carry on.
     plain = run_federation(x_tr, train.label, gateways, k, ev, ServerPlan(rounds=2, local_epochs=5), attack=Malformed(frozenset({0})))
-    assert plain.plan.final is not None and np.isfinite(plain.plan.final).all() and np.abs(plain.plan.final).sum() > 0
-    assert len(plain.plan.rejected) == 2 and all("non-finite" in why for _, why in plain.plan.rejected)
+    assert plain.outcome.final is not None and np.isfinite(plain.outcome.final).all() and np.abs(plain.outcome.final).sum() > 0
+    assert len(plain.outcome.rejected) == 2 and all("non-finite" in why for _, why in plain.outcome.rejected)
     counted = run_federation(
         x_tr, train.label, gateways, k, ev, ServerPlan(rounds=2, local_epochs=5), attack=Malformed(frozenset({0}), weights=0.0, examples=-5)
     )
-    assert any("example count -5" in why for _, why in counted.plan.rejected)
+    assert any("example count -5" in why for _, why in counted.outcome.rejected)
     # Under DP the accountant needs every reply: the malformed update counts as no change, and epsilon is still reported.
     dp = run_federation(
         x_tr, train.label, gateways, k, ev, ServerPlan(rounds=2, local_epochs=5, dp_noise=0.5, dp_clip=0.5), attack=Malformed(frozenset({0}), examples=1e12)
     )
-    assert dp.plan.final is not None and np.isfinite(dp.plan.final).all() and dp.plan.epsilon is not None
-    assert len(dp.plan.rejected) == 2
+    assert dp.outcome.final is not None and np.isfinite(dp.outcome.final).all() and dp.outcome.epsilon is not None
+    assert len(dp.outcome.rejected) == 2
 
 
 def test_a_gateway_refuses_a_round_outside_its_bounds(split: tuple) -> None:
@@ -168,7 +169,7 @@ def test_a_gateway_refuses_a_round_outside_its_bounds(split: tuple) -> None:
     k = 2
     gateways = assign(train.prompts, train.groups, k, "iid")
     greedy = run_federation(x_tr, train.label, gateways, k, Evaluator(x_te, test), ServerPlan(rounds=1, local_epochs=10_000))
-    assert greedy.plan.final is not None and not greedy.plan.final.any(), "every gateway refused: the model did not move"
+    assert greedy.outcome.final is not None and not greedy.outcome.final.any(), "every gateway refused: the model did not move"
 
 
 def test_the_rules_each_side_keeps() -> None:
@@ -231,6 +232,24 @@ def test_the_gateway_key_never_travels_on_a_command_line(tmp_path: Path, monkeyp
     assert missing.exit_code != 0 and "no such file" in missing.output
 
 
+def test_a_client_whose_superlink_is_gone_stops_with_one_line() -> None:
+    """The README walk found ``fl client`` retrying for ever once the server had exited: it gives up after
+    --retry-s, with one line instead of Flower's exit report."""
+    import subprocess
+    import sys
+
+
+    hg = str(Path(sys.executable).parent / "hybridgate")
+    port = free_port()
+    done = subprocess.run([hg, "fl", "client", "--superlink", f"127.0.0.1:{port}", "--retry-s", "2", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: the SuperLink at 127.0.0.1:{port} did not answer for 2 s: the federation is over or its server is gone; stopping"
+    )
+    assert "Exit Code" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_fleet_adapts_the_shipped_router_better_than_each_gateway_alone() -> None:
     from hybridgate.federated.fleet_adaptation import Setting, fleet_adaptation, spread
 
@@ -262,5 +281,5 @@ def test_a_norm_filter_relative_to_the_round_needs_no_bound_to_tune(split: tuple
     ev = Evaluator(x_te, test)
     plan = ServerPlan(rounds=3, local_epochs=10, max_update_norm=1e9, relative_norm=3.0)
     filtered = run_federation(x_tr, train.label, gateways, k, ev, plan, attack=Flipped(frozenset({0}), scale=50.0))
-    assert filtered.plan.rejected and all("median" in why for _, why in filtered.plan.rejected)
-    assert len(filtered.plan.rejected) == 3, "the poisoned gateway, every round, and nobody else"
+    assert filtered.outcome.rejected and all("median" in why for _, why in filtered.outcome.rejected)
+    assert len(filtered.outcome.rejected) == 3, "the poisoned gateway, every round, and nobody else"

@@ -86,7 +86,13 @@ def test_calibrate_gives_thresholds_for_a_cloud_share(trained: Path, tmp_path: P
     text = run("router", "calibrate", "--router", str(trained), "--cloud-share", "0.3", "--gray-share", "0.2")
     result = json.loads(text[: text.index("\n# paste")])
     assert 0 <= result["t_local"] <= result["t_cloud"] <= 1
-    assert "threshold:" in text
+    # The paste block is configuration the gateway takes as it is, with both thresholds of the gray band.
+    import yaml
+
+    from hybridgate.serving.config import RouterConfig
+
+    pasted = RouterConfig(**yaml.safe_load(text[text.index("\n# paste") :])["router"])
+    assert (pasted.threshold, pasted.t_local) == (result["t_cloud"], result["t_local"])
     prompts = tmp_path / "mine.csv"
     prompts.write_text("prompt\n" + "\n".join(f"question number {i}?" for i in range(50)) + "\n")
     mine = run("router", "calibrate", "--router", str(trained), "--cloud-share", "0.5", "--data", str(prompts), "--no-cache")

@@ -41,11 +41,11 @@ def test_the_server_sees_only_the_sum_and_two_of_ten_gateways_may_vanish_mid_rou
     x = query_embedder.encode(list(data.prompts))
     k, gone = 10, frozenset({2, 7})
     gateways = assign(data.prompts, data.groups, k, "iid")
-    plan = ServerPlan(rounds=1, local_epochs=5, secure=True, secure_log=secure.SecureLog(keep_seen=True))
+    plan = ServerPlan(rounds=1, local_epochs=5, secure=True, secure_keep_seen=True)
     # Two gateways stop after their keys were shared, before sending their masked vector: their masks must be removed
     # with the others' shares of their secret key, or the sum would be garbage.
     res = run_federation(x, data.label, gateways, k, None, plan, attack=Recorder(str(tmp_path)), dropout=Vanish(gone))
-    log = res.plan.secure_log
+    log = res.outcome.secure_log
     assert log.survivors == [8] and log.sampled == [10] and secure.dropouts_tolerated(10) >= 2
     true = {g: np.load(tmp_path / f"gateway{g}.npy").astype(np.float64) for g in range(k)}
     assert set(true) == set(range(k))  # the two vanished after training: their updates existed, and must not count
@@ -62,7 +62,7 @@ def test_the_server_sees_only_the_sum_and_two_of_ten_gateways_may_vanish_mid_rou
             assert np.linalg.norm(vector - true[g]) > 0.05 * spread, g
     without_gone = sum(counts[g] * true[g] for g in range(k)) / counts.sum()
     assert np.abs(seen[0] - without_gone).max() > 1e-2, "the vanished gateways' trained updates are not in the sum"
-    assert res.plan.final is not None and np.abs(res.plan.final - mean).max() < 1e-3
+    assert res.outcome.final is not None and np.abs(res.outcome.final - mean).max() < 1e-3
     assert res.measured_bytes_per_gateway_round > res.bytes_per_gateway_round  # the protocol's keys and shares are counted
 
 
@@ -135,9 +135,9 @@ def test_a_gateway_that_skips_its_clipping_mod_is_bounded_only_by_the_quantisati
     labels, gateways, k, clip = (x[:, 0] > 0).astype(np.int8), rng.integers(0, 5, 300), 5, 0.5
     plan = ServerPlan(rounds=1, local_epochs=20, secure=True, dp_noise=1e-6, dp_clip=clip)
     res = run_federation(x, labels, gateways, k, None, plan, attack=Flipped(frozenset({0}), scale=1e4))
-    final = res.plan.final.astype(np.float64)
+    final = res.outcome.final.astype(np.float64)
     # Honest gateways clip to 0.5, so their average cannot move the model further; the attacker skipped its mod ...
     assert np.linalg.norm(final) > 3 * clip
     # ... and only the protocol's clipping of each coordinate to +-8 bounds it: its share of the average is at most 8/k.
     assert np.abs(final).max() <= secure.CLIPPING_RANGE / k + clip + 1e-3
-    assert res.plan.epsilon is not None and res.plan.secure_log.survivors == [k]
+    assert res.outcome.epsilon is not None and res.outcome.secure_log.survivors == [k]
