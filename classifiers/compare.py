@@ -123,7 +123,8 @@ def compare_heads(
                 ("baseline: rule scorer", rule_scores(rows.prompts), None if held is None else rule_scores(held.prompts)),
             ]
             for label, scores, hscores in baselines:
-                out.results.append(evaluate_recipe(label, fixed_recipe(scores, extra, hscores), bench, heldout=held, **protocols))
+                out.results.append(evaluate_recipe(label, fixed_recipe(scores, extra, hscores), bench, heldout=held,
+                                                  transfer=protocols["transfer"], adaptation=protocols["adaptation"]))
         # A head that reads the shape features has the text features' signals already.
         combos: list[tuple[str, dict[str, Any] | None, bool]] = [
             (k, None, f) for k in kinds for f in ((False,) if getattr(HEADS[k], "needs_shape", False) else (False, True))
@@ -133,8 +134,9 @@ def compare_heads(
             label = f"{emb.name} · {kind}{' + text features' if feats else ''}"
             if params:
                 label += " (" + ", ".join(f"{a}={b}" for a, b in params.items()) + ")"
-            recipe = head_recipe(rows, vectors, kind, params, embedder=emb.name, features=feats, heldout=None if held is None else (held, hv))
-            out.results.append(evaluate_recipe(label, recipe, bench, heldout=held, settings={"head": kind, **(params or {})}, **protocols))
+            recipe = head_recipe(rows, vectors, kind, params, embedder=emb.name, features=feats, heldout=None if held is None or hv is None else (held, hv))
+            out.results.append(evaluate_recipe(label, recipe, bench, heldout=held, settings={"head": kind, **(params or {})},
+                                              transfer=protocols["transfer"], adaptation=protocols["adaptation"]))
     prior = group_prior_scores(tr, te)
     if prior is not None:
         out.subject_prior_apgr = evaluate("prior", prior, te).curve.apgr
