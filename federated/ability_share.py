@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybridgate.classifiers.outcomes import _sigmoid
+from hybridgate.classifiers.numeric import sigmoid
 from hybridgate.classifiers.pair_score import Ability
 
 
@@ -47,7 +47,7 @@ def client_update(u: np.ndarray, y: np.ndarray, current: Ability) -> ClientUpdat
     keep = ~np.isnan(y)
     x, yk = _design(u[keep]), y[keep]
     w = np.concatenate([[current.offset], current.loadings])
-    p = _sigmoid(x @ w)
+    p = sigmoid(x @ w)
     return ClientUpdate(x.T @ (p - yk), (x * (p * (1 - p))[:, None]).T @ x, int(keep.sum()))
 
 

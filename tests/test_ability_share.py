@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybridgate.classifiers.outcomes import _sigmoid
+from hybridgate.classifiers.numeric import sigmoid
 from hybridgate.classifiers.pair_score import Ability, fit_ability
 from hybridgate.federated.ability_share import client_update, fleet_ability
 
@@ -17,7 +17,7 @@ def _fleet(seed: int = 0, gateways: int = 5, each: int = 30, d: int = 4) -> tupl
     clients = []
     for _ in range(gateways):
         u = rng.normal(size=(each, d))
-        y = (rng.random(each) < _sigmoid(truth[0] + u @ truth[1:])).astype(float)
+        y = (rng.random(each) < sigmoid(truth[0] + u @ truth[1:])).astype(float)
         y[rng.random(each) < 0.1] = np.nan  # a label that says nothing of the local model
         clients.append((u, y))
     return Ability("SmolLM2-135M-Instruct", 0.5, np.zeros(d), "prior"), clients, truth
