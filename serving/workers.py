@@ -17,6 +17,7 @@ Every answer carries ``x-hybridgate-worker`` (the worker's process id), to see h
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -140,6 +141,7 @@ def run_workers(cfg: GatewayConfig, workers: int, before_serving: Any = None) ->
 
 
 FAILED = "failed"  # a worker that cannot build its gateway writes why here
+_TAKES_TARGET = "target" in inspect.signature(Multiprocess.__init__).parameters
 
 
 class _Supervisor(Multiprocess):
@@ -148,7 +150,11 @@ class _Supervisor(Multiprocess):
     The model process is restarted too; meanwhile the workers' local calls fail as a backend down would."""
 
     def __init__(self, config: Any, target: Any, sockets: list[Any], failed: Path, model: ModelProcess) -> None:
-        super().__init__(config, target, sockets)
+        # uvicorn 0.55 dropped the target argument (its workers always run Server.run, the target given here)
+        if _TAKES_TARGET:
+            super().__init__(config, target, sockets)
+        else:
+            super().__init__(config, sockets)
         self._failed = failed
         self._model = model
         self.failure: str | None = None
