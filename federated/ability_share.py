@@ -75,3 +75,90 @@ def fleet_ability(
     for _ in range(rounds):
         current = server_step(current, prior, [client_update(u, y, current) for u, y in clients], sd_offset, sd_loadings)
     return current
+
+
+# --- on the wire, through SecAgg+ ---------------------------------------------------------------------------
+#
+# Each round is one SecAgg+ sum. The server sends the fleet's current ability and the router's query side (the
+# linear map from a label's inputs to its query parts ``u``), so a gateway needs nothing but its labels; the
+# gateway sends its gradient, the upper triangle of its Hessian and its label count, each scaled into [-1, 1] by
+# the bounds below (SecAgg+ clips every coordinate to its quantisation range and would silently cut a larger sum).
+
+MAX_LABELS = 500  # a gateway's labels in one round are capped here: the bound its sums are scaled by
+U_BOUND = 8.0  # each query part is clipped to +-this (far beyond the standardised parts seen: a bound, not a change)
+
+
+@dataclass(frozen=True)
+class QuerySide:
+    """The router's map from a label's inputs (vector, then shape numbers) to its query parts: ``((x - mean) / scale) @ w``."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    w: np.ndarray  # (D, d)
+
+    def parts(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.w, -U_BOUND, U_BOUND)
+
+
+def round_vector(current: Ability, side: QuerySide) -> np.ndarray:
+    """What the server sends each gateway for a round: the fleet's ability, then the query side, flat."""
+    return np.concatenate([[current.offset], current.loadings, side.mean, side.scale, side.w.ravel()]).astype(np.float32)
+
+
+def read_round(vector: np.ndarray, d: int, inputs: int) -> tuple[Ability, QuerySide]:
+    """The ability and query side a round's vector carries (``d`` parts, ``inputs`` numbers a label); a ValueError
+    when its size says otherwise."""
+    v = np.asarray(vector, dtype=np.float64).ravel()
+    if d < 1 or inputs < 1 or v.size != 1 + d + 2 * inputs + inputs * d or not np.isfinite(v).all():
+        raise ValueError(f"an ability round of {v.size} numbers is not one of {d} query parts over {inputs} inputs")
+    a, m = 1 + d, 1 + d + inputs
+    side = QuerySide(v[a:m], v[m:m + inputs], v[m + inputs:].reshape(inputs, d))
+    if (side.scale <= 0).any():
+        raise ValueError("an ability round's input scales must be positive")
+    return Ability("fleet", float(v[0]), v[1:a], "fleet"), side
+
+
+def packed_size(d: int) -> int:
+    return (d + 1) + (d + 1) * (d + 2) // 2 + 1
+
+
+def pack(update: ClientUpdate, d: int) -> np.ndarray:
+    """A gateway's sums scaled into [-1, 1]: gradient / (L U), Hessian's upper triangle x 4 / (L U^2), labels / L,
+    with L = :data:`MAX_LABELS` and U = :data:`U_BOUND` (each label adds at most U, U^2/4 and 1 to them)."""
+    top = np.triu_indices(d + 1)
+    return np.concatenate([
+        update.grad / (MAX_LABELS * U_BOUND), update.hess[top] * 4 / (MAX_LABELS * U_BOUND**2), [update.labels / MAX_LABELS],
+    ]).astype(np.float32)
+
+
+def unpack(total: np.ndarray, d: int) -> ClientUpdate:
+    """The fleet's sums from the sum of the gateways' :func:`pack` vectors."""
+    v = np.asarray(total, dtype=np.float64)
+    if v.size != packed_size(d) or not np.isfinite(v).all():
+        raise ValueError(f"a sum of {v.size} numbers is not an ability update of {d} query parts")
+    n = d + 1
+    grad = v[:n] * MAX_LABELS * U_BOUND
+    hess = np.zeros((n, n))
+    hess[np.triu_indices(n)] = v[n:-1] * MAX_LABELS * U_BOUND**2 / 4
+    hess = hess + np.triu(hess, 1).T
+    return ClientUpdate(grad, hess, max(int(round(v[-1] * MAX_LABELS)), 0))
+
+
+def gateway_vector(vector: np.ndarray, d: int, inputs: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What a gateway puts into a round's sum: its labels' packed sums at the fleet's ability (``x``: the labels'
+    inputs, ``y``: the local model's outcomes; only the newest :data:`MAX_LABELS` count)."""
+    current, side = read_round(vector, d, inputs)
+    x, y = x[:MAX_LABELS], y[:MAX_LABELS]
+    if len(y) == 0:
+        return np.zeros(packed_size(d), dtype=np.float32)
+    return pack(client_update(side.parts(x), y, current), d)
+
+
+def server_round(current: Ability, prior: Ability, total: np.ndarray, sd_offset: float, sd_loadings: float) -> Ability:
+    """The Newton step from a round's summed vector; a ValueError when the sum cannot be a fleet's labels (a Hessian
+    that, with the prior's precision, is not positive definite: only a gateway that sent garbage makes one)."""
+    d = len(prior.loadings)
+    update = unpack(total, d)
+    prec = np.concatenate([[1 / sd_offset**2], np.full(d, 1 / sd_loadings**2)])
+    np.linalg.cholesky(update.hess + np.diag(prec))  # raises LinAlgError (a ValueError) when not positive definite
+    return server_step(current, prior, [update], sd_offset, sd_loadings)

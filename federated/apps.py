@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from hybridgate.federated import ability_share
 from hybridgate.federated import secure as secagg
 from hybridgate.federated.checks import RequestRejected, checked_train_request, checked_weights
 from hybridgate.federated.defaults import DEFAULTS
@@ -33,6 +34,9 @@ DataFor = Callable[[Context], LocalData]
 # (new weights, global weights, partition) -> sent weights; an attack with a ``count(honest, partition)`` method
 # also misstates the example count (simulation.Malformed).
 Attack = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+# (context, embedder, vector size, shape numbers) -> (inputs, local outcomes) of the gateway's labels that say how its
+# local model did, newest first, its held-out quarter left out (the gateway judges the fleet's ability on it).
+AbilityLabels = Callable[[Context, str, int, int], "tuple[np.ndarray, np.ndarray]"]
 
 
 def make_client_app(
@@ -42,12 +46,14 @@ def make_client_app(
     *,
     require_secure: bool | Callable[[Context], bool] = False,
     dropout: Callable[[int, str | None], bool] | None = None,
+    ability_labels: AbilityLabels | None = None,
 ) -> ClientApp:
     """``data_for`` gives the gateway's labels from its context (a partition in simulation, the label store in deployment);
     ``node_weights`` its learnt node-choice weights and their answer count, for the fleet's (``node_weights.py``).
     ``require_secure`` (or a function of the context that says it): the gateway answers training requests and
     statistics queries only inside SecAgg+ (``secure.py``). ``dropout(partition, stage)``: a simulated gateway that
-    vanishes at that SecAgg+ stage (the dropout test)."""
+    vanishes at that SecAgg+ stage (the dropout test). ``ability_labels``: its labels of the local model's outcomes,
+    for the fleet's local ability (``ability_share.py``; none: it adds nothing to that sum)."""
     bypasses = getattr(attack, "bypasses", None)
 
     def gate(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
@@ -67,7 +73,7 @@ def make_client_app(
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         if "fitins.parameters" in msg.content.array_records:  # a SecAgg+ round (the legacy fit records)
-            return _secure_reply(msg, context, data_for, attack, node_weights)
+            return _secure_reply(msg, context, data_for, attack, node_weights, ability_labels)
         start = msg.content["arrays"].to_numpy_ndarrays()[0]
         cfg = msg.content["config"]
         data = data_for(context)
@@ -91,7 +97,10 @@ def make_client_app(
     return app
 
 
-def _secure_reply(msg: Message, context: Context, data_for: DataFor, attack: Attack | None, node_weights: NodeWeightsSource | None) -> Message:
+def _secure_reply(
+    msg: Message, context: Context, data_for: DataFor, attack: Attack | None, node_weights: NodeWeightsSource | None,
+    ability_labels: AbilityLabels | None = None,
+) -> Message:
     """The vector a gateway puts into a SecAgg+ round, as a legacy FitRes (what Flower's mods read): its trained
     weights, or one of the fleet's other sums (``secure.TASK``). A request outside its bounds raises: the gateway
     drops out of the round rather than answer it."""
@@ -112,6 +121,13 @@ def _secure_reply(msg: Message, context: Context, data_for: DataFor, attack: Att
         share = min(len(data), secagg.MAX_SECURE_WEIGHT) / secagg.MAX_SECURE_WEIGHT if len(data) >= secagg.MIN_HISTOGRAM_LABELS else 0.0
         hist = secagg.score_histogram(scores(weights, data.x)) if share else np.zeros(secagg.HISTOGRAM_BINS)
         vector = secagg.weighted_vector(share, hist)
+    elif task == "ability":
+        d, dim, extra = int(cfg["ability-d"]), int(cfg["ability-dim"]), int(cfg["ability-extra"])
+        if ability_labels is None:
+            x, y = np.zeros((0, dim + extra)), np.zeros(0)
+        else:
+            x, y = ability_labels(context, str(cfg["embedder"]), dim, extra)
+        vector = ability_share.gateway_vector(start, d, dim + extra, x, y)
     elif task == "train":
         data = data_for(context)
         epochs, lr, mu = checked_train_request(cfg, start, data.dim)

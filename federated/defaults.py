@@ -31,6 +31,10 @@ class FederationDefaults:
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
     secure_agg: bool = True
+    # The fleet's local model, by the name its gateways give it (router.local_model; "" for none set: "local"), and the
+    # Newton rounds of its ability (0: not shared). Only an outcomes router not knowing the model learns it.
+    local_model: str = ""
+    ability_rounds: int = 4
 
 
 DEFAULTS = FederationDefaults()
@@ -88,6 +92,8 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "dp-noise": "dp_noise",
     "dp-clip": "dp_clip",
     "secure-agg": "secure_agg",
+    "local-model": "local_model",
+    "ability-rounds": "ability_rounds",
 }
 # Keys a run always sets itself (where to publish, the router the correction goes on): empty in the app's defaults.
 PER_RUN_KEYS = ("publish-dir", "base-router", "base-version")

@@ -39,9 +39,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from hybridgate.classifiers.adapt import Adapter
 from hybridgate.classifiers.artifact import load_router, save_router
+from hybridgate.classifiers.local_labels import SD_UNKNOWN, local_outcomes
 from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.classifiers.node_weights import NodeWeights
-from hybridgate.federated import node_weights, secure
+from hybridgate.classifiers.outcome_head import OutcomeHead
+from hybridgate.classifiers.pair_score import Ability
+from hybridgate.federated import ability_share, node_weights, secure
 from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
 from hybridgate.federated.checks import RequestRejected, checked_weights, pooled_quantiles
 from hybridgate.federated.defaults import DEFAULTS
@@ -133,13 +136,27 @@ def gateway_node_weights(context: Context) -> tuple[NodeWeights, int] | None:
     return node_weights.from_description(from_gateway(cfg, "/v1/hybridgate/nodes"))
 
 
+def gateway_local_outcomes(context: Context, embedder: str, dim: int, extra: int) -> tuple[np.ndarray, np.ndarray]:
+    """This device's labels that say how its local model did, as (inputs, outcomes), for the fleet's local ability:
+    from its gateway over loopback, read as the gateway reads them (``classifiers/local_labels.py``), without the
+    held-out quarter the gateway judges the fleet's ability on. An exported labels file keeps no outcomes of the local
+    model: such a device adds nothing to that sum."""
+    cfg = context.node_config
+    if "labels-file" in cfg:
+        return np.zeros((0, dim + extra)), np.zeros(0)
+    x, y, held = local_outcomes(from_gateway(cfg, "/v1/hybridgate/labels", limit=10_000)["data"], embedder, dim, extra)
+    return x[~held], y[~held]
+
+
 def requires_secure(context: Context) -> bool:
     """A gateway sends its update and statistics only inside SecAgg+ unless its SuperNode was started with
     ``allow-plain`` (``fl client --allow-plain``): a server cannot quietly downgrade it."""
     return not bool(context.node_config.get("allow-plain", False))
 
 
-client_app = make_client_app(gateway_labels, node_weights=gateway_node_weights, require_secure=requires_secure)
+client_app = make_client_app(
+    gateway_labels, node_weights=gateway_node_weights, require_secure=requires_secure, ability_labels=gateway_local_outcomes
+)
 
 
 @client_app.query()
@@ -193,6 +210,43 @@ def secure_node_weights(grid: Grid, context: Context, gateways: int, min_answers
         return None, report
     report["answers"] = int(round(mean[-1] * node_weights.MAX_ANSWERS * used))
     return NodeWeights.from_array(LOWER + mean[:-1] * (UPPER - LOWER)), report
+
+
+def secure_ability(grid: Grid, context: Context, gateways: int, base: RouterModel, local_model: str, rounds: int) -> tuple[Ability | None, dict[str, Any]]:
+    """The local model's ability the fleet fits from every gateway's labels (``ability_share.py``): ``rounds`` Newton
+    steps, each from one SecAgg+ sum of the gateways' log-loss gradients and Hessians at the fleet's ability, so the
+    server sees the fleet's sums and no gateway's. None (and why, in the report) when the router scores no pair, the
+    model is in its catalogue (its ability is known), or no gateway has a label of it."""
+    head = base.head
+    if not isinstance(head, OutcomeHead):
+        return None, {"skipped": f"the router's {head.kind} head scores no pair: no local ability to learn"}
+    prior = head.with_pair(local_model or None, None).prior_local()
+    if prior.origin == "catalogue":
+        return None, {"skipped": f"{prior.name} is in the router's catalogue: its ability is known"}
+    om = head.model
+    side = ability_share.QuerySide(om.x_mean.astype(np.float64), om.x_scale.astype(np.float64), om.w.astype(np.float64))
+    d, inputs = len(prior.loadings), len(om.x_mean)
+    config: dict[str, Any] = {secure.TASK: "ability", "ability-d": d, "ability-dim": base.dim, "ability-extra": inputs - base.dim,
+                              "embedder": base.embedder}
+    current, report = prior, {"name": prior.name, "rounds": 0, "gateways": 0, "labels": 0}
+    for _ in range(rounds):
+        job = secure.SecureRound(gateways=gateways, rounds=1, initial=ability_share.round_vector(current, side), config=config, max_weight=1.0)
+        average = secure.run_secure(grid, context, job)
+        if average is None:
+            report["stopped"] = "a round was not aggregated"
+            break
+        survivors = job.secure_log.survivors[-1]
+        try:
+            step = ability_share.server_round(current, prior, np.asarray(average, dtype=np.float64) * survivors, *SD_UNKNOWN)
+        except ValueError as exc:
+            report["stopped"] = f"the fleet's sum is not usable: {exc}"
+            break
+        if step.labels == 0:
+            report["stopped"] = "no gateway has a label of the local model's outcomes"
+            break
+        current = step
+        report.update(rounds=report["rounds"] + 1, gateways=survivors, labels=step.labels)
+    return (current if report["rounds"] else None), report
 
 
 def secure_quantiles(grid: Grid, context: Context, gateways: int, weights: np.ndarray) -> list[float] | None:
@@ -261,6 +315,13 @@ def _server(grid: Grid, context: Context) -> None:
     else:
         fleet, pooled = node_weights.pool(grid, NodeWeights(), min_answers=min_answers)
     log.warning("node weights: %s from %d of %d gateways", None if fleet is None else fleet.as_dict(), pooled["used"], pooled["asked"])
+    ability: Ability | None = None
+    rounds = int(cfg.get("ability-rounds", DEFAULTS.ability_rounds))
+    if plan.secure and rounds > 0:
+        ability, fitted = secure_ability(grid, context, plan.expected_clients, base, str(cfg.get("local-model", DEFAULTS.local_model)), rounds)
+        log.warning("local ability: %s", fitted if ability is None else {**fitted, "offset": round(ability.offset, 4)})
+    elif rounds > 0:
+        log.warning("local ability: not shared (a gateway's gradient and Hessian of a few labels would show them: SecAgg+ only)")
     out = str(cfg.get("publish-dir", ""))
     if out:
         training = {"federated": True, "strategy": plan.strategy, "rounds": plan.rounds, "clients": plan.expected_clients,
@@ -278,6 +339,10 @@ def _server(grid: Grid, context: Context) -> None:
         meta: dict[str, Any] = {"name": str(cfg.get("router-name", DEFAULTS.router_name)), "training": {**base.meta.get("training", {}), **training}}
         if fleet is not None:
             meta["node_weights"] = {**fleet.as_dict(), "gateways": pooled["used"], "answers": pooled["answers"]}
+        if ability is not None:
+            meta["local_ability"] = {"name": ability.name, "offset": round(ability.offset, 6), "loadings": [round(float(v), 6) for v in ability.loadings],
+                                     "labels": ability.labels, "gateways": fitted["gateways"], "rounds": fitted["rounds"],
+                                     "fit": "MAP around the prior, Newton steps on SecAgg+ sums (federated/ability_share.py)"}
         if plan.secure:
             quantiles, source = secure_quantiles(grid, context, plan.expected_clients, weights), (
                 "the gateways' score histograms under this model, summed by secure aggregation (SecAgg+), label-count weighted"

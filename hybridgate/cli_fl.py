@@ -221,6 +221,14 @@ def server(
         help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of each round's updates, never one gateway's; "
         "needs --min-clients of at least 4 and fedavg or fedprox. Off: gateways must be started with --allow-plain.",
     ),
+    local_model: str = typer.Option(
+        DEFAULTS.local_model, "--local-model",
+        help="The gateways' local model, as they name it (router.local_model; empty: none set). With an outcomes router that does not "
+        "know it, the fleet fits its ability from every gateway's labels (SecAgg+ only) and publishes it with the router.",
+    ),
+    ability_rounds: int = typer.Option(
+        DEFAULTS.ability_rounds, "--ability-rounds", min=0, max=20, help="Newton rounds of the local model's ability (0: not shared)."
+    ),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the run."),
 ) -> None:
     """Start a SuperLink, run the federated training on the connected gateways, publish the router, stop.
@@ -285,7 +293,8 @@ def server(
                 f'num-server-rounds={rounds} strategy="{strategy}" local-epochs={local_epochs} min-clients={min_clients} '
                 f'publish-dir="{publish.resolve()}" node-weights-min-answers={node_weights_min_answers} '
                 f'base-router="{base_path}" base-version="{base.version}" embedder="{base.embedder}" relative-norm={relative_norm} '
-                f'dp-noise={dp_noise} dp-clip={dp_clip} secure-agg={"true" if secure_agg else "false"}'
+                f'dp-noise={dp_noise} dp-clip={dp_clip} secure-agg={"true" if secure_agg else "false"} '
+                f'local-model="{local_model}" ability-rounds={ability_rounds}'
             )
             typer.echo(
                 f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds of a correction "

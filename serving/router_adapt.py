@@ -17,13 +17,18 @@ by :func:`~hybridgate.classifiers.pair_score.fit_ability` with the prior as its
 prior. It is used once it predicts the held-out labels' local outcomes better
 than the prior (log-loss); a new head with it is built whole and swapped in with
 one assignment of the scorer's model, so a decision sees one ability or the other.
+
+A fleet running the same local model fits that ability together from all its
+gateways' labels (``federated/ability_share.py``) and publishes it with the
+router (``local_ability`` in its header). The gateway judges it like its own, on
+its held-out quarter of labels, which it never sent to the fleet: it is used
+only when it predicts them better than the prior and than this gateway's own fit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from hybridgate.classifiers.adapt import Adapter, fit_adapter
+from hybridgate.classifiers.local_labels import SD_UNKNOWN, held_out, local_outcomes, log_loss
 from hybridgate.classifiers.model import RouterModel
 from hybridgate.classifiers.outcome_head import OutcomeHead
 from hybridgate.classifiers.pair_score import Ability, fit_ability, success
@@ -41,17 +47,10 @@ from hybridgate.serving.router_reload import auc, label_arrays, labels_under
 from hybridgate.serving.state import StateStore
 
 log = logging.getLogger(__name__)
-HOLDOUT = 0.25
-# How far an unknown model's ability may be from the prior (offset, loadings): as in pair_score.adapted.
-SD_UNKNOWN = (1.5, 0.3)
-# Label sources that say how the local model did whatever the route: a shadow comparison and a cascade judge
-# the local answer; a rating does only when the local model gave the answer.
-LOCAL_JUDGED = ("shadow", "cascade")
-
-
-def _held_out(row: dict[str, Any]) -> bool:
-    key = f"{row.get('ts')}:{row.get('base_score')}:{row.get('label')}"
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < HOLDOUT
+# The fleet's ability is judged on at least this many of this gateway's held-out local outcomes (its own needs
+# ``min_labels`` to be fitted; judging one that the fleet fitted needs fewer).
+MIN_JUDGE = 8
+_held_out = held_out  # the split the tests and the fleet's client share
 
 
 def label_inputs(scorer: Scorer, text: str, turns: int) -> list[float] | None:
@@ -59,26 +58,6 @@ def label_inputs(scorer: Scorer, text: str, turns: int) -> list[float] | None:
     features: length, code, math, ...): numbers, never the text. None for a router that reads the vector alone,
     or a scorer that embeds nothing."""
     return scorer.label_inputs(text, turns) if isinstance(scorer, EmbeddingScorer) else None
-
-
-def local_outcomes(rows: list[dict[str, Any]], embedder: str, dim: int, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query inputs, did the local model do well, held out) of the labels that say how the local model did and
-    keep this router's inputs. A label is "the cloud was needed", so the local outcome is ``1 - label``."""
-    keep = [
-        r for r in rows
-        if r.get("embedder") == embedder and r.get("label") in (0, 1)
-        and isinstance(r.get("vector"), list) and len(r["vector"]) == dim
-        and isinstance(r.get("inputs"), list) and len(r["inputs"]) == extra
-        and (r.get("source") in LOCAL_JUDGED or r.get("route") == "local")
-    ]
-    x = np.asarray([r["vector"] + r["inputs"] for r in keep], dtype=np.float64).reshape(len(keep), dim + extra)
-    y = 1.0 - np.asarray([int(r["label"]) for r in keep], dtype=np.float64)
-    return x, y, np.array([_held_out(r) for r in keep], dtype=bool)
-
-
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def learns_local_ability(model: RouterModel) -> bool:
@@ -108,6 +87,8 @@ class RouterAdapter:
     interval_s: float
     min_labels: int = 40
     last: AdaptResult | None = None
+    fleet: Ability | None = None  # the local ability a federation published with the router in use, to be judged
+    fleet_gateways: int = 0
     _fitted_on: int = -1
     _loop: Periodic | None = field(default=None, repr=False)
 
@@ -150,17 +131,46 @@ class RouterAdapter:
         log.info("adapter adopted on %d labels: held-out AUC %.3f -> %.3f", len(rows), before, after)
         return AdaptResult("adopted", len(rows), round(before, 4), round(after, 4)), adapter
 
+    def offer_fleet(self, published: Any) -> Ability | None:
+        """The local ability a federation published with the router (``local_ability`` in its header): kept to be
+        judged at the next adaptation when it is this gateway's local model and fits this router's query parts;
+        returns it, or None (and why, logged)."""
+        self.fleet = None
+        model = self.scorer.model
+        if not published or not learns_local_ability(model):
+            return None
+        head = model.head
+        assert isinstance(head, OutcomeHead)
+        prior = head.prior_local()
+        try:
+            name, offset = str(published["name"]), float(published["offset"])
+            loadings = np.asarray(published["loadings"], dtype=np.float64)
+            labels, gateways = int(published["labels"]), int(published.get("gateways", 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("the router's fleet ability is not usable (%s); keeping this gateway's", exc)
+            return None
+        if name != prior.name or loadings.shape != prior.loadings.shape or not np.isfinite([offset, *loadings]).all():
+            log.warning("the router's fleet ability (%s, %d loadings) is not for this gateway's local model %s (%d); not offered",
+                        name, loadings.size, prior.name, prior.loadings.size)
+            return None
+        self.fleet = Ability(name, offset, loadings, "labels", labels)
+        self.fleet_gateways = gateways
+        self._fitted_on = -1  # judged at the next adaptation, whatever the labels
+        return self.fleet
+
     async def _adapt_ability(self) -> AdaptResult:
-        """Learn the unknown local model's ability; swap a scorer with it in once it beats the prior."""
+        """Learn the unknown local model's ability, or take the fleet's; swap a scorer with it in once it beats the prior."""
         model = self.scorer.model
         extra = len(label_inputs(self.scorer, "", 1) or [])
         x, y, held = local_outcomes(await self.state.labels(10_000), self.scorer.embedder.name, model.dim, extra)
-        if len(y) < self.min_labels or held.all() or not held.any():
+        own = len(y) >= self.min_labels and held.any() and not held.all()
+        fleet = self.fleet if int(held.sum()) >= MIN_JUDGE else None
+        if not own and fleet is None:
             self.last = AdaptResult("too-few", len(y))
             return self.last
         if len(y) == self._fitted_on and self.last is not None:
             return self.last
-        result, ability = await asyncio.to_thread(self._fit_ability, model, x, y, held)
+        result, ability = await asyncio.to_thread(self._fit_ability, model, x, y, held, own, fleet)
         self._fitted_on = len(y)
         self.last = result
         # Back on the event loop, where a reload also happens: a model the watcher replaced meanwhile is left alone.
@@ -171,21 +181,42 @@ class RouterAdapter:
                 self.scorer.model = dataclasses.replace(model, head=head.with_local(ability))  # the one swap
         return result
 
-    def _fit_ability(self, model: RouterModel, x: np.ndarray, y: np.ndarray, held: np.ndarray) -> tuple[AdaptResult, Ability | None]:
+    def _fit_ability(
+        self, model: RouterModel, x: np.ndarray, y: np.ndarray, held: np.ndarray, own: bool, fleet: Ability | None
+    ) -> tuple[AdaptResult, Ability | None]:
+        """Each candidate (the prior; this gateway's fit on its other labels; the fleet's, fitted on none of these)
+        scored by its log-loss on the held-out local outcomes: one is used only if it beats the prior, and the fleet's
+        only if it also beats this gateway's own."""
         head = model.head
         assert isinstance(head, OutcomeHead)
         prior = head.prior_local()
         u = head.model.latent(x)
-        trial = fit_ability(u[~held], y[~held], prior, *SD_UNKNOWN)
-        before, after = log_loss(success(u[held], prior), y[held]), log_loss(success(u[held], trial), y[held])
-        info = {"name": prior.name, "loss_prior": round(before, 4), "loss_learnt": round(after, 4)}
-        if after >= before:
-            log.info("local ability not learnt: held-out log-loss %.4f learnt, %.4f prior (%d labels)", after, before, len(y))
+        before = log_loss(success(u[held], prior), y[held])
+        info: dict[str, Any] = {"name": prior.name, "loss_prior": round(before, 4)}
+        best, best_loss, chosen = "prior", before, None
+        if own:
+            trial = fit_ability(u[~held], y[~held], prior, *SD_UNKNOWN)
+            after = log_loss(success(u[held], trial), y[held])
+            info["loss_learnt"] = round(after, 4)
+            if after < best_loss:
+                best, best_loss = "own", after
+        if fleet is not None:
+            loss = log_loss(success(u[held], fleet), y[held])
+            info["loss_fleet"] = round(loss, 4)
+            if loss < best_loss:
+                best, best_loss, chosen = "fleet", loss, fleet
+        if best == "prior":
+            log.info("local ability not learnt: held-out log-loss %s against the prior's %.4f (%d labels)", info, before, len(y))
             return AdaptResult("kept", len(y), ability={**info, "origin": prior.origin, "offset": round(prior.offset, 4)}), None
-        ability = fit_ability(u, y, prior, *SD_UNKNOWN)  # validated: now fit on every label
-        log.info("local ability of %s learnt from %d labels: %+.2f (prior %+.2f); held-out log-loss %.4f -> %.4f",
-                 prior.name, len(y), ability.offset, prior.offset, before, after)
-        return AdaptResult("adopted", len(y), ability={**info, "origin": ability.source(), "offset": round(ability.offset, 4)}), ability
+        if best == "own":
+            chosen = fit_ability(u, y, prior, *SD_UNKNOWN)  # validated: now fit on every label
+            origin = chosen.source()
+        else:
+            assert chosen is not None
+            origin = f"the fleet's {chosen.labels} labels ({self.fleet_gateways} gateways)"
+        log.info("local ability of %s: %s, %+.2f (prior %+.2f); held-out log-loss %.4f -> %.4f",
+                 prior.name, origin, chosen.offset, prior.offset, before, best_loss)
+        return AdaptResult("adopted", len(y), ability={**info, "origin": origin, "offset": round(chosen.offset, 4)}), chosen
 
     def reset(self) -> None:
         """A new router version: its scores differ, so the old adapter and its labels no longer apply (the watcher
@@ -194,6 +225,7 @@ class RouterAdapter:
             self.scorer.adapter = None
         self._fitted_on = -1
         self.last = None
+        self.fleet = None
 
     def start(self) -> None:
         assert self._loop is not None

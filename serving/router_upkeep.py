@@ -4,8 +4,8 @@ Three background jobs change what the router decides with: the watcher
 (:mod:`hybridgate.serving.router_reload`) loads a new version, the adapter
 (:mod:`hybridgate.serving.router_adapt`) learns a correction from this gateway's
 labels, and recalibration moves the thresholds with the recent scores. This
-module owns them, and what a reload brings besides (node weights a federation
-published with the router).
+module owns them, and what a reload brings besides (node weights and a local
+model's ability that a federation published with the router).
 """
 
 from __future__ import annotations
@@ -73,9 +73,12 @@ class RouterUpkeep:
         """A newly loaded router is in use, with its own thresholds (its score scale) and without the adapter fitted
         on the old router's scores, all put in by the watcher at once: what the adapter learnt goes, and node
         weights the router brings are offered."""
+        meta = getattr(model, "meta", None) or {}
         if self.adapter is not None:
             self.adapter.reset()
-        self.offer_node_weights((getattr(model, "meta", None) or {}).get("node_weights"))
+            # A local ability the fleet fitted: judged on this gateway's held-out labels at the adapter's next run.
+            self.adapter.offer_fleet(meta.get("local_ability"))
+        self.offer_node_weights(meta.get("node_weights"))
 
     def offer_node_weights(self, published: Any) -> bool:
         """Node weights a federation published with the router: taken if they predict this gateway's recent answers
