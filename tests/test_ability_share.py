@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybridgate.classifiers.numeric import sigmoid
 from hybridgate.classifiers.pair_score import Ability, fit_ability
-from hybridgate.federated.ability_share import client_update, fleet_ability
+from hybridgate.federated.ability_share import (
+    MAX_LABELS,
+    QuerySide,
+    client_update,
+    fleet_ability,
+    gateway_vector,
+    packed_size,
+    read_round,
+    round_vector,
+    server_round,
+    unpack,
+)
+from hybridgate.federated.secure import CLIPPING_RANGE
 
 SD = (1.5, 0.3)
 
@@ -50,3 +65,52 @@ def test_no_labels_anywhere_leaves_the_prior() -> None:
     prior, clients, _ = _fleet()
     empty = [(u, np.full(len(u), np.nan)) for u, _ in clients]
     assert fleet_ability(prior, empty, *SD) is prior
+
+
+def _side(d: int = 4, inputs: int = 7, seed: int = 3) -> tuple[QuerySide, np.ndarray]:
+    """A query side whose parts are the first ``d`` inputs (standardised by 1), and the clients' inputs for it."""
+    rng = np.random.default_rng(seed)
+    w = np.vstack([np.eye(d), np.zeros((inputs - d, d))])
+    return QuerySide(np.zeros(inputs), np.ones(inputs), w), rng
+
+
+def test_rounds_of_packed_sums_fit_what_all_labels_pooled_would() -> None:
+    """What travels (the round's vector, each gateway's packed sums, added as SecAgg+ adds them) gives the pooled fit."""
+    prior, clients, _ = _fleet(seed=2)
+    d = len(prior.loadings)
+    side, rng = _side(d)
+    inputs = [np.hstack([u, rng.normal(size=(len(u), 3))]) for u, _ in clients]
+    current = prior
+    for _ in range(6):
+        total = sum(gateway_vector(round_vector(current, side), d, d + 3, x, y).astype(np.float64)
+                    for x, (_, y) in zip(inputs, clients, strict=True))
+        current = server_round(current, prior, total, *SD)
+    pooled = fit_ability(np.vstack([u for u, _ in clients]), np.concatenate([y for _, y in clients]), prior, *SD)
+    assert current.labels == pooled.labels
+    np.testing.assert_allclose([current.offset, *current.loadings], [pooled.offset, *pooled.loadings], atol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=MAX_LABELS + 50), st.floats(min_value=0.1, max_value=1e3), st.integers(min_value=0, max_value=2**31))
+def test_what_a_gateway_sends_stays_in_the_range_secure_aggregation_keeps(n: int, spread: float, seed: int) -> None:
+    """Any labels, any inputs (parts far beyond the bound): every number a gateway masks lies in [-1, 1], inside
+    SecAgg+'s clipping range, so the protocol never cuts a sum."""
+    d = 4
+    side, _ = _side(d)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=spread, size=(n, d + 3))
+    y = rng.integers(0, 2, size=n).astype(float)
+    prior = Ability("local", 0.5, np.zeros(d), "prior")
+    v = gateway_vector(round_vector(prior, side), d, d + 3, x, y)
+    assert v.shape == (packed_size(d),) and np.isfinite(v).all() and np.abs(v).max() <= 1.0 <= CLIPPING_RANGE
+    assert unpack(v, d).labels == min(n, MAX_LABELS)
+
+
+def test_a_sum_no_fleet_of_labels_can_make_is_refused() -> None:
+    prior = Ability("local", 0.5, np.zeros(4), "prior")
+    garbage = np.zeros(packed_size(4))
+    garbage[5] = -1.0  # a Hessian with a large negative diagonal: no labels give one
+    with pytest.raises(ValueError):
+        server_round(prior, prior, garbage * 100, *SD)
+    with pytest.raises(ValueError):
+        read_round(np.zeros(10), 4, 7)
