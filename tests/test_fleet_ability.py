@@ -56,8 +56,8 @@ class Labels:
 
 def _federate(published: Path, labels: Labels, corrections: str, base_version: str) -> None:
     """The deployed ServerApp (``deploy._server``) with ``fl server``'s run config, over simulated SuperNodes."""
-    from flwr.simulation import run_simulation
     from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
 
     from hybridgate.federated import deploy
     from hybridgate.federated.apps import make_client_app
