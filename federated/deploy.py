@@ -21,6 +21,13 @@ gateways hot-reload: the base's head and arrays, the fleet's correction, a new
 version. A gateway takes it only if it ranks that gateway's own labels at least
 as well (``serving/router_reload.py``).
 
+With an outcomes router that does not know the fleet's local model (run config
+``local-model``), the server also fits that model's ability from every gateway's
+labels of it, in ``ability-rounds`` Newton rounds of SecAgg+ sums
+(:func:`secure_ability`, ``ability_share.py``), and publishes it beside the
+router (``local_ability``); each gateway judges it on labels it kept home
+(``serving/router_adapt.py``).
+
 Both are referenced from the app folder that ``hybridgate fl server`` writes
 (``hybridgate.federated.deploy:server_app`` and ``...:client_app``).
 """

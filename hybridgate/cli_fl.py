@@ -246,6 +246,8 @@ def server(
         fail(f"--strategy must be one of {', '.join(STRATEGIES)}")
     if 0 < relative_norm <= 1:
         fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for off)")
+    if '"' in local_model or "\\" in local_model:
+        fail("--local-model is a model's name: no quotes or backslashes")
     if dp_noise > 0 and (strategy != "fedavg" or dp_clip <= 0):
         fail("--dp-noise needs --strategy fedavg (Flower's accountant requires it) and a positive --dp-clip")
     if secure_agg:
@@ -298,7 +300,8 @@ def server(
             )
             typer.echo(
                 f"SuperLink on {host}:{port}; waiting for {min_clients} gateways, then {rounds} rounds of a correction "
-                f"on top of {base.name}@{base.version}", err=True,
+                f"on top of {base.name}@{base.version}" + (f" and up to {ability_rounds} of the local model's ability" if secure_agg and ability_rounds else ""),
+                err=True,
             )
             done = subprocess.run(
                 [_bin("flwr"), "run", str(app_dir), "hybridgate", "--run-config", run_config, "--stream"],
