@@ -36,7 +36,7 @@ from hybridgate.classifiers.outcome_router import OutcomeLearner, prepare
 from hybridgate.classifiers.outcomes import canonical
 from hybridgate.classifiers.pair_score import Ability, ability_for, fit_ability, success
 from hybridgate.classifiers.sources import NEW_MODEL_PAIRS
-from hybridgate.federated.ability_share import QuerySide, gateway_vector, round_vector, server_round
+from hybridgate.federated.ability_share import FleetFit, QuerySide, gateway_vector, round_vector, unpack
 from hybridgate.federated.defaults import DEFAULTS
 from hybridgate.serving.router_adapt import MIN_JUDGE
 
@@ -45,14 +45,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fleet_fit(prior: Ability, side: QuerySide, parts: list[tuple[np.ndarray, np.ndarray]], dim: int, rounds: int) -> Ability:
-    """The fleet's ability as ``fl server`` fits it: each round, every gateway's packed sums at the fleet's ability,
-    added, and one Newton step."""
+    """The fleet's ability as ``fl server`` fits it: each round, every gateway's packed sums at the fleet's point,
+    added, and one line-searched Newton update."""
     d, inputs = len(prior.loadings), len(side.mean)
-    current = prior
+    fit = FleetFit(prior, *SD_UNKNOWN)
     for _ in range(rounds):
-        total = sum(gateway_vector(round_vector(current, side), d, inputs, x, y).astype(np.float64) for x, y in parts)
-        current = server_round(current, prior, np.asarray(total), *SD_UNKNOWN)
-    return current
+        total = sum(gateway_vector(round_vector(fit.current(), side), d, inputs, x, y).astype(np.float64) for x, y in parts)
+        fit.update(unpack(np.asarray(total), d))
+        if fit.converged:
+            break
+    best = fit.best()
+    assert best is not None
+    return best
 
 
 def main() -> None:
@@ -86,11 +90,16 @@ def main() -> None:
         scores = success(u[idx], cloud) - success(u[idx], local)
         return float(summary(src, pair, idx, scores)["apgr"])
 
+    def loss(local: Ability) -> float:
+        """How well the ability predicts the local model's own graded outcomes on the test rows (log-loss)."""
+        return log_loss(success(u[idx], local), y_all[idx])
+
     every = np.nonzero(src.train & ~np.isnan(y_all))[0]
     report: dict[str, Any] = {
         "source": src.name, "weak (unknown)": weak, "strong": strong, "gateways": args.gateways, "rounds": args.rounds,
-        "n_test": int(len(idx)), "prior": round(apgr(prior), 4),
-        "all_train_labels": {"labels": int(len(every)), "apgr": round(apgr(fit_ability(u[every], y_all[every], prior, *SD_UNKNOWN)), 4)},
+        "n_test": int(len(idx)), "prior": round(apgr(prior), 4), "prior_loss": round(loss(prior), 4),
+        "all_train_labels": {"labels": int(len(every)), "apgr": round(apgr(fit_ability(u[every], y_all[every], prior, *SD_UNKNOWN)), 4),
+                             "loss": round(loss(fit_ability(u[every], y_all[every], prior, *SD_UNKNOWN)), 4)},
         "rows": [],
     }
     rng = np.random.default_rng(args.seed)
@@ -99,7 +108,8 @@ def main() -> None:
         rows = rows[~np.isnan(y_all[rows])][: args.gateways * n]
         dealt = [rows[g * n:(g + 1) * n] for g in range(args.gateways)]
         held = [rng.random(len(r)) < 0.25 for r in dealt]
-        own = [apgr(fit_ability(u[r], y_all[r], prior, *SD_UNKNOWN)) for r in dealt]
+        mine = [fit_ability(u[r], y_all[r], prior, *SD_UNKNOWN) for r in dealt]
+        own = [apgr(a) for a in mine]
         fleet = fleet_fit(prior, side, [(x[r[~h]], y_all[r[~h]]) for r, h in zip(dealt, held, strict=True)], len(vectors[src.name][0]), args.rounds)
         pooled = fit_ability(u[rows], y_all[rows], prior, *SD_UNKNOWN)
         adopt = judged = 0
@@ -113,7 +123,8 @@ def main() -> None:
                 best = min(best, log_loss(success(hu, fit_ability(u[r[~h]], y_all[r[~h]], prior, *SD_UNKNOWN)), hy))
             adopt += int(log_loss(success(hu, fleet), hy) < best)
         row = {"labels_each": n, "own_mean": round(float(np.mean(own)), 4), "own_worst": round(float(np.min(own)), 4),
-               "fleet": round(apgr(fleet), 4), "fleet_labels": fleet.labels, "pooled": round(apgr(pooled), 4), "pooled_labels": pooled.labels,
+               "own_loss_mean": round(float(np.mean([loss(a) for a in mine])), 4), "own_loss_worst": round(float(np.max([loss(a) for a in mine])), 4),
+               "fleet": round(apgr(fleet), 4), "fleet_loss": round(loss(fleet), 4), "pooled_loss": round(loss(pooled), 4), "fleet_labels": fleet.labels, "pooled": round(apgr(pooled), 4), "pooled_labels": pooled.labels,
                "fleet_offset": round(fleet.offset, 3), "pooled_offset": round(pooled.offset, 3), "prior_offset": round(prior.offset, 3),
                "judged": judged, "adopt": adopt}
         report["rows"].append(row)
@@ -121,16 +132,19 @@ def main() -> None:
     report["command"] = "python bench/fleet_ability.py " + " ".join(
         ["--source", args.source, "--gateways", str(args.gateways), "--labels", *map(str, args.labels)]
     )
-    print(f"{src.name}: {weak} (unknown) -> {strong}, {len(idx)} test rows; prior APGR {report['prior']}; "
-          f"all {report['all_train_labels']['labels']} train labels {report['all_train_labels']['apgr']}")
-    print("| labels each | own (mean, worst) | fleet (labels) | pooled in one place | gateways adopting / judged |")
+    a = report["all_train_labels"]
+    print(f"{src.name}: {weak} (unknown) -> {strong}, {len(idx)} test rows; APGR (test log-loss of the local outcomes): "
+          f"prior {report['prior']:.3f} ({report['prior_loss']:.3f}); all {a['labels']} train labels {a['apgr']:.3f} ({a['loss']:.3f})")
+    print("| labels each | own: APGR mean, worst (log-loss mean, worst) | fleet: APGR (log-loss), labels | pooled in one place | adopting / judged |")
     print("|---|---|---|---|---|")
     for r in report["rows"]:
-        print(f"| {r['labels_each']} | {r['own_mean']:.3f} ({r['own_worst']:.3f}) | {r['fleet']:.3f} ({r['fleet_labels']}) | "
-              f"{r['pooled']:.3f} ({r['pooled_labels']}) | {r['adopt']} / {r['judged']} |")
+        print(f"| {r['labels_each']} | {r['own_mean']:.3f}, {r['own_worst']:.3f} ({r['own_loss_mean']:.3f}, {r['own_loss_worst']:.3f}) | "
+              f"{r['fleet']:.3f} ({r['fleet_loss']:.3f}), {r['fleet_labels']} | {r['pooled']:.3f} ({r['pooled_loss']:.3f}), {r['pooled_labels']} | "
+              f"{r['adopt']} / {r['judged']} |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fleet_ability.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {RESULTS / 'fleet_ability.json'} ({report['seconds']} s)")
+    out = RESULTS / ("fleet_ability.json" if args.source == "llmrouter" else f"fleet_ability_{args.source}.json")
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({report['seconds']} s)")
 
 
 if __name__ == "__main__":

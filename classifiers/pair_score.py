@@ -81,10 +81,21 @@ def fit_ability(u: np.ndarray, y: np.ndarray, prior: Ability, sd_offset: float, 
         grad = x.T @ (p - y) + prec * (w - mean)
         hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(prec)
         step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-6:
+        # Backtracking: a full Newton step from a prior far from the labels (p near 0 or 1, a flat Hessian)
+        # overshoots and diverges (seen on llmrouter: offsets of +-100s); halve it until the objective falls.
+        f0, t = map_objective(x, y, w, mean, prec), 1.0
+        while map_objective(x, y, w - t * step, mean, prec) > f0 - 1e-4 * t * float(grad @ step) and t > 1e-6:
+            t /= 2
+        w -= t * step
+        if np.abs(t * step).max() < 1e-6:
             break
     return Ability(prior.name, float(w[0]), w[1:], "labels", len(y))
+
+
+def map_objective(x: np.ndarray, y: np.ndarray, w: np.ndarray, mean: np.ndarray, prec: np.ndarray) -> float:
+    """The log-loss of graded outcomes ``y`` under ``sigmoid(x @ w)`` (summed) plus the Gaussian prior's penalty."""
+    z = x @ w
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(prec * (w - mean) ** 2))
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ a-posteriori fit of :func:`~hybridgate.classifiers.pair_score.fit_ability`,
 whose log-loss is a sum over labels, so each round every gateway sends the
 gradient and Hessian of its own labels' log-loss at the fleet's current
 ability (a vector and a ``(d+1)^2`` matrix: sums over its labels, never a
-label), and the server adds the prior's and takes one Newton step. After a few
-rounds that is exactly the ability a single gateway holding every label would
-fit: pooled quality, with each gateway's labels kept home.
+label) and its summed log-loss there, and the server adds the prior's and takes
+one Newton step, or halves the last one when the objective did not fall
+(:class:`FleetFit`). After a few rounds that is exactly the ability a single
+gateway holding every label would fit: pooled quality, with each gateway's
+labels kept home.
 
 The published ability goes out beside the router like the fleet's node
 weights: a gateway takes it with ``OutcomeHead.with_local`` when it predicts
@@ -21,7 +23,7 @@ its own held-out labels better than its own ability (the same test
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +38,7 @@ class ClientUpdate:
     grad: np.ndarray  # (d+1,)
     hess: np.ndarray  # (d+1, d+1)
     labels: int
+    loss: float = 0.0  # the labels' summed log-loss at the fleet's ability: what the server's line search compares
 
 
 def _design(u: np.ndarray) -> np.ndarray:
@@ -47,34 +50,100 @@ def client_update(u: np.ndarray, y: np.ndarray, current: Ability) -> ClientUpdat
     keep = ~np.isnan(y)
     x, yk = _design(u[keep]), y[keep]
     w = np.concatenate([[current.offset], current.loadings])
-    p = sigmoid(x @ w)
-    return ClientUpdate(x.T @ (p - yk), (x * (p * (1 - p))[:, None]).T @ x, int(keep.sum()))
+    z = x @ w
+    p = sigmoid(z)
+    loss = np.minimum(np.logaddexp(0.0, z) - yk * z, LOSS_BOUND)
+    return ClientUpdate(x.T @ (p - yk), (x * (p * (1 - p))[:, None]).T @ x, int(keep.sum()), float(loss.sum()))
 
 
-def server_step(current: Ability, prior: Ability, updates: Sequence[ClientUpdate], sd_offset: float, sd_loadings: float) -> Ability:
-    """One Newton step of the fleet's MAP fit: the clients' sums plus the prior's gradient and precision."""
-    d = len(prior.loadings)
-    w = np.concatenate([[current.offset], current.loadings])
-    mean = np.concatenate([[prior.offset], prior.loadings])
-    prec = np.concatenate([[1 / sd_offset**2], np.full(d, 1 / sd_loadings**2)])
-    grad = prec * (w - mean) + sum((c.grad for c in updates), np.zeros(d + 1))
-    hess = np.diag(prec) + sum((c.hess for c in updates), np.zeros((d + 1, d + 1)))
-    w = w - np.linalg.solve(hess, grad)
-    n = sum(c.labels for c in updates)
-    return Ability(prior.name, float(w[0]), w[1:], "labels" if n else prior.origin, n)
+@dataclass
+class FleetFit:
+    """The server's side of the fleet's MAP fit: Newton steps with a backtracking line search, one point a round.
+
+    A full Newton step from a prior far from the labels overshoots (a flat Hessian where the prior predicts
+    outcomes near 0 or 1) and diverges, so a step is taken only when the objective falls, as
+    :func:`~hybridgate.classifiers.pair_score.fit_ability` does. The server cannot compute the objective
+    itself: each round the gateways' sums at the point it sent include their summed log-loss, so a round both
+    judges the last trial point and, when it is accepted, gives the next Newton direction; a rejected one halves
+    the step. It ends at the same optimum as one gateway holding every label, in a few more rounds than Newton steps.
+    """
+
+    prior: Ability
+    sd_offset: float
+    sd_loadings: float
+    point: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    accepted: np.ndarray | None = None
+    labels: int = 0
+    converged: bool = False
+    _f: float = 0.0
+    _grad: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    _step: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    _t: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._mean = np.concatenate([[self.prior.offset], self.prior.loadings]).astype(np.float64)
+        d = len(self.prior.loadings)
+        self._prec = np.concatenate([[1 / self.sd_offset**2], np.full(d, 1 / self.sd_loadings**2)])
+        if self.point.size == 0:
+            self.point = self._mean.copy()
+
+    def current(self) -> Ability:
+        """The point the next round evaluates."""
+        return Ability(self.prior.name, float(self.point[0]), self.point[1:].copy(), "labels", self.labels)
+
+    def best(self) -> Ability | None:
+        """The last accepted point: the fleet's ability so far (None before the first round)."""
+        if self.accepted is None:
+            return None
+        return Ability(self.prior.name, float(self.accepted[0]), self.accepted[1:].copy(), "labels", self.labels)
+
+    def update(self, total: ClientUpdate) -> None:
+        """A round's summed update at :meth:`current`: accept the point and take the next Newton direction, or halve
+        the step. A ValueError when the sums cannot be a fleet's labels (a Hessian that, with the prior's precision,
+        is not positive definite, or a negative log-loss: only a gateway that sent garbage makes one)."""
+        w = self.point
+        hess = total.hess + np.diag(self._prec)
+        np.linalg.cholesky(hess)  # raises LinAlgError (a ValueError) when not positive definite
+        if total.loss < 0 or not np.isfinite(total.loss):
+            raise ValueError(f"a summed log-loss of {total.loss} is not one of labels")
+        self.labels = total.labels
+        f = total.loss + 0.5 * float(np.sum(self._prec * (w - self._mean) ** 2))
+        if self.accepted is not None and f > self._f - 1e-4 * self._t * float(self._grad @ self._step):
+            self._t /= 2  # the objective did not fall enough: back towards the accepted point
+            self.point = self.accepted - self._t * self._step
+            self.converged = bool(np.abs(self._t * self._step).max() < 1e-6)
+            return
+        self.accepted, self._f = w.copy(), f
+        self._grad = total.grad + self._prec * (w - self._mean)
+        self._step, self._t = np.linalg.solve(hess, self._grad), 1.0
+        self.point = w - self._step
+        self.converged = bool(np.abs(self._step).max() < 1e-6)
+
+
+def total_update(updates: Sequence[ClientUpdate], d: int) -> ClientUpdate:
+    """What SecAgg+ hands the server: the sum of the gateways' updates."""
+    return ClientUpdate(
+        sum((c.grad for c in updates), np.zeros(d + 1)), sum((c.hess for c in updates), np.zeros((d + 1, d + 1))),
+        sum(c.labels for c in updates), float(sum(c.loss for c in updates)),
+    )
 
 
 def fleet_ability(
     prior: Ability, clients: Sequence[tuple[np.ndarray, np.ndarray]], sd_offset: float, sd_loadings: float, rounds: int = 8
 ) -> Ability:
-    """The ability the fleet fits together: ``rounds`` rounds of :func:`client_update` on each gateway's
-    ``(query parts, local outcomes)`` and one :func:`server_step`; with no labels anywhere, the prior."""
+    """The ability the fleet fits together: up to ``rounds`` rounds of :func:`client_update` on each gateway's
+    ``(query parts, local outcomes)`` and one :meth:`FleetFit.update`; with no labels anywhere, the prior."""
     if not any(int((~np.isnan(y)).sum()) for _, y in clients):
         return prior
-    current = prior
+    fit = FleetFit(prior, sd_offset, sd_loadings)
     for _ in range(rounds):
-        current = server_step(current, prior, [client_update(u, y, current) for u, y in clients], sd_offset, sd_loadings)
-    return current
+        current = fit.current()
+        fit.update(total_update([client_update(u, y, current) for u, y in clients], len(prior.loadings)))
+        if fit.converged:
+            break
+    best = fit.best()
+    assert best is not None
+    return best
 
 
 # --- on the wire, through SecAgg+ ---------------------------------------------------------------------------
@@ -85,6 +154,7 @@ def fleet_ability(
 # the bounds below (SecAgg+ clips every coordinate to its quantisation range and would silently cut a larger sum).
 
 MAX_LABELS = 500  # a gateway's labels in one round are capped here: the bound its sums are scaled by
+LOSS_BOUND = 50.0  # each label's log-loss is capped here (a point that far off is rejected by the line search anyway)
 U_BOUND = 8.0  # each query part is clipped to +-this (far beyond the standardised parts seen: a bound, not a change)
 
 
@@ -119,15 +189,17 @@ def read_round(vector: np.ndarray, d: int, inputs: int) -> tuple[Ability, QueryS
 
 
 def packed_size(d: int) -> int:
-    return (d + 1) + (d + 1) * (d + 2) // 2 + 1
+    return (d + 1) + (d + 1) * (d + 2) // 2 + 2
 
 
 def pack(update: ClientUpdate, d: int) -> np.ndarray:
-    """A gateway's sums scaled into [-1, 1]: gradient / (L U), Hessian's upper triangle x 4 / (L U^2), labels / L,
-    with L = :data:`MAX_LABELS` and U = :data:`U_BOUND` (each label adds at most U, U^2/4 and 1 to them)."""
+    """A gateway's sums scaled into [-1, 1]: gradient / (L U), Hessian's upper triangle x 4 / (L U^2), log-loss /
+    (L B), labels / L, with L = :data:`MAX_LABELS`, U = :data:`U_BOUND` and B = :data:`LOSS_BOUND` (each label adds
+    at most U, U^2/4, B and 1 to them)."""
     top = np.triu_indices(d + 1)
     return np.concatenate([
-        update.grad / (MAX_LABELS * U_BOUND), update.hess[top] * 4 / (MAX_LABELS * U_BOUND**2), [update.labels / MAX_LABELS],
+        update.grad / (MAX_LABELS * U_BOUND), update.hess[top] * 4 / (MAX_LABELS * U_BOUND**2),
+        [update.loss / (MAX_LABELS * LOSS_BOUND), update.labels / MAX_LABELS],
     ]).astype(np.float32)
 
 
@@ -139,9 +211,9 @@ def unpack(total: np.ndarray, d: int) -> ClientUpdate:
     n = d + 1
     grad = v[:n] * MAX_LABELS * U_BOUND
     hess = np.zeros((n, n))
-    hess[np.triu_indices(n)] = v[n:-1] * MAX_LABELS * U_BOUND**2 / 4
+    hess[np.triu_indices(n)] = v[n:-2] * MAX_LABELS * U_BOUND**2 / 4
     hess = hess + np.triu(hess, 1).T
-    return ClientUpdate(grad, hess, max(int(round(v[-1] * MAX_LABELS)), 0))
+    return ClientUpdate(grad, hess, max(int(round(v[-1] * MAX_LABELS)), 0), float(v[-2] * MAX_LABELS * LOSS_BOUND))
 
 
 def gateway_vector(vector: np.ndarray, d: int, inputs: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -152,13 +224,3 @@ def gateway_vector(vector: np.ndarray, d: int, inputs: int, x: np.ndarray, y: np
     if len(y) == 0:
         return np.zeros(packed_size(d), dtype=np.float32)
     return pack(client_update(side.parts(x), y, current), d)
-
-
-def server_round(current: Ability, prior: Ability, total: np.ndarray, sd_offset: float, sd_loadings: float) -> Ability:
-    """The Newton step from a round's summed vector; a ValueError when the sum cannot be a fleet's labels (a Hessian
-    that, with the prior's precision, is not positive definite: only a gateway that sent garbage makes one)."""
-    d = len(prior.loadings)
-    update = unpack(total, d)
-    prec = np.concatenate([[1 / sd_offset**2], np.full(d, 1 / sd_loadings**2)])
-    np.linalg.cholesky(update.hess + np.diag(prec))  # raises LinAlgError (a ValueError) when not positive definite
-    return server_step(current, prior, [update], sd_offset, sd_loadings)

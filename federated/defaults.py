@@ -34,7 +34,7 @@ class FederationDefaults:
     # The fleet's local model, by the name its gateways give it (router.local_model; "" for none set: "local"), and the
     # Newton rounds of its ability (0: not shared). Only an outcomes router not knowing the model learns it.
     local_model: str = ""
-    ability_rounds: int = 4
+    ability_rounds: int = 8
 
 
 DEFAULTS = FederationDefaults()

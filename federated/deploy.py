@@ -220,9 +220,9 @@ def secure_node_weights(grid: Grid, context: Context, gateways: int, min_answers
 
 
 def secure_ability(grid: Grid, context: Context, gateways: int, base: RouterModel, local_model: str, rounds: int) -> tuple[Ability | None, dict[str, Any]]:
-    """The local model's ability the fleet fits from every gateway's labels (``ability_share.py``): ``rounds`` Newton
-    steps, each from one SecAgg+ sum of the gateways' log-loss gradients and Hessians at the fleet's ability, so the
-    server sees the fleet's sums and no gateway's. None (and why, in the report) when the router scores no pair, the
+    """The local model's ability the fleet fits from every gateway's labels (``ability_share.py``): up to ``rounds``
+    rounds of a line-searched Newton fit, each from one SecAgg+ sum of the gateways' log-loss, gradients and Hessians
+    at the fleet's ability, so the server sees the fleet's sums and no gateway's. None (and why, in the report) when the router scores no pair, the
     model is in its catalogue (its ability is known), or no gateway has a label of it."""
     head = base.head
     if not isinstance(head, OutcomeHead):
@@ -235,25 +235,28 @@ def secure_ability(grid: Grid, context: Context, gateways: int, base: RouterMode
     d, inputs = len(prior.loadings), len(om.x_mean)
     config: dict[str, Any] = {secure.TASK: "ability", "ability-d": d, "ability-dim": base.dim, "ability-extra": inputs - base.dim,
                               "embedder": base.embedder}
-    current, report = prior, {"name": prior.name, "rounds": 0, "gateways": 0, "labels": 0}
+    fit = ability_share.FleetFit(prior, *SD_UNKNOWN)
+    report: dict[str, Any] = {"name": prior.name, "rounds": 0, "gateways": 0, "labels": 0}
     for _ in range(rounds):
-        job = secure.SecureRound(gateways=gateways, rounds=1, initial=ability_share.round_vector(current, side), config=config, max_weight=1.0)
+        job = secure.SecureRound(gateways=gateways, rounds=1, initial=ability_share.round_vector(fit.current(), side), config=config, max_weight=1.0)
         average = secure.run_secure(grid, context, job)
         if average is None:
             report["stopped"] = "a round was not aggregated"
             break
         survivors = job.secure_log.survivors[-1]
         try:
-            step = ability_share.server_round(current, prior, np.asarray(average, dtype=np.float64) * survivors, *SD_UNKNOWN)
+            total = ability_share.unpack(np.asarray(average, dtype=np.float64) * survivors, d)
+            if total.labels == 0:
+                report["stopped"] = "no gateway has a label of the local model's outcomes"
+                break
+            fit.update(total)
         except ValueError as exc:
             report["stopped"] = f"the fleet's sum is not usable: {exc}"
             break
-        if step.labels == 0:
-            report["stopped"] = "no gateway has a label of the local model's outcomes"
+        report.update(rounds=report["rounds"] + 1, gateways=survivors, labels=total.labels, converged=fit.converged)
+        if fit.converged:
             break
-        current = step
-        report.update(rounds=report["rounds"] + 1, gateways=survivors, labels=step.labels)
-    return (current if report["rounds"] else None), report
+    return fit.best(), report
 
 
 def secure_quantiles(grid: Grid, context: Context, gateways: int, weights: np.ndarray) -> list[float] | None:

@@ -47,6 +47,8 @@ class RouterUpkeep:
         self.adapter: RouterAdapter | None = None
         if cfg.router.adapt_s > 0 and cfg.state.labels and isinstance(policy.scorer, ClassifierScorer):
             self.adapter = RouterAdapter(policy.scorer, state, cfg.router.adapt_s, cfg.router.adapt_min_labels)
+            # The router the gateway starts with may be a fleet's, with the local ability it published.
+            self.adapter.offer_fleet((getattr(policy.scorer.model, "meta", None) or {}).get("local_ability"))
 
     def scored(self) -> None:
         """One more decision with a score: every ``recalibrate_every`` of them, the thresholds are recomputed."""

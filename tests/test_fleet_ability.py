@@ -70,7 +70,7 @@ def _federate(published: Path, labels: Labels, corrections: str, base_version: s
         context.run_config.update({
             "num-server-rounds": 1, "min-clients": GATEWAYS, "publish-dir": str(published), "base-router": str(published),
             "base-version": base_version, "embedder": "all-MiniLM-L6-v2-static", "secure-agg": True, "local-model": LOCAL,
-            "ability-rounds": 4,
+            "ability-rounds": 6,
         })
         deploy._server(grid, context)
 
@@ -163,3 +163,18 @@ async def test_a_fleet_ability_that_does_not_beat_the_prior_here_is_not_used(que
     assert adapter.offer_fleet(right) is not None
     result = await adapter.adapt_once()
     assert result.outcome == "adopted" and isinstance(scorer, ClassifierScorer) and _head(scorer).pair()[0].offset == truth.offset
+
+
+def test_a_gateway_that_starts_with_a_fleets_router_offers_its_ability(query_embedder: Embedder) -> None:
+    """Not only a hot reload: a gateway (re)started on the published router judges the ability it carries."""
+    from hybridgate.router import RoutingPolicy
+    from hybridgate.serving.config import GatewayConfig
+    from hybridgate.serving.node_stats import NodeStats
+    from hybridgate.serving.router_upkeep import RouterUpkeep
+
+    scorer = _scorer(query_embedder)
+    prior = _head(scorer).prior_local()
+    scorer.model.meta = {**scorer.model.meta, "local_ability": {"name": LOCAL, "offset": -3.0, "loadings": prior.loadings.tolist(), "labels": 200}}
+    cfg = GatewayConfig.model_validate({"router": {"path": str(ACROSS), "local_model": LOCAL, "adapt_s": 3600}, "state": {"labels": True}})
+    upkeep = RouterUpkeep(cfg, RoutingPolicy(scorer), MemoryStore(), NodeStats())
+    assert upkeep.adapter is not None and upkeep.adapter.fleet is not None and upkeep.adapter.fleet.offset == -3.0
