@@ -13,7 +13,7 @@ are exercised by ``tests/test_fleet_ability.py``). Rows: the prior (N = 0); each
 labels. ``adopt`` counts the gateways whose held-out labels say the fleet's ability beats the prior and their own
 (the gateway's guard; it needs ``MIN_JUDGE`` held-out labels to judge at all).
 
-    python bench/fleet_ability.py [--data ../shared/data] [--source llmrouter] [--gateways 20] [--labels 10 40]
+    python bench/fleet_ability.py [--data ../shared/data] [--source llmrouter] [--gateways 20] [--labels 10 40] [--rounds 8]
 
 Prints the table and writes ``bench/results/fleet_ability.json``.
 """
@@ -130,7 +130,7 @@ def main() -> None:
         report["rows"].append(row)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["command"] = "python bench/fleet_ability.py " + " ".join(
-        ["--source", args.source, "--gateways", str(args.gateways), "--labels", *map(str, args.labels)]
+        ["--source", args.source, "--gateways", str(args.gateways), "--labels", *map(str, args.labels), "--rounds", str(args.rounds)]
     )
     a = report["all_train_labels"]
     print(f"{src.name}: {weak} (unknown) -> {strong}, {len(idx)} test rows; APGR (test log-loss of the local outcomes): "
