@@ -122,7 +122,7 @@ def test_a_fleet_fits_the_pooled_ability_and_a_gateway_takes_it(
     assert abs(fleet["offset"] - pooled.offset) < 0.02 and np.abs(np.asarray(fleet["loadings"]) - pooled.loadings).max() < 0.02, (fleet, pooled)
     assert abs(pooled.offset - truth.offset) < abs(prior.offset - truth.offset)
 
-    deadline = time.monotonic() + 15  # the running gateway hot-reloads the published router, fleet ability beside it
+    deadline = time.monotonic() + 60  # the running gateway hot-reloads the published router, fleet ability beside it
     while httpx.get(f"{gateway.url}/readyz").json()["router"]["version"] == base.version and time.monotonic() < deadline:
         time.sleep(0.2)
     assert gw.adapter.fleet is not None and gw.adapter.fleet.labels == len(sent)
