@@ -256,7 +256,9 @@ def secure_ability(grid: Grid, context: Context, gateways: int, base: RouterMode
         report.update(rounds=report["rounds"] + 1, gateways=survivors, labels=total.labels, converged=fit.converged)
         if fit.converged:
             break
-    return fit.best(), report
+    if not fit.steps and "stopped" not in report:
+        report["stopped"] = "no step beyond the prior was accepted (a round judges the last step: run at least 2)"
+    return (fit.best() if fit.steps else None), report
 
 
 def secure_quantiles(grid: Grid, context: Context, gateways: int, weights: np.ndarray) -> list[float] | None:

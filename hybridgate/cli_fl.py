@@ -227,7 +227,7 @@ def server(
         "know it, the fleet fits its ability from every gateway's labels (SecAgg+ only) and publishes it with the router.",
     ),
     ability_rounds: int = typer.Option(
-        DEFAULTS.ability_rounds, "--ability-rounds", min=0, max=20, help="Newton rounds of the local model's ability (0: not shared)."
+        DEFAULTS.ability_rounds, "--ability-rounds", min=0, max=20, help="Rounds of the local model's ability, at least 2 (0: not shared)."
     ),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the run."),
 ) -> None:
@@ -246,6 +246,8 @@ def server(
         fail(f"--strategy must be one of {', '.join(STRATEGIES)}")
     if 0 < relative_norm <= 1:
         fail("--relative-norm is a multiple of the round's median update: above 1 (or 0 for off)")
+    if ability_rounds == 1:
+        fail("--ability-rounds: 0 (off) or at least 2 (each round judges the step before it; the first only the prior)")
     if '"' in local_model or "\\" in local_model:
         fail("--local-model is a model's name: no quotes or backslashes")
     if dp_noise > 0 and (strategy != "fedavg" or dp_clip <= 0):

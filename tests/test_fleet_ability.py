@@ -70,7 +70,7 @@ def _federate(published: Path, labels: Labels, corrections: str, base_version: s
         context.run_config.update({
             "num-server-rounds": 1, "min-clients": GATEWAYS, "publish-dir": str(published), "base-router": str(published),
             "base-version": base_version, "embedder": "all-MiniLM-L6-v2-static", "secure-agg": True, "local-model": LOCAL,
-            "ability-rounds": 6,
+            "ability-rounds": 8,
         })
         deploy._server(grid, context)
 
@@ -119,7 +119,8 @@ def test_a_fleet_fits_the_pooled_ability_and_a_gateway_takes_it(
     sent = np.concatenate([np.arange(OWN)[~kept_home], others])
     pooled = fit_ability(u[sent], ok[sent].astype(float), prior, *SD_UNKNOWN)
     assert fleet["name"] == LOCAL and fleet["labels"] == len(sent) == pooled.labels and fleet["gateways"] == GATEWAYS
-    assert abs(fleet["offset"] - pooled.offset) < 0.02 and np.abs(np.asarray(fleet["loadings"]) - pooled.loadings).max() < 0.02, (fleet, pooled)
+    # Through SecAgg+'s masking and rounding, the same fit (to the header's 6 decimals; one limb left it 0.05 off).
+    assert abs(fleet["offset"] - pooled.offset) < 1e-4 and np.abs(np.asarray(fleet["loadings"]) - pooled.loadings).max() < 1e-4, (fleet, pooled)
     assert abs(pooled.offset - truth.offset) < abs(prior.offset - truth.offset)
 
     deadline = time.monotonic() + 60  # the running gateway hot-reloads the published router, fleet ability beside it
