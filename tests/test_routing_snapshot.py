@@ -106,12 +106,18 @@ def test_no_decision_mixes_two_routing_snapshots(query_embedder: Embedder, tmp_p
     worker.start()
     try:
         asyncio.run(churn(240))
+        # On a loaded machine the deciding thread may get few turns: churn on until it has decided enough times
+        # for the check to mean something (a count, not a time).
+        for _ in range(200):
+            if len(seen) > 300:
+                break
+            asyncio.run(churn(12))
     finally:
         stop.set()
         worker.join()
         sys.setswitchinterval(interval)
     versions = {s[0] for s in intended}
-    assert len(versions) == 2 and len(intended) > 50 and len(seen) > 100, (len(intended), len(seen))
+    assert len(versions) == 2 and len(intended) > 50 and len(seen) > 300, (len(intended), len(seen))
     mixed = [s for _, s in seen if s not in intended]
     assert not mixed, f"{len(mixed)} of {len(seen)} decisions mixed two snapshots, e.g. {mixed[0]}"
     assert all(by_serial[serial] == s for serial, s in seen if serial in by_serial), "a decision reported another snapshot than it used"
