@@ -10,7 +10,10 @@ no model runs on the measured path:
   to the cloud (the decision included: embedding, classifier, rules, privacy scan);
 - ``hybridgate default, auto 4 KB``: the same with a 4 KB prompt (decision + privacy scan on 4 KB);
 - ``hybridgate litellm``: the pinned row through ``transport: litellm``;
-- ``litellm proxy``: LiteLLM's proxy with one deployment pointing at the stub.
+- ``litellm proxy``: LiteLLM's proxy with one deployment pointing at the stub;
+- with ``--baseline DIR`` (another checkout of hybridgate, e.g. ``git worktree add --detach ../base main``):
+  ``baseline default, pinned`` and ``baseline default, auto``, the same default gateway run from that
+  checkout's sources in the same run, so a change is compared on the same machine state.
 
 For each: concurrency 1, 16 and 64, N requests each, non-streaming (whole answer)
 and streaming (time to first chunk). "added" is the target's p50 minus the
@@ -18,7 +21,9 @@ stub's p50 at the same concurrency and mode. Then the local model's decode rate
 through the gateway against raw llama-cpp-python, and the resident memory of a
 zero-configuration gateway with both models loaded.
 
-    python bench/gateway_overhead.py [--requests 600] [--out bench/results/gateway_overhead-DATE.json]
+    python bench/gateway_overhead.py [--requests 600] [--baseline ../base] [--out bench/results/gateway_overhead-DATE.json]
+
+The machine's load average (``os.getloadavg``) is written down before and after, as the numbers depend on it.
 """
 
 from __future__ import annotations
@@ -180,7 +185,27 @@ def four_kb(prompt: str) -> str:
     return text[:4096]
 
 
-def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...]) -> tuple[list[Row], dict[str, str]]:
+def baseline_tree(checkout: Path, where: Path) -> Path:
+    """Links laid out as the installed package, pointing into ``checkout`` (pyproject's package-dir mapping):
+    a process started with it first on PYTHONPATH (and not in a checkout) imports that checkout's code."""
+    import tomllib
+
+    mapping: dict[str, str] = tomllib.loads((checkout / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for package, folder in sorted(mapping.items()):
+        link = where.joinpath(*package.split("."))
+        if package == "hybridgate":
+            link.mkdir(parents=True, exist_ok=True)
+            for entry in (checkout / folder).iterdir():
+                if entry.name != "__pycache__" and not link.joinpath(entry.name).exists():
+                    link.joinpath(entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+        elif not link.exists() and not link.parent.is_symlink():
+            link.symlink_to((checkout / folder).resolve(), target_is_directory=True)
+    return where
+
+
+def measure_overhead(
+    n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...], baseline: Path | None = None
+) -> tuple[list[Row], dict[str, str]]:
     """Starts the targets into ``procs`` (the caller stops them) and loads each in turn."""
     py = sys.executable
     stub_port = free_port()
@@ -200,6 +225,17 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
         "hybridgate default", default_url, "hybridgate/auto", AUTH, cloud_bound(default_url, [four_kb(p) for p in HARD])
     )
     urls["hybridgate litellm, pinned"] = ("hybridgate litellm", litellm_url, "hybridgate/cloud", AUTH, None)
+    if baseline is not None:
+        tree = baseline_tree(baseline, tmp / "baseline-tree")
+        cfg = gateway_config(tmp, "baseline-default", stub_port, None)
+        port = yaml.safe_load(cfg.read_text())["server"]["port"]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        procs["baseline default"] = start(
+            [py, "-m", "hybridgate.cli", "serve", "--config", str(cfg)], f"http://127.0.0.1:{port}/readyz", env=env, cwd=str(tmp)
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        urls["baseline default, pinned"] = ("baseline default", base_url, "hybridgate/cloud", AUTH, None)
+        urls["baseline default, auto"] = ("baseline default", base_url, "hybridgate/auto", AUTH, cloud_bound(base_url, HARD))
     proxy_port = free_port()
     proxy_cfg = tmp / "litellm.yaml"
     proxy_cfg.write_text(
@@ -243,7 +279,7 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
         r.share_of_direct_rps = r.rps / base.rps
     for r in rows:
         lp = next(b for b in rows if b.target == "litellm proxy" and b.concurrency == r.concurrency and b.mode == r.mode)
-        if r.target.startswith("hybridgate") and lp.added_p50_ms and lp.added_p50_ms > 0:
+        if r.target.startswith(("hybridgate", "baseline")) and lp.added_p50_ms and lp.added_p50_ms > 0:
             r.ratio_to_litellm_proxy = (r.added_p50_ms or 0) / lp.added_p50_ms
     return rows, {"hybridgate default": default_url}
 
@@ -315,15 +351,20 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--decode-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"gateway_overhead-{time.strftime('%Y-%m-%d')}.json")
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout, measured in the same run (baseline rows)")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
     with tempfile.TemporaryDirectory() as td:
         try:
             console.print(f"[bold]latency added[/bold]: {args.requests} requests per cell")
-            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency))
-            for label in ("direct", "hybridgate litellm", "litellm proxy"):
+            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency), args.baseline)
+            load_after = os.getloadavg()
+            for label in ("direct", "hybridgate litellm", "litellm proxy", "baseline default"):
+                if label not in procs:
+                    continue
                 stop(procs.pop(label))
             console.print("[bold]decode rate[/bold]: through the gateway, then raw llama-cpp-python")
             via = decode_rate_gateway(urls["hybridgate default"], args.decode_runs)
@@ -364,6 +405,8 @@ def main() -> None:
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                 "requests_per_row": args.requests,
+                "load_average_1_5_15": {"before": [round(x, 2) for x in load_before], "after_latency_rows": [round(x, 2) for x in load_after]},
+                "baseline": None if args.baseline is None else str(args.baseline),
                 "rows": [asdict(r) for r in rows],
                 "decode": dec,
                 "memory": mem,
@@ -371,6 +414,7 @@ def main() -> None:
             indent=2,
         )
     )
+    console.print(f"load average (1, 5, 15 min): before {load_before}, after the latency rows {load_after}")
     console.print(f"wrote {args.out}")
 
 

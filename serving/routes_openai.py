@@ -92,9 +92,8 @@ def openai_router(cfg: GatewayConfig, keys: KeyCheck) -> APIRouter:
         return result
 
     @api.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
-    async def chat_completions(
-        body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gateway_of), api_key: str | None = Depends(keys)
-    ) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: Request, api_key: str | None = Depends(keys)) -> Response:
+        gateway: Gateway = request.app.state.gateway  # read here: each dependency costs FastAPI a resolution step
         checked(body, gateway)
         hints = request_hints(request)
         messages = body.plain_messages()
