@@ -87,23 +87,31 @@ async def sse_events(
     pieces = 0
     last = Delta()
     status = "cancelled"
+    # Events that are ready together go out in one piece (one write to the socket, not one per event): the
+    # role with the first content, the text and tool calls of one delta, and the closing events with [DONE].
+    # The first piece has arrived already (StreamAnswer.first), so nothing waits for the role event.
+    pending = chunk({"role": "assistant", "content": ""})
     try:
-        yield chunk({"role": "assistant", "content": ""})
         delta: Delta | None = answer.first
         while delta is not None:
+            out = pending
             if delta.text:
                 pieces += 1
-                yield chunk({"content": delta.text})
+                out += chunk({"content": delta.text})
             if delta.tool_calls:
                 pieces += 1
-                yield chunk({"tool_calls": delta.tool_calls})
+                out += chunk({"tool_calls": delta.tool_calls})
             if delta.finish_reason:
                 last = delta
+            if out is not pending:
+                pending = b""
+                yield out
             delta = await anext(answer.rest, None)
         status = "ok"
     except Exception as exc:
         status = "error"
-        yield _event({"error": {"message": f"the backend failed mid-stream: {exc}", "type": "api_error", "code": "backend_error"}})
+        out, pending = pending, b""
+        yield out + _event({"error": {"message": f"the backend failed mid-stream: {exc}", "type": "api_error", "code": "backend_error"}})
     finally:
         if last.energy is not None:
             routing.energy_local = last.energy
@@ -111,8 +119,9 @@ async def sse_events(
         # await here too: the accounting runs as a task of its own, shielded, so a dropped stream is still
         # counted (the load benchmark lost 4 of 103 before).
         usage = await asyncio.shield(_settle(_close_and_finish(answer.rest, finish, last.usage, pieces, prompt_tokens_estimate, status)))
+    tail = pending
     if status == "ok":
-        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": last.finish_reason or "stop"}], "hybridgate": routing.as_dict()})
+        tail += _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": last.finish_reason or "stop"}], "hybridgate": routing.as_dict()})
         if include_usage:
-            yield _event({**base, "choices": [], "usage": _usage(usage)})
-    yield b"data: [DONE]\n\n"
+            tail += _event({**base, "choices": [], "usage": _usage(usage)})
+    yield tail + b"data: [DONE]\n\n"
