@@ -99,13 +99,17 @@ class Row:
     cpu_ms_per_request: float | None = None
     ratio_to_litellm_proxy: float | None = None
     share_of_direct_rps: float | None = None
+    transport_errors: int = 0  # attempts retried after the server closed the connection (see load)
 
 
 async def load(
     url: str, model: str, n: int, concurrency: int, stream: bool, headers: dict[str, str], messages: list[dict[str, str]] | None = None
-) -> tuple[list[float], float]:
-    """n requests, `concurrency` in flight; latency of the whole answer, or of the first content chunk when streaming."""
+) -> tuple[list[float], float, int]:
+    """n requests, `concurrency` in flight; latency of the whole answer, or of the first content chunk when streaming,
+    and how many attempts failed at the transport (a connection the server closed under load): each is retried, up
+    to three times, and counted; more than 2 % of the requests failing ends the run."""
     lat: list[float] = []
+    errors = 0
     queue = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
@@ -113,26 +117,36 @@ async def load(
         if messages is not None:
             body["messages"] = messages
 
+        async def once() -> float:
+            t0 = time.perf_counter()
+            if not stream:
+                r = await client.post("/v1/chat/completions", json=body)
+                r.raise_for_status()
+                return time.perf_counter() - t0
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                r.raise_for_status()
+                first = None
+                async for line in r.aiter_lines():
+                    if first is None and '"content":"' in line.replace(": ", ":") and '"content":""' not in line.replace(": ", ":"):
+                        first = time.perf_counter() - t0
+                return first if first is not None else time.perf_counter() - t0
+
         async def worker() -> None:
+            nonlocal errors
             for _ in queue:
-                t0 = time.perf_counter()
-                if not stream:
-                    r = await client.post("/v1/chat/completions", json=body)
-                    r.raise_for_status()
-                    lat.append(time.perf_counter() - t0)
-                    continue
-                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                    r.raise_for_status()
-                    first = None
-                    async for line in r.aiter_lines():
-                        if first is None and '"content":"' in line.replace(": ", ":") and '"content":""' not in line.replace(": ", ":"):
-                            first = time.perf_counter() - t0
-                    lat.append(first if first is not None else time.perf_counter() - t0)
+                for attempt in range(4):
+                    try:
+                        lat.append(await once())
+                        break
+                    except httpx.TransportError:
+                        errors += 1
+                        if attempt == 3 or errors > max(3, n // 50):
+                            raise
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return lat, wall
+    return lat, wall, errors
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -266,13 +280,13 @@ def measure_overhead(
             for target, (proc, url, model, headers, messages) in urls.items():
                 asyncio.run(load(url, model, min(200, n), conc, stream, headers, messages))  # warm-up
                 cpu0 = tree_cpu_seconds(procs[proc].pid)
-                lat, wall = asyncio.run(load(url, model, n, conc, stream, headers, messages))
+                lat, wall, errors = asyncio.run(load(url, model, n, conc, stream, headers, messages))
                 cpu = tree_cpu_seconds(procs[proc].pid) - cpu0
                 rows.append(
                     Row(target, conc, "stream (first chunk)" if stream else "whole answer", n, pct(lat, 0.5), pct(lat, 0.99), n / wall,
-                        cpu_ms_per_request=cpu / n * 1000)
+                        cpu_ms_per_request=cpu / n * 1000, transport_errors=errors)
                 )
-                console.print(f"  {rows[-1].target:30s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms  {rows[-1].rps:6.0f} req/s")
+                console.print(f"  {rows[-1].target:30s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms  {rows[-1].rps:6.0f} req/s" + (f"  ({errors} retried)" if errors else ""))
     for r in rows:
         base = next(b for b in rows if b.target == "direct" and b.concurrency == r.concurrency and b.mode == r.mode)
         r.added_p50_ms = r.p50_ms - base.p50_ms
