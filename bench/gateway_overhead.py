@@ -218,7 +218,8 @@ def baseline_tree(checkout: Path, where: Path) -> Path:
 
 
 def measure_overhead(
-    n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...], baseline: Path | None = None
+    n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...], baseline: Path | None = None,
+    rounds: int = 1,
 ) -> tuple[list[Row], dict[str, str]]:
     """Starts the targets into ``procs`` (the caller stops them) and loads each in turn."""
     py = sys.executable
@@ -277,11 +278,20 @@ def measure_overhead(
     rows: list[Row] = []
     for stream in (False, True):
         for conc in concurrencies:
-            for target, (proc, url, model, headers, messages) in urls.items():
+            for _, url, model, headers, messages in urls.values():
                 asyncio.run(load(url, model, min(200, n), conc, stream, headers, messages))  # warm-up
-                cpu0 = tree_cpu_seconds(procs[proc].pid)
-                lat, wall, errors = asyncio.run(load(url, model, n, conc, stream, headers, messages))
-                cpu = tree_cpu_seconds(procs[proc].pid) - cpu0
+            # In rounds, each target a share of the requests per round: on a machine whose load changes (shared
+            # cores), every target meets the same changes, and the ratios between rows hold.
+            got: dict[str, tuple[list[float], float, float, int]] = {t: ([], 0.0, 0.0, 0) for t in urls}
+            per_round = [n // rounds + (1 if i < n % rounds else 0) for i in range(rounds)]
+            for k in per_round:
+                for target, (proc, url, model, headers, messages) in urls.items():
+                    cpu0 = tree_cpu_seconds(procs[proc].pid)
+                    lat, wall, errors = asyncio.run(load(url, model, k, conc, stream, headers, messages))
+                    cpu = tree_cpu_seconds(procs[proc].pid) - cpu0
+                    seen, walls, cpus, errs = got[target]
+                    got[target] = (seen + lat, walls + wall, cpus + cpu, errs + errors)
+            for target, (lat, wall, cpu, errors) in got.items():
                 rows.append(
                     Row(target, conc, "stream (first chunk)" if stream else "whole answer", n, pct(lat, 0.5), pct(lat, 0.99), n / wall,
                         cpu_ms_per_request=cpu / n * 1000, transport_errors=errors)
@@ -366,6 +376,7 @@ def main() -> None:
     ap.add_argument("--decode-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"gateway_overhead-{time.strftime('%Y-%m-%d')}.json")
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout, measured in the same run (baseline rows)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleave the targets: each gets requests/rounds per round")
     args = ap.parse_args()
     load_before = os.getloadavg()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -374,7 +385,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         try:
             console.print(f"[bold]latency added[/bold]: {args.requests} requests per cell")
-            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency), args.baseline)
+            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency), args.baseline, args.rounds)
             load_after = os.getloadavg()
             for label in ("direct", "hybridgate litellm", "litellm proxy", "baseline default"):
                 if label not in procs:
@@ -421,6 +432,7 @@ def main() -> None:
                 "requests_per_row": args.requests,
                 "load_average_1_5_15": {"before": [round(x, 2) for x in load_before], "after_latency_rows": [round(x, 2) for x in load_after]},
                 "baseline": None if args.baseline is None else str(args.baseline),
+                "rounds": args.rounds,
                 "rows": [asdict(r) for r in rows],
                 "decode": dec,
                 "memory": mem,
