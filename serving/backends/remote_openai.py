@@ -60,8 +60,11 @@ class OpenAIHTTPBackend:
             self._proxy, self._proxy_auth = get_env_proxy_for_url(self._url)
         except LookupError:
             self._proxy, self._proxy_auth = None, None
-        # Read and connect limits like httpx's (each read may wait timeout_s; a stream may run longer in all).
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, cfg.timeout_s), sock_read=cfg.timeout_s)
+        # Limits like httpx's were: each read may wait timeout_s (a stream may run longer in all), a connection
+        # takes at most 5 s to open, and a call waits at most timeout_s for a free one from the pool.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=cfg.timeout_s, sock_connect=min(5.0, cfg.timeout_s), sock_read=cfg.timeout_s
+        )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
