@@ -10,7 +10,10 @@ no model runs on the measured path:
   to the cloud (the decision included: embedding, classifier, rules, privacy scan);
 - ``hybridgate default, auto 4 KB``: the same with a 4 KB prompt (decision + privacy scan on 4 KB);
 - ``hybridgate litellm``: the pinned row through ``transport: litellm``;
-- ``litellm proxy``: LiteLLM's proxy with one deployment pointing at the stub.
+- ``litellm proxy``: LiteLLM's proxy with one deployment pointing at the stub;
+- with ``--baseline DIR`` (another checkout of hybridgate, e.g. ``git worktree add --detach ../base main``):
+  ``baseline default, pinned`` and ``baseline default, auto``, the same default gateway run from that
+  checkout's sources in the same run, so a change is compared on the same machine state.
 
 For each: concurrency 1, 16 and 64, N requests each, non-streaming (whole answer)
 and streaming (time to first chunk). "added" is the target's p50 minus the
@@ -18,7 +21,9 @@ stub's p50 at the same concurrency and mode. Then the local model's decode rate
 through the gateway against raw llama-cpp-python, and the resident memory of a
 zero-configuration gateway with both models loaded.
 
-    python bench/gateway_overhead.py [--requests 600] [--out bench/results/gateway_overhead-DATE.json]
+    python bench/gateway_overhead.py [--requests 600] [--baseline ../base] [--out bench/results/gateway_overhead-DATE.json]
+
+The machine's load average (``os.getloadavg``) is written down before and after, as the numbers depend on it.
 """
 
 from __future__ import annotations
@@ -94,13 +99,17 @@ class Row:
     cpu_ms_per_request: float | None = None
     ratio_to_litellm_proxy: float | None = None
     share_of_direct_rps: float | None = None
+    transport_errors: int = 0  # attempts retried after the server closed the connection (see load)
 
 
 async def load(
     url: str, model: str, n: int, concurrency: int, stream: bool, headers: dict[str, str], messages: list[dict[str, str]] | None = None
-) -> tuple[list[float], float]:
-    """n requests, `concurrency` in flight; latency of the whole answer, or of the first content chunk when streaming."""
+) -> tuple[list[float], float, int]:
+    """n requests, `concurrency` in flight; latency of the whole answer, or of the first content chunk when streaming,
+    and how many attempts failed at the transport (a connection the server closed under load): each is retried, up
+    to three times, and counted; more than 2 % of the requests failing ends the run."""
     lat: list[float] = []
+    errors = 0
     queue = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
@@ -108,26 +117,36 @@ async def load(
         if messages is not None:
             body["messages"] = messages
 
+        async def once() -> float:
+            t0 = time.perf_counter()
+            if not stream:
+                r = await client.post("/v1/chat/completions", json=body)
+                r.raise_for_status()
+                return time.perf_counter() - t0
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                r.raise_for_status()
+                first = None
+                async for line in r.aiter_lines():
+                    if first is None and '"content":"' in line.replace(": ", ":") and '"content":""' not in line.replace(": ", ":"):
+                        first = time.perf_counter() - t0
+                return first if first is not None else time.perf_counter() - t0
+
         async def worker() -> None:
+            nonlocal errors
             for _ in queue:
-                t0 = time.perf_counter()
-                if not stream:
-                    r = await client.post("/v1/chat/completions", json=body)
-                    r.raise_for_status()
-                    lat.append(time.perf_counter() - t0)
-                    continue
-                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                    r.raise_for_status()
-                    first = None
-                    async for line in r.aiter_lines():
-                        if first is None and '"content":"' in line.replace(": ", ":") and '"content":""' not in line.replace(": ", ":"):
-                            first = time.perf_counter() - t0
-                    lat.append(first if first is not None else time.perf_counter() - t0)
+                for attempt in range(4):
+                    try:
+                        lat.append(await once())
+                        break
+                    except httpx.TransportError:
+                        errors += 1
+                        if attempt == 3 or errors > max(3, n // 50):
+                            raise
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return lat, wall
+    return lat, wall, errors
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -180,7 +199,28 @@ def four_kb(prompt: str) -> str:
     return text[:4096]
 
 
-def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...]) -> tuple[list[Row], dict[str, str]]:
+def baseline_tree(checkout: Path, where: Path) -> Path:
+    """Links laid out as the installed package, pointing into ``checkout`` (pyproject's package-dir mapping):
+    a process started with it first on PYTHONPATH (and not in a checkout) imports that checkout's code."""
+    import tomllib
+
+    mapping: dict[str, str] = tomllib.loads((checkout / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for package, folder in sorted(mapping.items()):
+        link = where.joinpath(*package.split("."))
+        if package == "hybridgate":
+            link.mkdir(parents=True, exist_ok=True)
+            for entry in (checkout / folder).iterdir():
+                if entry.name != "__pycache__" and not link.joinpath(entry.name).exists():
+                    link.joinpath(entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+        elif not link.exists() and not link.parent.is_symlink():
+            link.symlink_to((checkout / folder).resolve(), target_is_directory=True)
+    return where
+
+
+def measure_overhead(
+    n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]], concurrencies: tuple[int, ...], baseline: Path | None = None,
+    rounds: int = 1,
+) -> tuple[list[Row], dict[str, str]]:
     """Starts the targets into ``procs`` (the caller stops them) and loads each in turn."""
     py = sys.executable
     stub_port = free_port()
@@ -200,6 +240,17 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
         "hybridgate default", default_url, "hybridgate/auto", AUTH, cloud_bound(default_url, [four_kb(p) for p in HARD])
     )
     urls["hybridgate litellm, pinned"] = ("hybridgate litellm", litellm_url, "hybridgate/cloud", AUTH, None)
+    if baseline is not None:
+        tree = baseline_tree(baseline, tmp / "baseline-tree")
+        cfg = gateway_config(tmp, "baseline-default", stub_port, None)
+        port = yaml.safe_load(cfg.read_text())["server"]["port"]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        procs["baseline default"] = start(
+            [py, "-m", "hybridgate.cli", "serve", "--config", str(cfg)], f"http://127.0.0.1:{port}/readyz", env=env, cwd=str(tmp)
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        urls["baseline default, pinned"] = ("baseline default", base_url, "hybridgate/cloud", AUTH, None)
+        urls["baseline default, auto"] = ("baseline default", base_url, "hybridgate/auto", AUTH, cloud_bound(base_url, HARD))
     proxy_port = free_port()
     proxy_cfg = tmp / "litellm.yaml"
     proxy_cfg.write_text(
@@ -227,23 +278,32 @@ def measure_overhead(n: int, tmp: Path, procs: dict[str, subprocess.Popen[bytes]
     rows: list[Row] = []
     for stream in (False, True):
         for conc in concurrencies:
-            for target, (proc, url, model, headers, messages) in urls.items():
+            for _, url, model, headers, messages in urls.values():
                 asyncio.run(load(url, model, min(200, n), conc, stream, headers, messages))  # warm-up
-                cpu0 = tree_cpu_seconds(procs[proc].pid)
-                lat, wall = asyncio.run(load(url, model, n, conc, stream, headers, messages))
-                cpu = tree_cpu_seconds(procs[proc].pid) - cpu0
+            # In rounds, each target a share of the requests per round: on a machine whose load changes (shared
+            # cores), every target meets the same changes, and the ratios between rows hold.
+            got: dict[str, tuple[list[float], float, float, int]] = {t: ([], 0.0, 0.0, 0) for t in urls}
+            per_round = [n // rounds + (1 if i < n % rounds else 0) for i in range(rounds)]
+            for k in per_round:
+                for target, (proc, url, model, headers, messages) in urls.items():
+                    cpu0 = tree_cpu_seconds(procs[proc].pid)
+                    lat, wall, errors = asyncio.run(load(url, model, k, conc, stream, headers, messages))
+                    cpu = tree_cpu_seconds(procs[proc].pid) - cpu0
+                    seen, walls, cpus, errs = got[target]
+                    got[target] = (seen + lat, walls + wall, cpus + cpu, errs + errors)
+            for target, (lat, wall, cpu, errors) in got.items():
                 rows.append(
                     Row(target, conc, "stream (first chunk)" if stream else "whole answer", n, pct(lat, 0.5), pct(lat, 0.99), n / wall,
-                        cpu_ms_per_request=cpu / n * 1000)
+                        cpu_ms_per_request=cpu / n * 1000, transport_errors=errors)
                 )
-                console.print(f"  {rows[-1].target:30s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms  {rows[-1].rps:6.0f} req/s")
+                console.print(f"  {rows[-1].target:30s} c={conc:<3d} {rows[-1].mode:22s} p50 {rows[-1].p50_ms:7.2f} ms  {rows[-1].rps:6.0f} req/s" + (f"  ({errors} retried)" if errors else ""))
     for r in rows:
         base = next(b for b in rows if b.target == "direct" and b.concurrency == r.concurrency and b.mode == r.mode)
         r.added_p50_ms = r.p50_ms - base.p50_ms
         r.share_of_direct_rps = r.rps / base.rps
     for r in rows:
         lp = next(b for b in rows if b.target == "litellm proxy" and b.concurrency == r.concurrency and b.mode == r.mode)
-        if r.target.startswith("hybridgate") and lp.added_p50_ms and lp.added_p50_ms > 0:
+        if r.target.startswith(("hybridgate", "baseline")) and lp.added_p50_ms and lp.added_p50_ms > 0:
             r.ratio_to_litellm_proxy = (r.added_p50_ms or 0) / lp.added_p50_ms
     return rows, {"hybridgate default": default_url}
 
@@ -315,15 +375,21 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--decode-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"gateway_overhead-{time.strftime('%Y-%m-%d')}.json")
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout, measured in the same run (baseline rows)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleave the targets: each gets requests/rounds per round")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
     with tempfile.TemporaryDirectory() as td:
         try:
             console.print(f"[bold]latency added[/bold]: {args.requests} requests per cell")
-            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency))
-            for label in ("direct", "hybridgate litellm", "litellm proxy"):
+            rows, urls = measure_overhead(args.requests, Path(td), procs, tuple(args.concurrency), args.baseline, args.rounds)
+            load_after = os.getloadavg()
+            for label in ("direct", "hybridgate litellm", "litellm proxy", "baseline default"):
+                if label not in procs:
+                    continue
                 stop(procs.pop(label))
             console.print("[bold]decode rate[/bold]: through the gateway, then raw llama-cpp-python")
             via = decode_rate_gateway(urls["hybridgate default"], args.decode_runs)
@@ -364,6 +430,9 @@ def main() -> None:
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                 "requests_per_row": args.requests,
+                "load_average_1_5_15": {"before": [round(x, 2) for x in load_before], "after_latency_rows": [round(x, 2) for x in load_after]},
+                "baseline": None if args.baseline is None else str(args.baseline),
+                "rounds": args.rounds,
                 "rows": [asdict(r) for r in rows],
                 "decode": dec,
                 "memory": mem,
@@ -371,6 +440,7 @@ def main() -> None:
             indent=2,
         )
     )
+    console.print(f"load average (1, 5, 15 min): before {load_before}, after the latency rows {load_after}")
     console.print(f"wrote {args.out}")
 
 

@@ -34,8 +34,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) ->
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_ready(ready_url, proc)
     return proc
 

@@ -79,6 +79,9 @@ def serve(
             except (FileNotFoundError, ValueError, RuntimeError) as exc:
                 _fail(str(exc))
             return
+        from hybridgate.serving.cpu import one_blas_thread
+
+        one_blas_thread()
         try:
             gateway = build_gateway(cfg)
             if helper is not None:

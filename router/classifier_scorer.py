@@ -15,7 +15,7 @@ assignment and a decision sees one whole snapshot (``router/snapshot.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,9 @@ from hybridgate.router.decision import RouteQuery, Signal
 from hybridgate.router.snapshot import LiveScorer, RoutingSnapshot, SnapshotSlot
 
 TOP_SIGNALS = 3
+# The router's own scores of the last decisions, by (text, turns), for the label each answer keeps: the same
+# number, so the head (the costliest step of a decision) is not evaluated twice per request.
+_REMEMBERED = 256
 
 
 def _score_push(z: float, push: float) -> float:
@@ -41,6 +44,8 @@ class Classifier:
     model: RouterModel
     embedder: Embedder
     adapter: Adapter | None = None
+    # A new classifier (a reload, an adapter) starts with none: its own model scores the next label.
+    _scored: dict[tuple[str, int], float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.embedder.name != self.model.embedder or self.embedder.dim != self.model.dim:
@@ -70,6 +75,10 @@ class Classifier:
         model, adapter = self.model, self.adapter
         vectors = self.embedder.encode([query.text])
         base, explained = model.score_explained(model.inputs(vectors, [query.text], [query.n_messages]))
+        remembered = self._scored
+        remembered[(query.text, query.n_messages)] = base
+        while len(remembered) > _REMEMBERED:
+            remembered.pop(next(iter(remembered)), None)
         score = base if adapter is None else float(adapter.apply(np.array([base]), vectors)[0])
         z = float(logit(np.array([score]))[0])
         pushes = [(name, _score_push(z, p)) for name, p in explained]
@@ -80,7 +89,10 @@ class Classifier:
 
     def base_score(self, vector: np.ndarray, text: str, turns: int) -> float:
         """The router's own score for a query (its ``vector`` already embedded), without the adapter: what an
-        adapter trains on top of."""
+        adapter trains on top of. The decision's own score when it scored this query (the same vector)."""
+        known = self._scored.pop((text, turns), None)
+        if known is not None:
+            return round(known, 6)
         return round(float(self.model.score(vector[None, :], [text], [turns])[0]), 6)
 
     def label_inputs(self, text: str, turns: int) -> list[float] | None:

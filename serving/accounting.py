@@ -155,13 +155,14 @@ class Accounting:
         routing.cost_usd = cost
         self.energy(routing, usage)
         m = self.metrics
-        m.requests.labels(routing.route.value, routing.backend, status).inc()
+        route = routing.route.value
+        m.child(m.requests, route, routing.backend, status).inc()
         if not routing.cache:
-            m.latency.labels(routing.route.value, routing.backend).observe(elapsed)
-        m.tokens.labels(routing.backend, "prompt").inc(usage.prompt_tokens)
-        m.tokens.labels(routing.backend, "completion").inc(usage.completion_tokens)
+            m.child(m.latency, route, routing.backend).observe(elapsed)
+        m.child(m.tokens, routing.backend, "prompt").inc(usage.prompt_tokens)
+        m.child(m.tokens, routing.backend, "completion").inc(usage.completion_tokens)
         if cost:
-            m.cloud_spend.labels(routing.backend).inc(cost)
+            m.child(m.cloud_spend, routing.backend).inc(cost)
         kid = key_id(api_key)
         reserved, routing.reserved_usd = routing.reserved_usd, 0.0  # the real cost is counted now: what was set aside goes back
         # One step in the shared state: a replica killed half-way leaves all of it or none (its reservation then expires).
@@ -188,4 +189,4 @@ class Accounting:
         for side, energy in sides.items():
             if energy is not None:
                 routing.energy[side] = energy.as_dict()
-                self.metrics.energy.labels(routing.route.value, side, energy.method).inc(energy.joules)
+                self.metrics.child(self.metrics.energy, routing.route.value, side, energy.method).inc(energy.joules)

@@ -166,6 +166,27 @@ def request_params(
     )
 
 
+# A request this small is scanned, decided, hashed and encoded on the event loop: tens of microseconds of work,
+# less than the hop to a thread and back costs (measured: two hops were a third of the pinned path's CPU).
+# Anything larger, or with tools, a schema or earlier tool calls (structures of any depth), goes off the loop
+# (tests/test_stall.py sends the large ones).
+INLINE_CHARS = 16_384
+INLINE_MESSAGES = 64
+
+
+def is_small(params: ChatParams) -> bool:
+    """Whether the work that grows with ``params`` is small enough to run on the event loop."""
+    if params.tools or params.response_format or len(params.messages) > INLINE_MESSAGES:
+        return False
+    total = sum(len(s) for s in params.stop or ())
+    for m in params.messages:
+        content = m.get("content")
+        if m.get("tool_calls") or not (content is None or isinstance(content, str)):
+            return False
+        total += len(content or "")
+    return total <= INLINE_CHARS
+
+
 def encoded(body: dict[str, Any], backend: str) -> bytes:
     """The body as the bytes that go on the wire, or :class:`RequestUnsendable` when the request's own content
     cannot be (a string no encoding holds): found before the call, it is the request's fault, not the provider's."""

@@ -15,8 +15,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
@@ -46,7 +46,7 @@ from hybridgate.serving.backends.base import (
     Usage,
 )
 from hybridgate.serving.backends.local_llama import LlamaBackend
-from hybridgate.serving.cloud_request import cloud_strings, request_params
+from hybridgate.serving.cloud_request import cloud_strings, is_small, request_params
 from hybridgate.serving.collab import Collaborator, CollabReport, merged_report
 from hybridgate.serving.config import GatewayConfig, RemoteConfig
 from hybridgate.serving.cpu import cpu_executor
@@ -128,6 +128,15 @@ class Gateway:
         self.accounting = Accounting(cfg, state, metrics, local, self.backends, self._remote_cfg, self.energy_rate, cfg.collaboration)
         self.labels = Labels(cfg, state, metrics, policy, local, self.backends, self._remote_cfg, self.detector, self.accounting, self._cpu)
         self.upkeep = RouterUpkeep(cfg, policy, state, self.nodes)
+        # Per-request work done once: the route of each backend, the models that pin the cloud, settings read on
+        # every decision, and the metric children every answer updates.
+        self._routes: dict[str, Route] = {name: b.route for name, b in self.backends.items()}
+        self._cloud_pins = frozenset(
+            ["hybridgate/cloud", *(name for name, route in self._routes.items() if route is Route.CLOUD)]
+        )
+        self._overflow_to_cloud = cfg.local.context_overflow == "cloud"
+        self._weighted = cfg.nodes.choice == "weighted"
+        self._decision_seconds = metrics.decision
 
     @property
     def watcher(self) -> RouterWatcher | None:
@@ -154,13 +163,17 @@ class Gateway:
         return stats
 
     def _probe_targets(self) -> list[ProbeTarget]:
+        from hybridgate.serving.backends.providers import auth_header
         from hybridgate.serving.backends.remote_common import api_key
 
         out = []
         for name, rc in self._remote_cfg.items():
             if rc.api_base and name in self.backends:
                 out.append(
-                    ProbeTarget(name, rc.api_base, self.backends[name].health, api_key(rc), tuple(rc.load_metrics), rc.load_url)
+                    ProbeTarget(
+                        name, rc.api_base, self.backends[name].health, api_key(rc), tuple(rc.load_metrics), rc.load_url,
+                        auth_header(rc.model),
+                    )
                 )
         return out
 
@@ -187,6 +200,34 @@ class Gateway:
     def known_model(self, model: str) -> bool:
         return model in self.backends or model in ALIASES
 
+    def _lean(self, model: str, api_key: str | None, energy_cap: float | None) -> bool:
+        """Whether a request may skip the local model's token count: it pins the cloud (no scorer, no context
+        overflow reads the count) and no budget of its key sets anything aside by it. Such a request, if small, is
+        decided on the event loop (:func:`~hybridgate.serving.cloud_request.is_small`)."""
+        if model not in self._cloud_pins:
+            return False
+        key = api_key or ""
+        budgets = self.cfg.budgets
+        return energy_cap is None and budgets.limit_for(key) is None and budgets.energy_limit_for(key) is None
+
+    def _context(self, req: ChatCompletionRequest, budget_spent: bool, energy_spent: bool, energy_cap: float | None) -> RouteContext:
+        return RouteContext(
+            backends=self._routes,
+            healthy=frozenset(name for name, b in self.backends.items() if b.health.healthy),
+            local_context_tokens=self.local.n_ctx - (req.answer_limit or self.local.default_max_tokens),
+            overflow_to_cloud=self._overflow_to_cloud,
+            cloud_budget_exhausted=budget_spent,
+            latency_ms=self.latency.snapshot(),
+            overloaded=frozenset({self.local.name}) if self._local_overloaded() else frozenset(),
+            energy_budget_exhausted=energy_spent,
+            energy_cap_j=energy_cap,
+            node_scores=(
+                score_nodes(self.nodes.all_features(), self.nodes.weights, req.answer_limit or self.cfg.nodes.expected_tokens)
+                if self._weighted
+                else {}
+            ),
+        )
+
     async def decide(
         self,
         req: ChatCompletionRequest,
@@ -194,49 +235,56 @@ class Gateway:
         api_key: str | None,
         hints: RequestHints = RequestHints(),
         params: ChatParams | None = None,
-    ) -> tuple[Decision, float, int]:
+        *,
+        count: bool = False,
+    ) -> tuple[Decision, float, int | None]:
         """The decision, the milliseconds it took, and the prompt's token count (kept for usage estimates).
 
         ``params``: the request as the backends will get it, where the caller built it already (its strings are
-        what the privacy scan reads); otherwise built here."""
+        what the privacy scan reads); otherwise built here. The count is None when nothing needed it (a request
+        pinned to the cloud with no budget to set aside) unless ``count`` asks for it (the dry run)."""
         budget_spent, energy_spent = await self.accounting.budgets_spent(api_key)
         energy_cap = self.cfg.budgets.energy_cap_for(api_key or "")
         t0 = time.perf_counter()
-        # Rendering and tokenising the conversation and scanning it for personal data grow with the request:
-        # off the event loop, like the classifier below.
-        loop = asyncio.get_running_loop()
-        query = await loop.run_in_executor(self._cpu, self._query, req, messages, hints, params)
-        ctx = RouteContext(
-            backends={name: b.route for name, b in self.backends.items()},
-            healthy=frozenset(name for name, b in self.backends.items() if b.health.healthy),
-            local_context_tokens=self.local.n_ctx - (req.answer_limit or self.local.default_max_tokens),
-            overflow_to_cloud=self.cfg.local.context_overflow == "cloud",
-            cloud_budget_exhausted=budget_spent,
-            latency_ms=self.latency.snapshot(),
-            overloaded=frozenset({self.local.name}) if self._local_overloaded() else frozenset(),
-            energy_budget_exhausted=energy_spent,
-            energy_cap_j=energy_cap,
-            expected_joules=self.accounting.expected_joules(query.prompt_tokens, req.answer_limit, req.n or 1) if energy_cap is not None else {},
-            node_scores=(
-                score_nodes(self.nodes.all_features(), self.nodes.weights, req.answer_limit or self.cfg.nodes.expected_tokens)
-                if self.cfg.nodes.choice == "weighted"
-                else {}
-            ),
-        )
-        # A classifier embeds the query: run it off the event loop so other requests keep streaming.
-        decision = await loop.run_in_executor(self._cpu, self.policy.decide, query, ctx)
+        params = params or request_params(req, messages=messages)
+        ctx = self._context(req, budget_spent, energy_spent, energy_cap)
+        if not count and self._lean(req.model, api_key, energy_cap) and is_small(params):
+            # No embedding, no tokenising, a scan of a few kilobytes: cheaper here than a hop to a thread and back.
+            decision = self.policy.decide(self._query(req, messages, hints, params, count=False), ctx)
+            prompt_tokens: int | None = None
+        else:
+            # Rendering and tokenising the conversation, scanning it for personal data and embedding it grow with
+            # the request: off the event loop, in one hop, so other requests keep streaming.
+            loop = asyncio.get_running_loop()
+            decision, prompt_tokens = await loop.run_in_executor(self._cpu, self._decide_off_loop, req, messages, hints, params, ctx)
         if decision.score is not None:
             self.upkeep.scored()
         ms = (time.perf_counter() - t0) * 1000
-        self.metrics.decision.observe(ms / 1000)
-        return decision, ms, query.prompt_tokens
+        self._decision_seconds.observe(ms / 1000)
+        return decision, ms, prompt_tokens
+
+    def _decide_off_loop(
+        self, req: ChatCompletionRequest, messages: list[dict[str, Any]], hints: RequestHints, params: ChatParams, ctx: RouteContext
+    ) -> tuple[Decision, int]:
+        query = self._query(req, messages, hints, params)
+        if ctx.energy_cap_j is not None:
+            ctx = replace(ctx, expected_joules=self.accounting.expected_joules(query.prompt_tokens, req.answer_limit, req.n or 1))
+        return self.policy.decide(query, ctx), query.prompt_tokens
 
     def _query(
-        self, req: ChatCompletionRequest, messages: list[dict[str, Any]], hints: RequestHints, params: ChatParams | None = None
+        self,
+        req: ChatCompletionRequest,
+        messages: list[dict[str, Any]],
+        hints: RequestHints,
+        params: ChatParams | None = None,
+        *,
+        count: bool = True,
     ) -> RouteQuery:
         return RouteQuery(
             text=query_text(messages),
-            prompt_tokens=self.local.count_prompt_tokens(messages),
+            # The local model's count (a chat template and a tokeniser): read by the scorer, the context overflow
+            # and the budgets; a request pinned to the cloud with no budget reads none of them.
+            prompt_tokens=self.local.count_prompt_tokens(messages) if count else 0,
             n_messages=len(messages),
             requested_model=req.model,
             # Every string a cloud call would carry, not the content only: the same list the redact mode rewrites.
@@ -245,6 +293,10 @@ class Gateway:
             deadline_ms=hints.deadline_ms,
             needs_tools=req.uses_tools,
         )
+
+    async def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """The local model's count of a prompt, off the event loop (for a request whose decision did not count)."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, self.local.count_prompt_tokens, messages)
 
     def _fallback_target(self, routing: Routing, failed: Backend, exc: Exception) -> Backend | None:
         """Another node of the same route first (failover), then the local model for a failed cloud call."""
@@ -268,7 +320,7 @@ class Gateway:
             raise PrivacyViolation("this request's privacy forbids the cloud")
         collab = decision.route is Route.COLLAB
         return Routing(
-            request_id=f"chatcmpl-hg-{uuid.uuid4().hex[:24]}",
+            request_id=f"chatcmpl-hg-{os.urandom(12).hex()}",  # uuid4's randomness without building a UUID
             decision=decision,
             decision_ms=ms,
             backend=backend.name,
@@ -302,11 +354,13 @@ class Gateway:
         return plan, self.backends[d.cloud_backend]
 
     async def chat(
-        self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None, prompt_tokens: int = 0
+        self, req: ChatCompletionRequest, params: ChatParams, decision: Decision, ms: float, api_key: str | None,
+        prompt_tokens: int | None = 0,
     ) -> Answer:
+        """``prompt_tokens`` None: not counted, which :meth:`decide` allows only where no budget reads it."""
         routing = self._routing(decision, ms)
         routing.user = params.user[:128] if params.user else None
-        await self.accounting.reserve(routing, params, prompt_tokens, api_key)
+        await self.accounting.reserve(routing, params, prompt_tokens or 0, api_key)
         try:
             return await self._chat(routing, req, params, api_key)
         finally:
@@ -331,8 +385,11 @@ class Gateway:
             return Answer(completion, routing)  # collaborative answers label themselves (cascade)
         # Only a plain single answer is cached (tool calls, several choices and log-probabilities are not).
         cacheable = self.cfg.state.cache_enabled and not params.uses_tools and params.n == 1 and not params.logprobs
-        loop = asyncio.get_running_loop()  # hashing a request of megabytes is CPU work: off the event loop
-        cache_key = await loop.run_in_executor(self._cpu, self._cache_key, req, params, api_key, routing.decision) if cacheable else None
+        cache_key = None
+        if cacheable and is_small(params):
+            cache_key = self._cache_key(req, params, api_key, routing.decision)
+        elif cacheable:  # hashing a request of megabytes is CPU work: off the event loop
+            cache_key = await asyncio.get_running_loop().run_in_executor(self._cpu, self._cache_key, req, params, api_key, routing.decision)
         if cache_key:
             hit = await self.state.cache_get(cache_key)
             # Fail closed: whatever the key says, a request the cloud may not see is never served a cloud answer.
@@ -379,11 +436,11 @@ class Gateway:
         return Answer(completion, routing)
 
     async def stream(
-        self, params: ChatParams, decision: Decision, ms: float, api_key: str | None = None, prompt_tokens: int = 0
+        self, params: ChatParams, decision: Decision, ms: float, api_key: str | None = None, prompt_tokens: int | None = 0
     ) -> StreamAnswer:
         routing = self._routing(decision, ms)
         routing.user = params.user[:128] if params.user else None
-        await self.accounting.reserve(routing, params, prompt_tokens, api_key)
+        await self.accounting.reserve(routing, params, prompt_tokens or 0, api_key)
         try:
             return await self._stream(routing, params)
         except BaseException:
@@ -396,7 +453,7 @@ class Gateway:
             plan, cloud = await self._collab_plan(routing, params)
             gen = self.collab.stream(plan, cloud, params)
             first = await anext(gen)
-            self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.first_token, routing.route.value, routing.backend).observe(time.perf_counter() - started)
             return StreamAnswer(routing, first, gen, started, params.messages)
         backend = self.backends[routing.backend]
         started = time.perf_counter()
@@ -411,7 +468,7 @@ class Gateway:
                 self.nodes.abandon(routing.ticket)
                 backend = self._fallback_or_raise(routing, backend, exc)
         self.latency.observe(backend.name, time.perf_counter() - t0)
-        self.metrics.first_token.labels(routing.route.value, routing.backend).observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.first_token, routing.route.value, routing.backend).observe(time.perf_counter() - started)
         return StreamAnswer(routing, first, it, started, params.messages)
 
     async def finish_stream(self, answer: StreamAnswer, usage: Usage, api_key: str | None, status: str) -> None:

@@ -119,8 +119,10 @@ class Labels:
         self, routing: Routing, messages: list[dict[str, Any]], api_key: str | None, answer: str | None = None
     ) -> None:
         """Keep the query's vector under the answer's id, so a rating can turn it into a label; never the text."""
+        if routing.decision.score is None or not self.cfg.state.labels:  # unscored (pinned): nothing to label
+            return
         scorer = self.policy.snapshot.scorer  # one scorer for the vector, the base score and the inputs
-        if not self.cfg.state.labels or not isinstance(scorer, EmbeddingScorer) or routing.decision.score is None:
+        if not isinstance(scorer, EmbeddingScorer):  # a runtime Protocol check: dearer than the two above
             return
         embedder = scorer.embedder
 

@@ -75,11 +75,22 @@ class Metrics:
             "hybridgate_router_info", "1 for the router version in use", ["router", "version"], registry=r, **gauge
         )
         self.registry = r
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         if multiprocess():
             from prometheus_client.multiprocess import MultiProcessCollector
 
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry)
+
+    def child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set: prometheus_client validates the values and
+        takes a lock on every call, several times per answer. Counters and histograms only (a cleared gauge's
+        children are new objects)."""
+        key = (metric._name, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

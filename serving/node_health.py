@@ -51,6 +51,12 @@ class ProbeTarget:
     api_key: str | None = None
     load_metrics: tuple[str, ...] = ()  # Prometheus gauges whose sum is the node's queued and running requests
     load_url: str | None = None  # where they are exposed; None: /metrics beside the OpenAI base (…/v1 → …/metrics)
+    auth_header: str = "Authorization"  # where the key goes: a bearer token, or Azure's ``api-key`` (providers.py)
+
+    def headers(self) -> dict[str, str]:
+        from hybridgate.serving.backends.providers import key_headers
+
+        return key_headers(self.auth_header, self.api_key)
 
     def metrics_url(self) -> str:
         if self.load_url:
@@ -77,7 +83,7 @@ class HealthMonitor:
 
     async def _probe(self, t: ProbeTarget) -> None:
         assert self._client is not None
-        headers = {"Authorization": f"Bearer {t.api_key}"} if t.api_key else {}
+        headers = t.headers()
         try:
             started = time.perf_counter()
             r = await self._client.get(t.url.rstrip("/") + "/models", headers=headers)

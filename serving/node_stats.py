@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from hybridgate.classifiers.node_weights import NodeFeatures, NodeWeights, OnlineNodeRegression
 from hybridgate.serving.smoothing import smoothed
@@ -48,6 +48,44 @@ def read_gauges(text: str, names: Iterable[str]) -> float | None:
         if value == value and abs(value) != float("inf"):
             total, seen = total + max(0.0, value), True
     return total if seen else None
+
+
+class LazyNodeRegression(OnlineNodeRegression):
+    """The regression, solved when its weights are read rather than at every answer it learns from.
+
+    Each answer adds to the sums (a few array operations); the solve (a 4x4 system, then clipping) waits until
+    a decision, ``describe`` or an offer of fleet weights reads :attr:`weights`. Where several answers finish
+    between two reads (concurrent requests, or a node choice by latency that never reads them), it is done once.
+    The weights read are the same as when each answer solved."""
+
+    def __init__(self, prior: NodeWeights = NodeWeights(), **kw: float | int) -> None:
+        self._stale = False
+        self._deferring = False
+        super().__init__(prior, **kw)  # type: ignore[arg-type]
+
+    @property  # type: ignore[override]
+    def weights(self) -> NodeWeights:
+        if self._stale:
+            self._stale = False
+            self._weights = super()._solve()
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: NodeWeights) -> None:
+        if self._deferring:  # observe() solving: note that the weights must be solved before the next read
+            self._stale = True
+            return
+        self._weights, self._stale = value, False
+
+    def _solve(self) -> NodeWeights:
+        return self._weights if self._deferring else super()._solve()
+
+    def observe(self, parts: Any, total_ms: float) -> None:
+        self._deferring = True
+        try:
+            super().observe(parts, total_ms)
+        finally:
+            self._deferring = False
 
 
 class Queued(Protocol):
@@ -101,7 +139,7 @@ class NodeStats:
         self.learn = learn
         self.nodes: dict[str, NodeProfile] = {}
         self.local_queue: dict[str, Queued] = {}  # in-process backends: their own queue depth is the load
-        self.regression = OnlineNodeRegression(weights, forget=forget, prior_strength=prior_strength)
+        self.regression = LazyNodeRegression(weights, forget=forget, prior_strength=prior_strength)
 
     @property
     def weights(self) -> NodeWeights:

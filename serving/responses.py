@@ -36,21 +36,33 @@ def completion_body(c: Completion, routing: Routing) -> dict[str, Any]:
     }
 
 
-_SETTLING: set[asyncio.Task[None]] = set()  # strong references until each settlement is done
+_SETTLING: set[asyncio.Task[Any]] = set()  # strong references until each settlement is done
 
 
-def _settle(coro: Any) -> asyncio.Task[None]:
+def _settle(coro: Any) -> asyncio.Task[Any]:
     task = asyncio.get_running_loop().create_task(coro)
     _SETTLING.add(task)
     task.add_done_callback(_SETTLING.discard)
     return task
 
 
-async def _close_and_finish(rest: Any, finish: Callable[[Usage, str], Awaitable[None]], usage: Usage, status: str) -> None:
+async def _close_and_finish(
+    rest: Any, finish: Callable[[Usage, str], Awaitable[None]], last: Usage | None, pieces: int, estimate: int | Callable[[], Awaitable[int]], status: str
+) -> Usage:
+    """Closes the backend's stream and accounts the answer; returns the usage it was accounted at: the provider's,
+    else the prompt's count (``estimate``, counted now if it was not) and one token per piece."""
+    usage = last
     try:
         await rest.aclose()
     finally:
+        if usage is None:
+            try:
+                prompt = estimate if isinstance(estimate, int) else await estimate()
+            except Exception:  # noqa: BLE001 - an estimate that cannot be made must not lose the accounting
+                prompt = 0
+            usage = Usage(prompt, pieces)
         await finish(usage, status)
+    return usage
 
 
 def _event(obj: dict[str, Any]) -> bytes:
@@ -62,7 +74,7 @@ async def sse_events(
     *,
     model: str,
     include_usage: bool,
-    prompt_tokens_estimate: int,
+    prompt_tokens_estimate: int | Callable[[], Awaitable[int]],
     finish: Callable[[Usage, str], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """The stream as the OpenAI SDK expects it; a failure mid-way becomes an ``error`` event, then ``[DONE]``."""
@@ -75,33 +87,41 @@ async def sse_events(
     pieces = 0
     last = Delta()
     status = "cancelled"
+    # Events that are ready together go out in one piece (one write to the socket, not one per event): the
+    # role with the first content, the text and tool calls of one delta, and the closing events with [DONE].
+    # The first piece has arrived already (StreamAnswer.first), so nothing waits for the role event.
+    pending = chunk({"role": "assistant", "content": ""})
     try:
-        yield chunk({"role": "assistant", "content": ""})
         delta: Delta | None = answer.first
         while delta is not None:
+            out = pending
             if delta.text:
                 pieces += 1
-                yield chunk({"content": delta.text})
+                out += chunk({"content": delta.text})
             if delta.tool_calls:
                 pieces += 1
-                yield chunk({"tool_calls": delta.tool_calls})
+                out += chunk({"tool_calls": delta.tool_calls})
             if delta.finish_reason:
                 last = delta
+            if out is not pending:
+                pending = b""
+                yield out
             delta = await anext(answer.rest, None)
         status = "ok"
     except Exception as exc:
         status = "error"
-        yield _event({"error": {"message": f"the backend failed mid-stream: {exc}", "type": "api_error", "code": "backend_error"}})
+        out, pending = pending, b""
+        yield out + _event({"error": {"message": f"the backend failed mid-stream: {exc}", "type": "api_error", "code": "backend_error"}})
     finally:
-        usage = last.usage or Usage(prompt_tokens_estimate, pieces)
         if last.energy is not None:
             routing.energy_local = last.energy
         # A client that drops the stream cancels this generator, and the server's cancel scope cancels every
         # await here too: the accounting runs as a task of its own, shielded, so a dropped stream is still
         # counted (the load benchmark lost 4 of 103 before).
-        await asyncio.shield(_settle(_close_and_finish(answer.rest, finish, usage, status)))
+        usage = await asyncio.shield(_settle(_close_and_finish(answer.rest, finish, last.usage, pieces, prompt_tokens_estimate, status)))
+    tail = pending
     if status == "ok":
-        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": last.finish_reason or "stop"}], "hybridgate": routing.as_dict()})
+        tail += _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": last.finish_reason or "stop"}], "hybridgate": routing.as_dict()})
         if include_usage:
-            yield _event({**base, "choices": [], "usage": _usage(usage)})
-    yield b"data: [DONE]\n\n"
+            tail += _event({**base, "choices": [], "usage": _usage(usage)})
+    yield tail + b"data: [DONE]\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -71,7 +72,7 @@ def openai_router(cfg: GatewayConfig, keys: KeyCheck) -> APIRouter:
     ) -> dict[str, Any]:
         """The decision for this request, without generating anything: a dry run."""
         checked(body, gateway)
-        decision, ms, prompt_tokens = await gateway.decide(body, body.plain_messages(), api_key, request_hints(request))
+        decision, ms, prompt_tokens = await gateway.decide(body, body.plain_messages(), api_key, request_hints(request), count=True)
         return {"object": "hybridgate.route", "decision_ms": round(ms, 3), "prompt_tokens": prompt_tokens, **decision.as_dict()}
 
     @api.post("/v1/feedback", responses=error_responses(400, 401, 404, 413, 422))
@@ -91,9 +92,8 @@ def openai_router(cfg: GatewayConfig, keys: KeyCheck) -> APIRouter:
         return result
 
     @api.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
-    async def chat_completions(
-        body: ChatCompletionRequest, request: Request, gateway: Gateway = Depends(gateway_of), api_key: str | None = Depends(keys)
-    ) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: Request, api_key: str | None = Depends(keys)) -> Response:
+        gateway: Gateway = request.app.state.gateway  # read here: each dependency costs FastAPI a resolution step
         checked(body, gateway)
         hints = request_hints(request)
         messages = body.plain_messages()
@@ -121,7 +121,8 @@ def openai_router(cfg: GatewayConfig, keys: KeyCheck) -> APIRouter:
             stream,
             model=gateway.backends[stream.routing.backend].model_id,
             include_usage=include_usage,
-            prompt_tokens_estimate=prompt_tokens,
+            # Counted only if the provider reports no usage, for a request whose decision did not count.
+            prompt_tokens_estimate=prompt_tokens if prompt_tokens is not None else functools.partial(gateway.prompt_tokens, messages),
             finish=finish,
         )
         return StreamingResponse(events, media_type="text/event-stream", headers={**stream.routing.headers(), "Cache-Control": "no-cache"})

@@ -214,6 +214,9 @@ def worker_app() -> _WorkerApp:
     run_dir = Path(os.environ[RUN_DIR_ENV])
     cfg = GatewayConfig.model_validate(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hybridgate.serving.cpu import one_blas_thread
+
+    one_blas_thread()
     if cfg.state.replica_id:  # each worker is a replica of its own in the decision log and the node statistics
         cfg.state.replica_id = f"{cfg.state.replica_id}-{os.getpid()}"
     c = cfg.local

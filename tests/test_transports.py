@@ -140,3 +140,42 @@ def test_list_prices_read_without_litellm_match_litellms_own(model: str) -> None
     assert (got is None) == (expected is None)
     if got is not None and expected is not None:
         assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_azure_key_goes_in_its_api_key_header_for_calls_and_probes(
+    make_gateway: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Azure OpenAI takes the key as ``api-key``, not as a bearer token: the chat call and the node's health
+    probe both send it there (the probe sent ``Authorization: Bearer`` before, which Azure refuses)."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    async def record(request: Request) -> JSONResponse:
+        seen.append((request.method, request.url.path, dict(request.headers)))
+        if request.method == "GET":
+            return JSONResponse({"object": "list", "data": []})
+        return JSONResponse(
+            {"id": "x", "object": "chat.completion", "model": "dep", "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+        )
+
+    app = Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST"])])
+    monkeypatch.setenv("HG_TEST_AZURE_KEY", "azure-secret")
+    with ServerThread(app) as azure:
+        gw = make_gateway(cloud={"model": "azure/dep", "api_base": azure.url, "api_key_env": "HG_TEST_AZURE_KEY"})
+        r = post_chat(gw.url, {"model": "hybridgate/cloud", "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 200, r.text
+        gateway = gw.gateway  # type: ignore[attr-defined]
+        asyncio.run_coroutine_threadsafe(gateway.monitor.check_once(), gateway.loop).result(timeout=30)
+    calls = [h for method, path, h in seen if method == "POST" and path == "/openai/v1/chat/completions"]
+    probes = [h for method, path, h in seen if method == "GET" and path.endswith("/models")]
+    assert calls and probes, seen
+    for headers in calls + probes:
+        assert headers.get("api-key") == "azure-secret"
+        assert "authorization" not in headers

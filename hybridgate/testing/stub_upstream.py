@@ -45,6 +45,7 @@ class StubBehaviour:
     ms_per_token: float = 0.0  # per word of the reply when it serves one request alone
     external_load: float = 0.0  # other users' requests sharing the node
     reply_words: int | None = None  # reply with this many words instead of ``reply``
+    stream_usage: bool = True  # False: a stream never reports usage, as providers that ignore stream_options
     running: int = 0
     # When set: an answer waits (after the body is kept) until the gate is opened, so a test can look at the
     # gateway while a call is in flight without guessing how long the call takes.
@@ -150,7 +151,7 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
                 for delta in (first, {"index": 0, "function": {"arguments": args[: len(args) // 2]}}, {"index": 0, "function": {"arguments": args[len(args) // 2 :]}}):
                     yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}]}) + "\n\n"
                 yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}) + "\n\n"
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if b.stream_usage and (body.get("stream_options") or {}).get("include_usage"):
                     yield "data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n"
                 yield "data: [DONE]\n\n"
                 return
@@ -170,7 +171,7 @@ def create_stub_app(behaviour: StubBehaviour | None = None) -> Starlette:
                 if paced:
                     b.running -= 1
             yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if b.stream_usage and (body.get("stream_options") or {}).get("include_usage"):
                 yield "data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n"
             yield "data: [DONE]\n\n"
 

@@ -69,6 +69,21 @@ def provider_key_env(model: str) -> str | None:
     return provider.key_env if provider else None
 
 
+def auth_header(model: str) -> str:
+    """The header an OpenAI-wire provider takes its key in (Azure's ``api-key``; the others a bearer token),
+    whichever transport carries the calls: the health probe sends the key as the provider expects it."""
+    prefix, _ = _split(model)
+    provider = _BY_PREFIX.get(prefix) if prefix else None
+    return provider.auth_header if provider else "Authorization"
+
+
+def key_headers(header: str, key: str | None) -> dict[str, str]:
+    """``{header: key}``, as a bearer token when the header is ``Authorization``; none without a key."""
+    if not key:
+        return {}
+    return {header: f"Bearer {key}" if header == "Authorization" else key}
+
+
 def _base(provider: Provider, api_base: str | None) -> str | None:
     if api_base is None:
         return provider.api_base
