@@ -71,7 +71,12 @@ class PairBlendLearner:
 
 def weighted(head: PairBlendHead, **weights: float) -> PairBlendHead:
     """The same fitted head with other signal weights (the Platt scale is kept: it does not change the ranking)."""
-    return dataclasses.replace(head, **weights)
+    out = dataclasses.replace(head)
+    for name, value in weights.items():
+        if not name.startswith("w_"):
+            raise ValueError(f"{name} is not a signal weight")
+        setattr(out, name, float(value))
+    return out
 
 
 def pair_scores(head: PairBlendHead, inputs: np.ndarray, pair: Pair | None) -> np.ndarray:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hybridgate.classifiers import sources as sources_mod
-from hybridgate.classifiers.artifact import load_router, save_router
+from hybridgate.classifiers.across_train import slice_apgr
+from hybridgate.classifiers.artifact import SHIPPED, load_router, save_router
 from hybridgate.classifiers.default_choice import _mmlu_training
+from hybridgate.classifiers.embedder import Embedder
 from hybridgate.classifiers.model import RouterModel
 from hybridgate.classifiers.outcome_head import for_pair
 from hybridgate.classifiers.outcome_router import query_inputs
 from hybridgate.classifiers.pair_blend_head import PairBlendHead
 from hybridgate.classifiers.pair_blend_train import PairBlendLearner, pair_scores, training_set, weighted
-from hybridgate.classifiers.sources import Source
+from hybridgate.classifiers.sources import Source, load_source
 
 DIM = 8
 WORDS = ("prove the theorem step by step", "hello there", "write a poem about", "what is the capital of", "solve 3x + 4 = 19")
@@ -109,3 +113,40 @@ def test_mmlu_gates_train_on_no_row_that_shares_mmlus_questions() -> None:
     llm = sources[2]
     assert not (rows["llmrouter"] & llm.mmlu_rows).any() and (rows["llmrouter"] == (llm.train & ~llm.mmlu_rows)).all()
     assert (rows["alpacaeval"] == sources[3].train).all()
+
+
+SHIPPED_PAIR_BLEND = SHIPPED / "pair-blend-static"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "across"
+needs_shipped = pytest.mark.skipif(not (SHIPPED_PAIR_BLEND / "router.json").is_file(), reason="pair-blend-static is not shipped here")
+
+
+@needs_shipped
+def test_shipped_pair_blend_router_scores_its_frozen_slice_as_its_header_claims(query_embedder: Embedder) -> None:
+    """The header's APGR on 150 frozen test rows of llmrouter (tests/fixtures/across), recomputed for its pair."""
+    header = json.loads((SHIPPED_PAIR_BLEND / "router.json").read_text(encoding="utf-8"))
+    claim = header["claims"]["frozen_slice"]
+    path = FIXTURES / claim["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == claim["sha256"], "the frozen slice was changed"
+    src = load_source(path, name=claim["source"])
+    model = for_pair(load_router(SHIPPED_PAIR_BLEND, embedder=query_embedder.name, dim=query_embedder.dim), claim["weak"], claim["strong"])
+    texts = list(src.prompts)
+    got = slice_apgr(model, query_embedder.encode(texts), texts, src.column(claim["weak"]), src.column(claim["strong"]))
+    assert got == pytest.approx(claim["apgr"], abs=2e-3)
+    assert set(header["trained_on"]) == {"routellm-mmlu", "mmlu-pro", "alpacaeval", "llmrouter"}
+
+
+@needs_shipped
+def test_shipped_pair_blend_names_the_abilities_and_the_signals_that_moved_the_score(query_embedder: Embedder) -> None:
+    from hybridgate.router.classifier_scorer import ClassifierScorer
+    from hybridgate.router.decision import RouteQuery
+
+    loaded = load_router(SHIPPED_PAIR_BLEND, embedder=query_embedder.name, dim=query_embedder.dim)
+    known = ClassifierScorer(for_pair(loaded, "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4o-2024-05-13"), query_embedder)
+    assert "local mistralai/Mixtral-8x7B-Instruct-v0.1: catalogue" in known.name and "cloud gpt-4o-2024-05-13: catalogue" in known.name
+    query = RouteQuery("Prove that the square root of 2 is irrational, step by step, then generalise to any prime.", 20, 1)
+    score, signals = known.score_explained(query)
+    assert 0.0 <= score <= 1.0 and "pair gain" in {s.name for s in signals} | set(dict(known.model.score_explained(
+        known.model.inputs(query_embedder.encode([query.text]), [query.text]))[1]))
+    free = ClassifierScorer(for_pair(load_router(SHIPPED_PAIR_BLEND), "SmolLM2-135M-Instruct", None), query_embedder)
+    assert "local SmolLM2-135M-Instruct: prior" in free.name and "cloud cloud: prior" in free.name
+    assert all(s.name != "pair gain" for s in free.score_explained(query)[1])
