@@ -1,13 +1,18 @@
 """Choosing the default router on the train splits alone (classifiers/default_choice.py), then the test splits once.
 
 Candidates: the outcomes router's recipe (``across-static``'s), the outcomes + length stack
-(classifiers/stack_score.py), both fitted on inner-train rows for the selection and on every train
-split for the test; ``blend-static`` as shipped; random, prompt length and the rule scorer for
-reference. The winner is chosen on the sources ``blend-static`` has not seen (it was fitted on
-``routellm-mmlu``'s train split; ``mmlu-pro`` shares its questions). Gates for a winner other than ``blend-static``: the 40-prompt ranking guard and MMLU
-in-distribution (``routellm-mmlu`` test split ≥ 0.640). Writes ``bench/results/default_choice.json``.
+(classifiers/stack_score.py) and the pair-blend head (classifiers/pair_blend_head.py) at the weightings
+of :data:`BLEND_GRID`, all fitted on inner-train rows for the selection and on every train split for the
+test; ``blend-static`` as shipped; random, prompt length and the rule scorer for reference. The winner is
+chosen on the sources ``blend-static`` has not seen (it was fitted on ``routellm-mmlu``'s train split;
+``mmlu-pro`` shares its questions). Gates for a winner other than ``blend-static``: the 40-prompt ranking
+guard (catalogue-free pair, at least ``blend-static``'s own), MMLU in-distribution ≥ 0.640 and transfer
+≥ 0.606 (MMLU-sharing rows out of training), decision p50 ≤ 10 ms on a 200-token prompt (``blend-static``'s
+measured beside it). Every pair-blend weighting's gates are reported too. Writes
+``bench/results/default_choice.json``; ``--ship NAME`` also writes the best pair-blend weighting, fitted on
+every train split, as ``classifiers/routers/NAME`` (with its frozen-slice claim).
 
-    python bench/default_choice.py [--data ../shared/data] [--cache /tmp/hybridgate-cache] [--length-weight 1.0]
+    python bench/default_choice.py [--data ../shared/data] [--cache /tmp/hybridgate-cache] [--ship pair-blend-static]
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ no compared router has seen (each source's figure is still reported).
 The winner replaces the default only if it also beats ``blend-static`` on the
 selection and passes the gates the caller measures under the embedded default
 configuration (the 40-prompt ranking guard, MMLU in-distribution and
-transfer): :func:`verdict` says which gate failed and by how much.
+transfer, :func:`mmlu_gates`) and stays within its limits (a decision's
+latency): :meth:`Choice.verdict` says which failed and by how much.
 """
 
 from __future__ import annotations
