@@ -76,7 +76,8 @@ class PairBlendHead(BlendHead):
         """Fit the blend part on ``data`` (gain: the pair's gain centred within source); the outcome model must
         already be set (:func:`build_pair_blend`), since it learns from many models' outcomes, not one pair's."""
         if not self.outcome.model.models:
-            raise HeadError("the pair-blend head needs its outcome model first: build it with build_pair_blend")
+            raise HeadError("the pair-blend head learns its pair's gain from many models' outcomes at once: build it with "
+                            "classifiers/pair_blend_train.py (python bench/default_choice.py --ship NAME)")
         topic_in, shape = self.split(data.x)
         emb = self._embedding(topic_in)
         self.neighbours = GradedNeighbours(k=self.k, tau=self.tau)
