@@ -50,19 +50,20 @@ def blend_name(g: float, ln: float, t: float) -> str:
     return f"pair-blend (gain {g:g}, length {ln:g}, topic {t:g})"
 
 
-def decision_p50_ms(router: object, emb: object, repeats: int = 200) -> float:
-    """Median time of one routing decision on a ~200-token prompt: embed, inputs, explained score (p50)."""
+def decision_p50_ms(routers: dict[str, object], emb: object, repeats: int = 400) -> dict[str, float]:
+    """Median time of one routing decision on a ~200-token prompt (embed, inputs, explained score) for each router,
+    interleaved query by query, so a shared machine's load moves every router's figure alike."""
     import time
 
     text = " ".join(["Explain how the transformer attention mechanism scales with sequence length and why"] * 16)[:1100]
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in routers}
     for i in range(repeats):
         t = f"{text} ({i})"
-        start = time.perf_counter()
-        x = router.inputs(emb.encode([t]), [t])  # type: ignore[attr-defined]
-        router.score_explained(x)  # type: ignore[attr-defined]
-        times.append(time.perf_counter() - start)
-    return round(1000 * float(np.median(times)), 3)
+        for name, router in routers.items():
+            start = time.perf_counter()
+            router.score_explained(router.inputs(emb.encode([t]), [t]))  # type: ignore[attr-defined]
+            times[name].append(time.perf_counter() - start)
+    return {name: round(1000 * float(np.median(v)), 3) for name, v in times.items()}
 
 
 def ship(name: str, head: object, sources: list, inputs: dict, emb: object, chosen: dict) -> None:  # type: ignore[type-arg]
@@ -166,9 +167,10 @@ def main() -> None:
         from hybridgate.classifiers.model import RouterModel
 
         final = weighted(final_head, w_gain=w[0], w_length=w[1], w_topic=w[2])  # type: ignore[arg-type]
-        paired = final.with_pair(*PAIR_MMLU)
-        choice.limits["decision p50 ms (200-token prompt)"] = (decision_p50_ms(RouterModel(paired, emb.name, emb.dim, features=False), emb), LATENCY_NEED_MS)
-        latency_default = decision_p50_ms(blend, emb)  # the same machine, the same moment: load moves both
+        paired = RouterModel(final.with_pair(*PAIR_MMLU), emb.name, emb.dim, features=False)
+        p50 = decision_p50_ms({"winner": paired, DEFAULT: blend}, emb)
+        choice.limits["decision p50 ms (200-token prompt)"] = (p50["winner"], LATENCY_NEED_MS)
+        latency_default = p50[DEFAULT]
     elif choice.winner != DEFAULT:
         final = fitted({s.name: s.train for s in sources})
         x = query_inputs(emb.encode(texts), texts)
