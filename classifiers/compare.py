@@ -65,10 +65,11 @@ class Comparison:
 
 
 def default_heads() -> list[str]:
-    """Every head ``router compare`` runs unless told which (the outcomes head belongs to ``--across``)."""
+    """Every head ``router compare`` runs unless told which (the outcomes and pair-blend heads learn from many
+    models' outcomes: the across-sources protocols and bench/default_choice.py measure them)."""
     from hybridgate.classifiers.heads import HEADS
 
-    return [k for k in HEADS if k not in ("gd-logistic", "outcomes")]
+    return [k for k in HEADS if k not in ("gd-logistic", "outcomes", "pair-blend")]
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

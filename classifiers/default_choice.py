@@ -14,7 +14,8 @@ no compared router has seen (each source's figure is still reported).
 The winner replaces the default only if it also beats ``blend-static`` on the
 selection and passes the gates the caller measures under the embedded default
 configuration (the 40-prompt ranking guard, MMLU in-distribution and
-transfer): :func:`verdict` says which gate failed and by how much.
+transfer, :func:`mmlu_gates`) and stays within its limits (a decision's
+latency): :meth:`Choice.verdict` says which failed and by how much.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Choice:
     test: dict[str, Any]
     gates: dict[str, Any] = field(default_factory=dict)
     fair: tuple[str, ...] = ()  # the sources the winner was chosen on (no compared router saw their rows)
+    limits: dict[str, tuple[float, float]] = field(default_factory=dict)  # (got, most allowed): e.g. a latency
 
     def verdict(self) -> dict[str, Any]:
         """Whether the winner replaces the default, and each gate it failed with the shortfall."""
@@ -91,11 +93,15 @@ class Choice:
         for gate, (got, need) in self.gates.items():
             if got < need:
                 failed[gate] = f"{got:.4f} < {need:.4f} (short by {need - got:.4f})"
+        for gate, (got, most) in self.limits.items():
+            if got > most:
+                failed[gate] = f"{got:.4f} > {most:.4f} (over by {got - most:.4f})"
         return {"winner": self.winner, "replaces_default": not failed, "failed": failed}
 
     def as_dict(self) -> dict[str, Any]:
         return {"inner_cut": INNER_CUT, "chosen_on": list(self.fair), "selection": self.selection, "winner": self.winner, "test": self.test,
-                "gates": {k: {"got": g, "need": n} for k, (g, n) in self.gates.items()}, "verdict": self.verdict()}
+                "gates": {k: {"got": g, "need": n} for k, (g, n) in self.gates.items()},
+                "limits": {k: {"got": g, "at_most": n} for k, (g, n) in self.limits.items()}, "verdict": self.verdict()}
 
 
 def choose_default(
@@ -128,4 +134,43 @@ def choose_default(
     return Choice(selection, winner, test, fair=fair)
 
 
-__all__ = ["Choice", "choose_default", "inner_split", "ranking_guard", "score_table", "test_rows"]
+
+
+
+MMLU = "routellm-mmlu"
+PAIR_MMLU: Pair = ("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
+
+
+def _mmlu_training(sources: Sequence[Source], mmlu_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Training rows when MMLU is scored: ``mmlu_rows`` of routellm-mmlu and the other train splits less every
+    row that shares MMLU's questions (all of mmlu-pro, llmrouter's ``mmlu`` task)."""
+    out = {}
+    for s in sources:
+        rows = mmlu_rows if s.name == MMLU else s.train & ~s.mmlu_rows
+        if rows.any():
+            out[s.name] = rows
+    return out
+
+
+def mmlu_gates(sources: Sequence[Source], make: Callable[[Mapping[str, np.ndarray]], Scores]) -> dict[str, float]:
+    """The two MMLU gates for a candidate fitted by ``make``: in-distribution (routellm-mmlu's train split,
+    its test split scored) and transfer (5 folds of subjects by :func:`~.protocols.subject_fold`: fit without the
+    fold's subjects, score the fold's test rows; the mean APGR), with MMLU-sharing rows of the other sources out
+    of training both times, as the data READMEs ask."""
+    from hybridgate.classifiers.protocols import FOLDS, subject_fold
+
+    src = next(s for s in sources if s.name == MMLU)
+    pair = src.pairs()[0] if src.pairs() else PAIR_MMLU
+    train = src.train
+    test = _rows(src, pair, ~train)
+    got = {"in_distribution": summary(src, pair, test, np.asarray(make(_mmlu_training(sources, train))(src, test, pair)))["apgr"]}
+    fold = np.array([subject_fold(g) for g in src.groups])
+    per = []
+    for k in range(FOLDS):
+        idx = _rows(src, pair, ~train & (fold == k))
+        scores = make(_mmlu_training(sources, train & (fold != k)))(src, idx, pair)
+        per.append(summary(src, pair, idx, np.asarray(scores))["apgr"])
+    got["transfer"] = round(float(np.mean(per)), 4)
+    return got
+
+__all__ = ["Choice", "choose_default", "inner_split", "mmlu_gates", "ranking_guard", "score_table", "test_rows"]

@@ -295,9 +295,10 @@ def _registry() -> dict[str, type]:
     # that imports this one; it joins the registry here, on first use.
     from hybridgate.classifiers.blend_head import BlendHead
     from hybridgate.classifiers.outcome_head import OutcomeHead
+    from hybridgate.classifiers.pair_blend_head import PairBlendHead
     from hybridgate.classifiers.prior_head import PriorCorrectionHead
 
-    return {h.kind: h for h in (BlendHead, OutcomeHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
+    return {h.kind: h for h in (BlendHead, PairBlendHead, OutcomeHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
 
 
 def __getattr__(name: str) -> Any:
@@ -317,6 +318,10 @@ _SETTABLE = {
     "group-prior": {"C", "shrinkage", "clusters", "seed"},
     "gd-logistic": {"lr", "epochs", "l2"},
     "outcomes": {"local_model", "cloud_model"},
+    "pair-blend": {
+        "k", "tau", "w_length", "w_neighbours", "w_topic", "w_rules", "w_gain", "alpha", "bound", "C", "shrinkage", "centroids_k",
+        "seed", "emb_dim", "local_model", "cloud_model",
+    },
 }
 # What a head keeps in its header beyond its settings, handed back on loading (``load_params``).
 _STORED = ("target", "groups", "shape_features", "weights", "rules", "outcome_model", "catalogue")

@@ -135,7 +135,9 @@ def catalogue(om: OutcomeModel) -> dict[str, Any]:
 
 
 def for_pair(model: Any, local: str | None, cloud: str | None) -> Any:
-    """A loaded router scoring for the configured pair when its head is an outcomes head (others: unchanged)."""
-    if isinstance(model.head, OutcomeHead):
-        model.head = model.head.with_pair(local, cloud)
+    """A loaded router scoring for the configured pair when its head scores a pair (an outcomes head, or a
+    head that carries one, such as the pair-blend head); others are unchanged."""
+    with_pair = getattr(model.head, "with_pair", None)
+    if with_pair is not None:
+        model.head = with_pair(local, cloud)
     return model

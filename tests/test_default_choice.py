@@ -86,3 +86,11 @@ def test_a_fixed_router_is_not_chosen_on_the_source_it_was_fitted_on(two_sources
                             seen={DEFAULT: ["chat"]})
     assert choice.fair == ("puzzles",) and choice.winner == "learnt"
     assert choice.selection[DEFAULT]["sources"]["chat"] > choice.selection["learnt"]["sources"]["chat"]
+
+
+def test_a_limit_exceeded_keeps_the_default_and_says_by_how_much() -> None:
+    sel = {"new": {"mean": 0.62}, DEFAULT: {"mean": 0.60}}
+    slow = Choice(sel, "new", {}, {"guard": (0.95, 0.91)}, limits={"decision p50 ms": (12.5, 10.0)})
+    v = slow.verdict()
+    assert not v["replaces_default"] and list(v["failed"]) == ["decision p50 ms"] and "over by 2.5000" in v["failed"]["decision p50 ms"]
+    assert Choice(sel, "new", {}, {"guard": (0.95, 0.91)}, limits={"decision p50 ms": (4.0, 10.0)}).verdict()["replaces_default"]
