@@ -140,17 +140,30 @@ class KNNHead:
     tau: float = 0.1
     memory: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float16))
     gains: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    # The memory widened to float32, made once per memory array: widening it on every query was most of a
+    # decision's time (the memory ships as float16 to halve the router file).
+    _wide: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _wide_of: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def fit(self, data: TrainingSet) -> None:
         self.memory = data.x.astype(np.float16)
         self.gains = data.gain.astype(np.int8)
 
+    def wide_memory(self) -> np.ndarray:
+        """The memory in float32, widened again only when the memory array itself was replaced."""
+        memory = self.memory
+        wide, of = self._wide, self._wide_of
+        if wide is None or of is not memory:
+            wide = memory.astype(np.float32)
+            self._wide, self._wide_of = wide, memory
+        return wide
+
     def score(self, x: np.ndarray) -> np.ndarray:
-        return self._score(x @ self.memory.astype(np.float32).T)
+        return self._score(x @ self.wide_memory().T)
 
     def score_left_out(self) -> np.ndarray:
         """Each remembered query scored by its neighbours other than itself: how it scores queries it never saw."""
-        mem = self.memory.astype(np.float32)
+        mem = self.wide_memory()
         sims = mem @ mem.T
         np.fill_diagonal(sims, -np.inf)
         return self._score(sims)

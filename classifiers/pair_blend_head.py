@@ -39,23 +39,9 @@ REFERENCE_ROWS = 512  # training queries kept to standardise the pair's gain
 class GradedNeighbours(KNNHead):
     """Neighbours whose remembered gain is a real number (centred, graded), not -1/0/1."""
 
-    _wide: np.ndarray | None = field(default=None, repr=False)  # the memory in float32, made once
-
     def fit(self, data: TrainingSet) -> None:
         self.memory = data.x.astype(np.float16)
         self.gains = np.asarray(data.gain, dtype=np.float16)
-        self._wide = None
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """As :class:`KNNHead` scores, without widening four sources' memory on every query (most of a
-        decision's time otherwise)."""
-        if self._wide is None or self._wide.shape != self.memory.shape:
-            self._wide = self.memory.astype(np.float32)
-        return self._score(x @ self._wide.T)
-
-    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        super().load_arrays(arrays)
-        self._wide = None
 
 
 @dataclass

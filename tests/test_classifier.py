@@ -225,3 +225,19 @@ def test_the_shipped_routers_load_and_are_small(name: str) -> None:
     assert header["metrics"]["apgr"] > 0.603  # RouteLLM's best published MMLU router
     assert 0.0 < model.default_threshold() < 1.0
     assert default_router_path() == resolve_router(None) == resolve_router("blend-static")
+
+
+def test_neighbours_widen_their_memory_once_and_again_when_it_is_replaced() -> None:
+    rng = np.random.default_rng(3)
+    head = make_head("knn", {"k": 5})
+    head.load_arrays({"memory": rng.random((40, 8)).astype(np.float16), "gains": rng.integers(-1, 2, 40).astype(np.int8)})
+    x = rng.random((3, 8)).astype(np.float32)
+
+    def fresh() -> np.ndarray:
+        return head._score(x @ head.memory.astype(np.float32).T)
+
+    assert np.array_equal(head.score(x), fresh())
+    assert head.wide_memory() is head.wide_memory()  # widened once, not per query
+    # A reload replaces the memory: the cached copy must follow it, or the router scores with the old neighbours.
+    head.load_arrays({"memory": rng.random((40, 8)).astype(np.float16), "gains": head.gains})
+    assert np.array_equal(head.score(x), fresh())
