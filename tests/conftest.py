@@ -24,6 +24,18 @@ from hybridgate.testing.server import ServerThread, drain, free_port, gateway_co
 from hybridgate.testing.stub_upstream import StubBehaviour, create_stub_app  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _pythonpath_as_it_was() -> Iterator[None]:
+    """Flower's Ray backend writes the whole ``sys.path`` into ``PYTHONPATH`` (checkout included) and leaves it:
+    put it back, so a later test's subprocess imports what it would have imported run alone."""
+    before = os.environ.get("PYTHONPATH")
+    yield
+    if before is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = before
+
+
 def need_program(name: str, install: str) -> str:
     """The path of a program a test needs. Without it the test skips with the line that installs it, except
     under ``CI=true``, where a missing program is a failure: CI must prove the whole suite."""

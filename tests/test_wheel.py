@@ -45,8 +45,17 @@ def packaged_sources() -> dict[str, str]:
     return out
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without Python's own variables: Flower's Ray backend puts the whole
+    ``sys.path`` of a test that simulated a fleet into ``PYTHONPATH``, checkout included, and the clean venv
+    would then import the checkout's ``hybridgate/`` folder instead of the wheel's package."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
 def _run(*cmd: str | Path, cwd: Path, timeout: float = 180) -> str:
-    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    out = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=clean_env()
+    )
     assert out.returncode == 0, f"{cmd}: {out.stdout[-2000:]}{out.stderr[-3000:]}"
     return out.stdout
 
@@ -111,7 +120,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_serves(tmp_path: Path) -> None
     port = free_port()
     config = tmp_path / "serve.yaml"
     config.write_text(CONFIG.replace("PORT", str(port)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
+    env = {k: v for k, v in clean_env().items() if not k.startswith("HYBRIDGATE_") and k != "REDIS_URL"}
     # An empty cache: nothing derived earlier on this machine (distilled vectors) can stand in for missing files.
     env |= {"HYBRIDGATE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
