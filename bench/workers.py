@@ -138,7 +138,7 @@ def measure(setup: str, workers: int, redis_url: str | None, n: int, tmp: Path, 
         for model, messages in (("hybridgate/cloud", None), ("hybridgate/auto", cloud_bound(url, HARD))):
             asyncio.run(load(url, model, min(300, n), CONCURRENCY, False, AUTH, messages))  # warm-up
             cpu0, cmds0 = tree_cpu_seconds(proc.pid), redis_commands(redis_url)
-            lat, wall = asyncio.run(load(url, model, n, CONCURRENCY, False, AUTH, messages))
+            lat, wall, _retried = asyncio.run(load(url, model, n, CONCURRENCY, False, AUTH, messages))
             cpu, cmds = tree_cpu_seconds(proc.pid) - cpu0, redis_commands(redis_url)
             row = Row(
                 setup, workers, "redis" if redis_url else "memory", model, CONCURRENCY, n, pct(lat, 0.5), pct(lat, 0.99),
