@@ -1,7 +1,8 @@
 """The pair-blend head (:mod:`.pair_blend_head`) as a router under the across-sources protocols.
 
 One fit per set of training rows (and hidden models) serves every weighting of the five signals, as in the
-default selection (:mod:`.pair_blend_train`). Labels reach the head the two ways a gateway has:
+default selection (:mod:`.pair_blend_train`). Labels reach the head two ways (a gateway waits for
+``min_labels`` = 40 before either; the protocols' N = 25 runs the same procedure on fewer):
 
 - **new traffic** (the pair's models known or not, N labels of the pair's two columns): the gateway's
   :class:`~hybridgate.classifiers.adapt.Adapter` on the head's score, fitted on "the cloud was needed"
@@ -10,7 +11,8 @@ default selection (:mod:`.pair_blend_train`). Labels reach the head the two ways
   on every label, as ``serving/router_adapt.py`` does;
 - **new model** (the pair's weak model hidden from training): its ability fitted on the labels' weak column
   by :func:`~hybridgate.classifiers.pair_score.fit_ability` from the prior (``SD_UNKNOWN``), adopted only
-  when it predicts the held-out quarter's outcomes better than the prior (log-loss), then refitted on all.
+  when it predicts the held-out quarter's outcomes better than the prior (log-loss), then refitted on all:
+  what the gateway does for an outcomes head (``serving/router_adapt.py`` does not yet for this head).
 """
 
 from __future__ import annotations
