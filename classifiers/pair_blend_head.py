@@ -93,6 +93,15 @@ class PairBlendHead(BlendHead):
         head.gain_stats()
         return head
 
+    def with_local(self, ability: Ability | None) -> PairBlendHead:
+        """This head with the local model's ``ability`` (learnt from labels; None: the catalogue's or the prior),
+        the pair's gain re-standardised over the reference queries for it."""
+        head = self.with_pair(self.local_model or None, self.cloud_model or None)
+        head.outcome = self.outcome.with_local(ability)
+        head._gain_stats = None
+        head.gain_stats()
+        return head
+
     def gain_stats(self) -> tuple[float, float]:
         """Mean and spread of the configured pair's gain over the reference queries."""
         if self._gain_stats is None:

@@ -19,20 +19,29 @@ from hybridgate.classifiers.across_sources import Pair
 from hybridgate.classifiers.heads import TrainingSet
 from hybridgate.classifiers.model import RouterModel, calibration, score_quantiles
 from hybridgate.classifiers.outcome_router import OutcomeLearner
+from hybridgate.classifiers.outcomes import canonical
 from hybridgate.classifiers.pair_blend_head import PairBlendHead, build_pair_blend
 from hybridgate.classifiers.sources import Source
 
 
-def source_gain(src: Source) -> np.ndarray:
-    """Each row's gain of the strong over the weak model, the mean over the source's pairs (NaN: no pair seen)."""
-    gains = np.column_stack([src.column(p[1]) - src.column(p[0]) for p in src.pairs()])
+def source_gain(src: Source, hidden: frozenset[str] = frozenset()) -> np.ndarray:
+    """Each row's gain of the strong over the weak model, the mean over the source's pairs (NaN: no pair seen).
+
+    Pairs with a model in ``hidden`` (by column or catalogue name) are left out: under the new-model protocol the
+    held-out model's outcomes must not reach the neighbours or the topic correction either."""
+    pairs = [p for p in src.pairs() if not hidden & {p[0], p[1], canonical(p[0]), canonical(p[1])}]
+    if not pairs:
+        return np.full(len(src), np.nan)
+    gains = np.column_stack([src.column(p[1]) - src.column(p[0]) for p in pairs])
     seen = ~np.isnan(gains)
     total = np.where(seen, gains, 0.0).sum(axis=1)
     count = seen.sum(axis=1)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def training_set(sources: Sequence[Source], inputs: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray]) -> TrainingSet:
+def training_set(
+    sources: Sequence[Source], inputs: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray], hidden: frozenset[str] = frozenset()
+) -> TrainingSet:
     """The rows' inputs, whether the cloud gained (Platt's label), the gain centred within each source (what the
     neighbours and the topic correction learn: no source is "harder" than another to them) and source-named groups."""
     by = {s.name: s for s in sources}
@@ -42,7 +51,7 @@ def training_set(sources: Sequence[Source], inputs: Mapping[str, np.ndarray], ro
     groups: list[str] = []
     for name, mask in rows.items():
         src = by[name]
-        g = source_gain(src)
+        g = source_gain(src, hidden)
         idx = np.nonzero(mask & ~np.isnan(g))[0]
         if len(idx) == 0:
             continue
@@ -63,9 +72,11 @@ class PairBlendLearner:
     outcome_params: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def fit(self, rows: Mapping[str, np.ndarray]) -> PairBlendHead:
-        outcomes = OutcomeLearner(self.sources, self.inputs, self.vectors, dict(self.outcome_params)).fit(rows, frozenset())
-        data = training_set(self.sources, self.inputs, rows)
+    def fit(self, rows: Mapping[str, np.ndarray], hidden: frozenset[str] = frozenset()) -> PairBlendHead:
+        """One head on ``rows``; the models in ``hidden`` are never seen (neither by the outcome model nor in the
+        gain the blend part learns)."""
+        outcomes = OutcomeLearner(self.sources, self.inputs, self.vectors, dict(self.outcome_params)).fit(rows, hidden)
+        data = training_set(self.sources, self.inputs, rows, hidden)
         return build_pair_blend(outcomes.model, data, emb_dim=next(iter(self.vectors.values())).shape[1], **self.settings)
 
 
