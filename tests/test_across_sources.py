@@ -21,8 +21,8 @@ from hybridgate.classifiers.outcome_head import OutcomeHead, for_pair
 from hybridgate.classifiers.outcomes import Block, OutcomeModel, canonical
 from hybridgate.classifiers.pair_score import Ability, fit_ability
 from hybridgate.classifiers.sources import Source, in_train, load_source
+from tests.frozen_slice import recompute_claim
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "across"
 ACROSS = SHIPPED / "across-static"
 
 
@@ -169,17 +169,8 @@ def test_outcomes_router_round_trips_without_pickle(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (ACROSS / "router.json").is_file(), reason="the across-static router is not shipped in this checkout")
 def test_shipped_across_router_scores_its_frozen_slice_as_its_header_claims(query_embedder: Embedder) -> None:
     """The header's APGR on a frozen slice of llmrouter's test split (tests/fixtures/across, MIT licence), recomputed."""
-    header = json.loads((ACROSS / "router.json").read_text(encoding="utf-8"))
-    claim = header["claims"]["frozen_slice"]
-    path = FIXTURES / claim["file"]
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == claim["sha256"], "the frozen slice was changed"
-    src = load_source(path, name=claim["source"])
-    model = for_pair(load_router(ACROSS, embedder=query_embedder.name, dim=query_embedder.dim), claim["weak"], claim["strong"])
-    from hybridgate.classifiers.across_train import slice_apgr
-
-    texts = list(src.prompts)
-    got = slice_apgr(model, query_embedder.encode(texts), texts, src.column(claim["weak"]), src.column(claim["strong"]))
-    assert got == pytest.approx(claim["apgr"], abs=2e-3)
+    header, model, got = recompute_claim(ACROSS, query_embedder)
+    assert got == pytest.approx(header["claims"]["frozen_slice"]["apgr"], abs=2e-3)
     assert model.head.pair()[0].origin == model.head.pair()[1].origin == "catalogue"
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hybridgate.classifiers import sources as sources_mod
-from hybridgate.classifiers.across_train import slice_apgr
 from hybridgate.classifiers.artifact import SHIPPED, load_router, save_router
 from hybridgate.classifiers.default_choice import _mmlu_training
 from hybridgate.classifiers.embedder import Embedder
@@ -19,7 +16,8 @@ from hybridgate.classifiers.outcome_head import for_pair
 from hybridgate.classifiers.outcome_router import query_inputs
 from hybridgate.classifiers.pair_blend_head import PairBlendHead
 from hybridgate.classifiers.pair_blend_train import PairBlendLearner, pair_scores, training_set, weighted
-from hybridgate.classifiers.sources import Source, load_source
+from hybridgate.classifiers.sources import Source
+from tests.frozen_slice import recompute_claim
 
 DIM = 8
 WORDS = ("prove the theorem step by step", "hello there", "write a poem about", "what is the capital of", "solve 3x + 4 = 19")
@@ -116,22 +114,14 @@ def test_mmlu_gates_train_on_no_row_that_shares_mmlus_questions() -> None:
 
 
 SHIPPED_PAIR_BLEND = SHIPPED / "pair-blend-static"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "across"
 needs_shipped = pytest.mark.skipif(not (SHIPPED_PAIR_BLEND / "router.json").is_file(), reason="pair-blend-static is not shipped here")
 
 
 @needs_shipped
 def test_shipped_pair_blend_router_scores_its_frozen_slice_as_its_header_claims(query_embedder: Embedder) -> None:
     """The header's APGR on 150 frozen test rows of llmrouter (tests/fixtures/across), recomputed for its pair."""
-    header = json.loads((SHIPPED_PAIR_BLEND / "router.json").read_text(encoding="utf-8"))
-    claim = header["claims"]["frozen_slice"]
-    path = FIXTURES / claim["file"]
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == claim["sha256"], "the frozen slice was changed"
-    src = load_source(path, name=claim["source"])
-    model = for_pair(load_router(SHIPPED_PAIR_BLEND, embedder=query_embedder.name, dim=query_embedder.dim), claim["weak"], claim["strong"])
-    texts = list(src.prompts)
-    got = slice_apgr(model, query_embedder.encode(texts), texts, src.column(claim["weak"]), src.column(claim["strong"]))
-    assert got == pytest.approx(claim["apgr"], abs=2e-3)
+    header, _, got = recompute_claim(SHIPPED_PAIR_BLEND, query_embedder)
+    assert got == pytest.approx(header["claims"]["frozen_slice"]["apgr"], abs=2e-3)
     assert set(header["trained_on"]) == {"routellm-mmlu", "mmlu-pro", "alpacaeval", "llmrouter"}
 
 
