@@ -243,8 +243,16 @@ def test_the_shared_model_answers_as_the_in_process_one_over_its_socket(tmp_path
             async for _ in shared.stream(ChatParams(messages=[{"role": "user", "content": "word " * 400}])):
                 pass
         # max_queue 0: while one generates, the next is refused at once, with the time to wait.
-        busy = asyncio.ensure_future(shared.complete(ChatParams(messages=ask, max_tokens=64)))
+        # The board is rewritten every 10 ms, so right after the requests above it may still show one of them:
+        # wait until it shows none, or the wait below ends on that stale 1 before the busy answer has begun (it
+        # did, 4 runs in 6, and the second request was then served). The busy answer must also last: greedy
+        # counting runs to its 64 tokens, where a sampled answer to `ask` may stop after a dozen.
         deadline = time.monotonic() + 10
+        while shared.queue_depth > 0:
+            assert time.monotonic() < deadline, "the board never showed the model idle"
+            await asyncio.sleep(0.005)
+        count = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
+        busy = asyncio.ensure_future(shared.complete(ChatParams(messages=count, max_tokens=64, temperature=0.0)))
         while shared.queue_depth < 1:  # read from the board the model process keeps
             assert time.monotonic() < deadline, "the board never showed the generation"
             await asyncio.sleep(0.005)
