@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,12 @@ def test_no_decision_mixes_two_routing_snapshots(query_embedder: Embedder, tmp_p
             assert snap.serial == before + 1, f"{(reload, adapt, recalibrate)[i % 3].__name__} replaced the snapshot {snap.serial - before} times"
             intended.add(_state(snap))
             by_serial[snap.serial] = _state(snap)
-            await asyncio.sleep(0)
+            # Let the deciding thread decide a few times under each snapshot (a count, not a time: a loaded
+            # machine may give it few turns otherwise); the short switch interval still lands decisions inside
+            # the changes themselves.
+            target, deadline = len(seen) + 3, time.monotonic() + 5
+            while len(seen) < target and time.monotonic() < deadline:
+                time.sleep(0.0002)
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # hand the interpreter between the threads often: in the middle of a change, too
@@ -106,12 +112,6 @@ def test_no_decision_mixes_two_routing_snapshots(query_embedder: Embedder, tmp_p
     worker.start()
     try:
         asyncio.run(churn(240))
-        # On a loaded machine the deciding thread may get few turns: churn on until it has decided enough times
-        # for the check to mean something (a count, not a time).
-        for _ in range(200):
-            if len(seen) > 300:
-                break
-            asyncio.run(churn(12))
     finally:
         stop.set()
         worker.join()
