@@ -8,9 +8,10 @@ MMLU in-distribution gate (gain 1, length 2, topic 2; ``bench/results/default_ch
 protocol's fit (weights only scale standardised terms). Labels reach the head as a gateway's do
 (:mod:`hybridgate.classifiers.pair_blend_across`): new traffic through the held-out-validated Adapter, a new
 model's ability through ``fit_ability``. New model at N = 0 is also scored with neither model known (the
-catalogue-free part). Writes ``bench/results/across_sources_pair_blend.json``.
+catalogue-free part). Writes ``bench/results/across_sources_pair_blend.json``; ``--only-new-model`` runs that
+protocol alone (its fits, the same as the full run's) and writes ``bench/results/across_sources_pair_blend_newmodel.json``.
 
-    python bench/across_sources_pair_blend.py [--data ../shared/data] [--cache /tmp/hybridgate-cache]
+    python bench/across_sources_pair_blend.py [--data ../shared/data] [--cache /tmp/hybridgate-cache] [--only-new-model]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from hybridgate.cli_router import _rule_scores
 
 SOURCES = ("routellm-mmlu", "mmlu-pro", "alpacaeval", "llmrouter")
 OUT = Path(__file__).resolve().parent / "results" / "across_sources_pair_blend.json"
+OUT_NEW_MODEL = OUT.with_name("across_sources_pair_blend_newmodel.json")
 WEIGHTINGS = {
     "pair-blend (gain 8, length 2, topic 2): selection winner": {"w_gain": 8.0, "w_length": 2.0, "w_topic": 2.0},
     "pair-blend (gain 1, length 2, topic 2): best MMLU in-distribution": {"w_gain": 1.0, "w_length": 2.0, "w_topic": 2.0},
@@ -44,14 +46,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/hybridgate-cache"))
+    ap.add_argument("--only-new-model", action="store_true", help="the new-model protocol alone (a fraction of the run's time)")
     args = ap.parse_args()
+    protocols = ("new_model",) if args.only_new_model else ("loso", "in_source", "new_model")
+    out = OUT_NEW_MODEL if args.only_new_model else OUT
     sources, inputs, vectors = prepare([args.data / s for s in SOURCES], load_embedder("all-MiniLM-L6-v2-static"), args.cache)
     base = PairBlendLearner(sources, inputs, vectors)
     fits: dict[bytes, PairBlendHead] = {}
     reports: list[dict[str, Any]] = []
     for name, weights in WEIGHTINGS.items():
         learner = PairBlendAcross(base, weights, name=name, fits=fits)
-        report = run_all(sources, learner, _rule_scores, canonical=canonical).row()
+        report = run_all(sources, learner, _rule_scores, canonical=canonical, protocols=protocols).row()
         # New model at N = 0 with neither model known (the same in-source fit with the model hidden).
         free: dict[str, float] = {}
         for src in sources:
@@ -69,11 +74,11 @@ def main() -> None:
                               "strong grade > weak grade), adopted when it beats the head's AUC on a held-out quarter",
                               "new model": "fit_ability (SD_UNKNOWN) on the weak model's labels, adopted when it beats the "
                               "prior's log-loss on a held-out quarter"}
-        report["command"] = "python bench/across_sources_pair_blend.py --data ../shared/data"
+        report["command"] = "python bench/across_sources_pair_blend.py --data ../shared/data" + (" --only-new-model" if args.only_new_model else "")
         _print(report)
         reports.append(report)
-    OUT.write_text(json.dumps({"routers": reports}, indent=1, default=float) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    out.write_text(json.dumps({"routers": reports}, indent=1, default=float) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

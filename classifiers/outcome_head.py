@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -122,6 +122,44 @@ class OutcomeHead:
         except (KeyError, ValueError, TypeError) as e:
             raise HeadError(f"the outcomes head's arrays do not match its header: {e}") from e
         self._pair = None
+
+
+@runtime_checkable
+class LearnsLocal(Protocol):
+    """A head that scores the deployed pair with an outcome model's abilities and takes its local model's ability
+    from elsewhere: learnt from a gateway's own labels (``serving/router_adapt.py``) or a fleet's
+    (``federated/deploy.py``). The outcomes head and the pair-blend head are such heads, and so is any head that
+    carries one: what the gateway needs of it is this, not which head it is.
+
+    The labels are fitted on the outcome model's query parts (``model.latent`` of the inputs the router reads),
+    from ``prior_local`` as the prior; the result goes in as a new head built whole (``with_local``), never by
+    changing the head in use."""
+
+    @property
+    def model(self) -> OutcomeModel:
+        """The outcome model whose query parts the local ability's loadings act on."""
+        ...
+
+    @property
+    def learnt_local(self) -> Ability | None:
+        """The local ability in use when it was learnt here (None: the catalogue's or the prior)."""
+        ...
+
+    def prior_local(self) -> Ability:
+        """The local model's ability before any label: the catalogue's (origin "catalogue"), or the prior."""
+        ...
+
+    def with_local(self, ability: Ability | None) -> LearnsLocal:
+        """This head scoring with the local model's ``ability`` (None: back to ``prior_local``)."""
+        ...
+
+    def with_pair(self, local: str | None, cloud: str | None) -> LearnsLocal:
+        """This head scoring for another pair (catalogue names; None or unknown: the prior ability)."""
+        ...
+
+    def pair(self) -> tuple[Ability, Ability]:
+        """The (local, cloud) abilities it scores with."""
+        ...
 
 
 def catalogue(om: OutcomeModel) -> dict[str, Any]:

@@ -12,7 +12,8 @@ default selection (:mod:`.pair_blend_train`). Labels reach the head two ways (a 
 - **new model** (the pair's weak model hidden from training): its ability fitted on the labels' weak column
   by :func:`~hybridgate.classifiers.pair_score.fit_ability` from the prior (``SD_UNKNOWN``), adopted only
   when it predicts the held-out quarter's outcomes better than the prior (log-loss), then refitted on all:
-  what the gateway does for an outcomes head (``serving/router_adapt.py`` does not yet for this head).
+  what the gateway does for this head (``serving/router_adapt.py``). While the prior is kept, the head
+  scores with its pair-free part (:meth:`~.pair_blend_head.PairBlendHead.knows_pair`).
 """
 
 from __future__ import annotations

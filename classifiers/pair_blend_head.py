@@ -102,6 +102,18 @@ class PairBlendHead(BlendHead):
         head.gain_stats()
         return head
 
+    @property
+    def model(self) -> OutcomeModel:
+        """The outcome model of its pair's gain (what a gateway fits the local ability on: :class:`LearnsLocal`)."""
+        return self.outcome.model
+
+    @property
+    def learnt_local(self) -> Ability | None:
+        return self.outcome.learnt_local
+
+    def prior_local(self) -> Ability:
+        return self.outcome.prior_local()
+
     def gain_stats(self) -> tuple[float, float]:
         """Mean and spread of the configured pair's gain over the reference queries."""
         if self._gain_stats is None:
@@ -122,7 +134,9 @@ class PairBlendHead(BlendHead):
         return self.outcome.abilities()
 
     def describe_pair(self) -> str:
-        return self.outcome.describe_pair()
+        """The abilities, and whether their gain is scored at all (not with the prior's local ability)."""
+        described = self.outcome.describe_pair()
+        return described if self.knows_pair() else f"{described}; pair gain unused until the local ability is known"
 
     # -- scoring ----------------------------------------------------------------------------------------------
 
@@ -134,11 +148,13 @@ class PairBlendHead(BlendHead):
         return out
 
     def knows_pair(self) -> bool:
-        """Whether the catalogue knows the local or the cloud model; with neither, the gain of two prior abilities
-        says only "hard queries gain" (which the 40-prompt guard shows is backwards on chat: the prior pair's gain
-        ranks 18.5 % of hard/easy pairs in order), so the catalogue-free router is the pair-free part alone."""
-        local, cloud = self.outcome.pair()
-        return local.origin != "prior" or cloud.origin != "prior"
+        """Whether the pair's gain is scored: only once the local model's ability is known (the catalogue's, or
+        learnt from labels, this gateway's or its fleet's). With the prior's local ability the gain says only "hard
+        queries gain", which ranks backwards: with neither model known the 40-prompt guard puts 18.5 % of chat's
+        hard/easy pairs in order, and with the cloud known and the local hidden (the across-sources *new model*
+        rows at N = 0) it cost 0.009-0.108 APGR against the pair-free part. So an unknown local model scores with
+        the pair-free part alone until its ability is learnt (``serving/router_adapt.py``)."""
+        return self.outcome.pair()[0].origin != "prior"
 
     # -- saving -----------------------------------------------------------------------------------------------
 

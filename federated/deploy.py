@@ -49,7 +49,7 @@ from hybridgate.classifiers.artifact import load_router, save_router
 from hybridgate.classifiers.local_labels import SD_UNKNOWN, local_outcomes
 from hybridgate.classifiers.model import RouterModel, calibration
 from hybridgate.classifiers.node_weights import NodeWeights
-from hybridgate.classifiers.outcome_head import OutcomeHead
+from hybridgate.classifiers.outcome_head import LearnsLocal
 from hybridgate.classifiers.pair_score import Ability
 from hybridgate.federated import ability_share, node_weights, secure
 from hybridgate.federated.apps import REFUSED, ServerPlan, make_client_app, run_plan
@@ -225,7 +225,7 @@ def secure_ability(grid: Grid, context: Context, gateways: int, base: RouterMode
     at the fleet's ability, so the server sees the fleet's sums and no gateway's. None (and why, in the report) when the router scores no pair, the
     model is in its catalogue (its ability is known), or no gateway has a label of it."""
     head = base.head
-    if not isinstance(head, OutcomeHead):
+    if not isinstance(head, LearnsLocal):
         return None, {"skipped": f"the router's {head.kind} head scores no pair: no local ability to learn"}
     prior = head.with_pair(local_model or None, None).prior_local()
     if prior.origin == "catalogue":

@@ -8,9 +8,11 @@ the split is stable), and swaps the adapter in only when it ranks the held-out
 labels better than the router alone (ROC AUC). A new router version starts with
 no adapter: its labels come with it.
 
-A router that scores the deployed pair (an outcomes head, e.g. ``across-static``)
-whose local model is not in its catalogue (the default SmolLM2 is not) is adapted
-another way: the local model's ability is fitted on the labels that say how the
+A router that scores the deployed pair (a head that is
+:class:`~hybridgate.classifiers.outcome_head.LearnsLocal`: the outcomes head of
+``across-static``, the pair-blend head of ``pair-blend-static``, or one that carries
+either) whose local model is not in its catalogue (the default SmolLM2 is not) is
+adapted another way: the local model's ability is fitted on the labels that say how the
 local model did (shadow comparisons, cascades, ratings of local answers), from
 the query inputs each label keeps (vector and shape features, never the text),
 by :func:`~hybridgate.classifiers.pair_score.fit_ability` with the prior as its
@@ -38,7 +40,7 @@ import numpy as np
 from hybridgate.classifiers.adapt import Adapter, fit_adapter
 from hybridgate.classifiers.local_labels import SD_UNKNOWN, held_out, local_outcomes, log_loss
 from hybridgate.classifiers.model import RouterModel
-from hybridgate.classifiers.outcome_head import OutcomeHead
+from hybridgate.classifiers.outcome_head import LearnsLocal
 from hybridgate.classifiers.pair_score import Ability, fit_ability, success
 from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.router.scorer import EmbeddingScorer, Scorer
@@ -54,15 +56,15 @@ _held_out = held_out  # the split the tests and the fleet's client share
 
 
 def label_inputs(scorer: Scorer, text: str, turns: int) -> list[float] | None:
-    """What a label keeps of the query beyond its vector, for a router that reads more (an outcomes head's shape
-    features: length, code, math, ...): numbers, never the text. None for a router that reads the vector alone,
+    """What a label keeps of the query beyond its vector, for a router that reads more (an outcomes or pair-blend
+    head's shape features: length, code, math, ...; the inputs the local ability is fitted on): numbers, never the text. None for a router that reads the vector alone,
     or a scorer that embeds nothing."""
     return scorer.label_inputs(text, turns) if isinstance(scorer, EmbeddingScorer) else None
 
 
 def learns_local_ability(model: RouterModel) -> bool:
     """A router that scores the pair and whose local model is not in its catalogue: its ability is learnt here."""
-    return isinstance(model.head, OutcomeHead) and model.head.prior_local().origin != "catalogue"
+    return isinstance(model.head, LearnsLocal) and model.head.prior_local().origin != "catalogue"
 
 
 @dataclass
@@ -140,7 +142,7 @@ class RouterAdapter:
         if not published or not learns_local_ability(model):
             return None
         head = model.head
-        assert isinstance(head, OutcomeHead)
+        assert isinstance(head, LearnsLocal)
         prior = head.prior_local()
         try:
             name, offset = str(published["name"]), float(published["offset"])
@@ -176,7 +178,7 @@ class RouterAdapter:
         # Back on the event loop, where a reload also happens: a model the watcher replaced meanwhile is left alone.
         if self.scorer.model is model:
             head = model.head
-            assert isinstance(head, OutcomeHead)
+            assert isinstance(head, LearnsLocal)
             if ability is not None or head.learnt_local is not None:
                 self.scorer.model = dataclasses.replace(model, head=head.with_local(ability))  # the one swap
         return result
@@ -188,7 +190,7 @@ class RouterAdapter:
         scored by its log-loss on the held-out local outcomes: one is used only if it beats the prior, and the fleet's
         only if it also beats this gateway's own."""
         head = model.head
-        assert isinstance(head, OutcomeHead)
+        assert isinstance(head, LearnsLocal)
         prior = head.prior_local()
         u = head.model.latent(x)
         before = log_loss(success(u[held], prior), y[held])

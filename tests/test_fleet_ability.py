@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from threadpoolctl import threadpool_limits
 
 from hybridgate.classifiers.artifact import load_router
@@ -29,7 +30,7 @@ from hybridgate.router.classifier_scorer import ClassifierScorer
 from hybridgate.serving.router_adapt import RouterAdapter
 from hybridgate.serving.state.memory import MemoryStore
 from tests.conftest import ServerThread
-from tests.test_local_ability import ACROSS, LOCAL, _head, _label, _latent, _scorer, _texts, pytestmark  # noqa: F401
+from tests.test_local_ability import ACROSS, LOCAL, SETUPS, _head, _label, _latent, _scorer, _texts, pytestmark  # noqa: F401
 
 GATEWAYS = 5
 OWN = 36  # the real gateway's labels: under the 40 it needs to fit its own ability, enough to judge the fleet's
@@ -52,6 +53,13 @@ class Labels:
         with np.load(self.path) as npz:
             mine = npz["gateway"] == partition
             return npz["x"][mine], npz["y"][mine]
+
+
+@pytest.fixture(params=SETUPS)
+def router_setup(request: pytest.FixtureRequest) -> tuple[Path, str | None]:
+    """Each head that learns a local ability (``across-static``'s outcomes head, ``pair-blend-static``'s)."""
+    setup: tuple[Path, str | None] = request.param
+    return setup
 
 
 def _federate(published: Path, labels: Labels, corrections: str, base_version: str) -> None:
@@ -138,11 +146,13 @@ def test_a_fleet_fits_the_pooled_ability_and_a_gateway_takes_it(
     assert f"local {LOCAL}: learnt from {len(sent)} labels" in route.json()["router"], route.text
 
 
-async def test_a_fleet_ability_that_does_not_beat_the_prior_here_is_not_used(query_embedder: Embedder) -> None:
+async def test_a_fleet_ability_that_does_not_beat_the_prior_here_is_not_used(
+    query_embedder: Embedder, router_setup: tuple[Path, str | None]
+) -> None:
     """The guard: the fleet's ability is judged on this gateway's held-out labels like its own. One that says the
     local model is far stronger than it is here predicts them worse than the prior and is left unused; the same
-    gateway takes one that predicts them better."""
-    scorer = _scorer(query_embedder)
+    gateway takes one that predicts them better. For every head that learns a local ability (``router_setup``)."""
+    scorer = _scorer(query_embedder, *router_setup)
     prior = _head(scorer).prior_local()
     truth = Ability(LOCAL, prior.offset - 2.0, prior.loadings, "test")
     texts = _texts()[:OWN]

@@ -1,7 +1,10 @@
 """An unknown local model's ability, learnt on the gateway from its own labels (issue 22, point 3).
 
 Labels are made here from a known ability (each label is "the cloud was needed", so the local model's outcome
-is 1 - label) on real query vectors and shape features; the router is the shipped ``across-static``.
+is 1 - label) on real query vectors and shape features; the routers are the shipped ``across-static`` (an
+outcomes head, no cloud named) and ``pair-blend-static`` (the pair-blend head, the cloud a catalogue model):
+every head that is ``LearnsLocal`` learns the same way. Until the ability is learnt, ``pair-blend-static``
+scores an unknown local model with its pair-free part, exactly.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hybridgate.classifiers.artifact import load_router
 from hybridgate.classifiers.embedder import Embedder
 from hybridgate.classifiers.model import RouterModel
-from hybridgate.classifiers.outcome_head import OutcomeHead, for_pair
+from hybridgate.classifiers.outcome_head import LearnsLocal, for_pair
+from hybridgate.classifiers.pair_blend_head import PairBlendHead
 from hybridgate.classifiers.pair_score import Ability, success
 from hybridgate.router import RouteQuery, RoutingPolicy
 from hybridgate.router.classifier_scorer import ClassifierScorer
@@ -27,8 +33,13 @@ from hybridgate.serving.router_adapt import RouterAdapter, _held_out, label_inpu
 from hybridgate.serving.state.memory import MemoryStore
 
 ACROSS = Path(__file__).resolve().parents[1] / "classifiers" / "routers" / "across-static"
+PAIR_BLEND = ACROSS.parent / "pair-blend-static"
 pytestmark = pytest.mark.skipif(not (ACROSS / "router.json").is_file(), reason="the across-static router is not shipped in this checkout")
 LOCAL = "SmolLM2-135M-Instruct"
+CLOUD = "gpt-4o-2024-05-13"  # in pair-blend-static's catalogue: the gain term is the cloud's known ability against the local's
+needs_pair_blend = pytest.mark.skipif(not (PAIR_BLEND / "router.json").is_file(), reason="pair-blend-static is not shipped in this checkout")
+# (router, cloud model) of each head that learns a local ability: the tests below hold for every one.
+SETUPS = [pytest.param((ACROSS, None), id="across-static"), pytest.param((PAIR_BLEND, CLOUD), id="pair-blend-static", marks=needs_pair_blend)]
 ASKS = ["How do I {} in Python?", "Explain {} to a ten-year-old.", "Write a short poem about {}.", "What is the history of {}?",
         "Solve step by step: a train covers {} km in 3 hours; what is its speed?", "Give me three tips to {}."]
 THINGS = ["sort a list", "photosynthesis", "the moon", "Roman roads", "240", "sleep better", "read a CSV file", "black holes",
@@ -41,9 +52,19 @@ def _texts() -> list[str]:
     return [a.format(t) for a in ASKS for t in THINGS]
 
 
-def _scorer(embedder: Embedder) -> ClassifierScorer:
-    model = for_pair(load_router(ACROSS, embedder=embedder.name, dim=embedder.dim), LOCAL, None)
+@pytest.fixture(params=SETUPS)
+def router_setup(request: pytest.FixtureRequest) -> tuple[Path, str | None]:
+    setup: tuple[Path, str | None] = request.param
+    return setup
+
+
+def _scorer(embedder: Embedder, router: Path = ACROSS, cloud: str | None = None) -> ClassifierScorer:
+    model = for_pair(load_router(router, embedder=embedder.name, dim=embedder.dim), LOCAL, cloud)
     return ClassifierScorer(model, embedder)
+
+
+def _cloud_named(cloud: str | None) -> str:
+    return f"cloud {cloud}: catalogue" if cloud else "cloud cloud: prior"
 
 
 def _label(scorer: ClassifierScorer, text: str, vec: np.ndarray, local_ok: int, i: int, **kw: Any) -> dict[str, Any]:
@@ -53,8 +74,8 @@ def _label(scorer: ClassifierScorer, text: str, vec: np.ndarray, local_ok: int, 
     return {**row, **kw}
 
 
-def _head(scorer: ClassifierScorer) -> OutcomeHead:
-    assert isinstance(scorer.model.head, OutcomeHead)
+def _head(scorer: ClassifierScorer) -> LearnsLocal:
+    assert isinstance(scorer.model.head, LearnsLocal)
     return scorer.model.head
 
 
@@ -63,8 +84,10 @@ def _latent(scorer: ClassifierScorer, texts: list[str]) -> tuple[np.ndarray, np.
     return vecs, _head(scorer).model.latent(scorer.model.inputs(vecs, texts, [1] * len(texts)).astype(np.float64))
 
 
-async def test_the_gateway_learns_an_unknown_local_models_ability_from_its_labels(query_embedder: Embedder) -> None:
-    scorer = _scorer(query_embedder)
+async def test_the_gateway_learns_an_unknown_local_models_ability_from_its_labels(
+    query_embedder: Embedder, router_setup: tuple[Path, str | None]
+) -> None:
+    scorer = _scorer(query_embedder, *router_setup)
     prior = _head(scorer).prior_local()
     assert prior.origin == "prior"
     truth = Ability(LOCAL, prior.offset - 2.0, prior.loadings, "test")  # far weaker than the prior says
@@ -96,18 +119,25 @@ async def test_the_gateway_learns_an_unknown_local_models_ability_from_its_label
     policy = RoutingPolicy(scorer)
     decision = policy.decide(RouteQuery("Write a short poem about the moon.", 10, 1), RouteContext({"l": Route.LOCAL, "c": Route.CLOUD}, frozenset("lc")))
     assert f"local {LOCAL}: learnt from {len(texts)} labels" in decision.as_dict()["router"]
-    assert "cloud cloud: prior" in decision.as_dict()["router"]
+    assert _cloud_named(router_setup[1]) in decision.as_dict()["router"]
     # A weaker local model than assumed: the cloud is worth more on every query.
-    assert (scorer.model.head.gain(scorer.model.inputs(vecs, texts, [1] * len(texts))) > before.head.gain(before.inputs(vecs, texts, [1] * len(texts)))).all()
+    x = scorer.model.inputs(vecs, texts, [1] * len(texts))
+    assert (scorer.model.head.gain(x) > before.head.gain(before.inputs(vecs, texts, [1] * len(texts)))).all()
+    if isinstance(before.head, PairBlendHead):
+        # Swapped whole: the head in use before still scores the pair-free part, the new one the pair's gain too.
+        assert isinstance(scorer.model.head, PairBlendHead) and scorer.model.head is not before.head
+        assert not before.head.knows_pair() and "pair gain" not in before.head.terms(x[:3])
+        assert scorer.model.head.knows_pair() and "pair gain" in scorer.model.head.terms(x[:3])
+        assert "pair gain unused" not in decision.as_dict()["router"]
     # A new router version (the watcher's reload, which rebuilds the head for the pair) starts from the prior.
     adapter.reset()
-    assert "prior" in ClassifierScorer(for_pair(load_router(ACROSS), LOCAL, None), query_embedder).name
+    assert "prior" in ClassifierScorer(for_pair(load_router(router_setup[0]), LOCAL, router_setup[1]), query_embedder).name
 
 
-async def test_labels_that_do_not_beat_the_prior_leave_it_in_use(query_embedder: Embedder) -> None:
+async def test_labels_that_do_not_beat_the_prior_leave_it_in_use(query_embedder: Embedder, router_setup: tuple[Path, str | None]) -> None:
     """The fit is judged on held-out labels: when the training labels say the opposite of the held-out ones,
     the learnt ability predicts the held-out ones worse than the prior, and the prior stays."""
-    scorer = _scorer(query_embedder)
+    scorer = _scorer(query_embedder, *router_setup)
     texts = _texts()
     vecs, _ = _latent(scorer, texts)
     store = MemoryStore()
@@ -123,17 +153,45 @@ async def test_labels_that_do_not_beat_the_prior_leave_it_in_use(query_embedder:
     assert scorer.model is before and f"local {LOCAL}: prior" in scorer.name
 
 
-async def test_a_catalogue_model_is_not_relearnt(query_embedder: Embedder) -> None:
-    model = for_pair(load_router(ACROSS, embedder=query_embedder.name, dim=query_embedder.dim), "mistralai/Mixtral-8x7B-Instruct-v0.1", None)
+async def test_labels_that_teach_nothing_beyond_the_prior_leave_it_in_use(
+    query_embedder: Embedder, router_setup: tuple[Path, str | None]
+) -> None:
+    """Outcomes drawn from the prior's own chances (noise around what the head already assumes), ten draws of 198:
+    a fit on three quarters of them fits their noise and predicts the held-out quarter worse than the prior, so the
+    head in use stays the one that scored before. A draw can beat the prior by chance (3 of seeds 0-19 do, by
+    0.004-0.022 of log-loss); with the judge removed every draw would be adopted."""
+    texts = _texts()
+    kept = 0
+    for seed in range(10):
+        scorer = _scorer(query_embedder, *router_setup)
+        vecs, u = _latent(scorer, texts)
+        ok = np.random.default_rng(seed).random(len(texts)) < success(u, _head(scorer).prior_local())
+        store = MemoryStore()
+        for i, t in enumerate(texts):
+            await store.add_label(_label(scorer, t, vecs[i], int(ok[i]), i))
+        before = scorer.model
+        result = await RouterAdapter(scorer, store, interval_s=3600, min_labels=40).adapt_once()
+        assert result.ability is not None and result.outcome in ("kept", "adopted"), result
+        if result.outcome == "kept":
+            assert result.ability["loss_learnt"] >= result.ability["loss_prior"] and scorer.model is before
+            assert f"local {LOCAL}: prior" in scorer.name
+            kept += 1
+    assert kept >= 8, kept
+
+
+async def test_a_catalogue_model_is_not_relearnt(query_embedder: Embedder, router_setup: tuple[Path, str | None]) -> None:
+    model = for_pair(load_router(router_setup[0], embedder=query_embedder.name, dim=query_embedder.dim), "mistralai/Mixtral-8x7B-Instruct-v0.1", None)
     scorer = ClassifierScorer(model, query_embedder)
     result = await RouterAdapter(scorer, MemoryStore(), interval_s=3600, min_labels=40).adapt_once()
     assert result.ability is None and scorer.model is model
 
 
-async def test_every_decision_is_explained_by_the_one_ability_that_scored_it(query_embedder: Embedder) -> None:
+async def test_every_decision_is_explained_by_the_one_ability_that_scored_it(
+    query_embedder: Embedder, router_setup: tuple[Path, str | None]
+) -> None:
     """Decisions run in a thread while the adaptation swaps a new ability in, round after round: each decision's
     named ability is one that was in use, and its score is exactly that scorer's score (never a mix of two)."""
-    scorer = _scorer(query_embedder)
+    scorer = _scorer(query_embedder, *router_setup)
     texts = _texts()
     vecs, u = _latent(scorer, texts)
     prior = _head(scorer).prior_local()
@@ -179,15 +237,16 @@ async def test_every_decision_is_explained_by_the_one_ability_that_scored_it(que
         assert score is not None and (i, round(score, 4)) in expected[name], (name, i, score)
 
 
-def test_a_gateway_learns_from_its_cascades_and_route_says_so(make_gateway: Any) -> None:
+def test_a_gateway_learns_from_its_cascades_and_route_says_so(make_gateway: Any, router_setup: tuple[Path, str | None]) -> None:
     """End to end: every cascade escalates (the local model was not good enough), each one a label that keeps the
     query's shape numbers and no text; the adaptation learns a weaker local model and /v1/route names it."""
     import httpx
 
     from tests.conftest import post_chat
 
-    srv = make_gateway(router={"path": "across-static", "local_model": LOCAL, "threshold": 1.0, "t_local": 0.0, "mode": "cascade",
-                               "adapt_s": 3600, "adapt_min_labels": 8}, collaboration={"cascade_min_confidence": 1.0})
+    router, cloud = router_setup
+    srv = make_gateway(router={"path": router.name, "local_model": LOCAL, "cloud_model": cloud, "threshold": 1.0, "t_local": 0.0,
+                               "mode": "cascade", "adapt_s": 3600, "adapt_min_labels": 8}, collaboration={"cascade_min_confidence": 1.0})
     gw = srv.gateway
     result = None
     for i, text in enumerate(_texts()[:40]):
@@ -203,3 +262,33 @@ def test_a_gateway_learns_from_its_cascades_and_route_says_so(make_gateway: Any)
     route = httpx.post(f"{srv.url}/v1/route", json={"model": "hybridgate/auto", "messages": [{"role": "user", "content": "Hi"}]}, timeout=60)
     assert f"local {LOCAL}: learnt from {result.labels} labels" in route.json()["router"], route.text
     assert _head(gw.policy.scorer).pair()[0].offset < _head(gw.policy.scorer).prior_local().offset
+    # A label keeps what the pair's outcome model reads beyond the vector (the shape features), whichever head.
+    assert all(len(x["inputs"]) == _head(gw.policy.scorer).model.x_mean.size - gw.policy.scorer.model.dim for x in labels)
+
+
+@needs_pair_blend
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(min_size=0, max_size=400), min_size=1, max_size=6), turns=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_an_unknown_local_model_scores_exactly_the_pair_free_part(
+    query_embedder: Embedder, texts: list[str], turns: int, seed: int
+) -> None:
+    """The invariant: with the local model's ability the prior, pair-blend-static scores every query as with
+    neither model known (its pair-free part), whatever the cloud, and no decision names the pair's gain; with a
+    learnt local ability the gain is back. Queries: any text (its shape features), read with its real vector and
+    with random unit vectors."""
+    loaded = load_router(PAIR_BLEND, embedder=query_embedder.name, dim=query_embedder.dim)
+    free = loaded.head.with_pair(None, None)
+    vectors = np.vstack([query_embedder.encode(texts), np.random.default_rng(seed).normal(size=(len(texts), query_embedder.dim))])
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+    x = loaded.inputs(vectors.astype(np.float32), texts * 2, [turns] * 2 * len(texts))
+    want = free.score(x)
+    for cloud in (CLOUD, "gpt4_1106_preview", None):
+        head = loaded.head.with_pair(LOCAL, cloud)
+        assert isinstance(head, PairBlendHead) and head.pair()[0].origin == "prior"
+        np.testing.assert_array_equal(head.score(x), want)
+        assert "pair gain" not in head.terms(x) and all(name != "pair gain" for name, _ in head.explained(x[:1])[1])
+        assert "pair gain unused" in head.describe_pair()
+    prior = _head(_scorer(query_embedder, PAIR_BLEND, CLOUD)).prior_local()
+    learnt = loaded.head.with_pair(LOCAL, CLOUD).with_local(Ability(LOCAL, prior.offset - 2.0, prior.loadings, "labels", 100))
+    assert isinstance(learnt, PairBlendHead) and learnt.knows_pair() and "pair gain" in learnt.terms(x)
+    assert "local SmolLM2-135M-Instruct: learnt from 100 labels" in learnt.describe_pair() and "unused" not in learnt.describe_pair()

@@ -73,9 +73,16 @@ def test_a_known_pair_adds_its_gain_and_the_catalogue_free_router_is_the_pair_fr
     known = head.with_pair("w", "s")
     assert "pair gain" in known.terms(x) and known.pair()[1].origin == "catalogue"
     assert not np.allclose(known.score(x), free.score(x))
-    # One model known is enough: the other gets the prior ability.
-    half = head.with_pair("SmolLM2-135M-Instruct", "s")
-    assert "pair gain" in half.terms(x) and half.pair()[0].origin == "prior"
+    # The local model known is enough (the cloud gets the prior ability); the cloud alone is not: the gain of a
+    # prior local ability ranks backwards, so an unknown local model scores the pair-free part until it is learnt.
+    half = head.with_pair("w", "an-unknown-cloud")
+    assert "pair gain" in half.terms(x) and half.pair()[1].origin == "prior"
+    unknown_local = head.with_pair("SmolLM2-135M-Instruct", "s")
+    assert "pair gain" not in unknown_local.terms(x) and unknown_local.pair()[0].origin == "prior"
+    np.testing.assert_array_equal(unknown_local.score(x), free.score(x))
+    learnt = unknown_local.with_local(head.with_pair("w", "s").pair()[0])  # as if its labels had taught it w's ability
+    assert "pair gain" in learnt.terms(x)
+    np.testing.assert_allclose(learnt.score(x), known.score(x), atol=1e-6)
     np.testing.assert_allclose(pair_scores(head, x, ("w", "s")), known.score(x), atol=1e-6)
 
 
