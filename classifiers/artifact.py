@@ -161,7 +161,9 @@ def _correction(folder: Path, arrays: dict[str, np.ndarray], prefix: str, dim: i
 
 
 SHIPPED = Path(__file__).resolve().parent / "routers"
-DEFAULT_ROUTER = "blend-static"
+# The default: chosen by bench/default_choice.py on the train splits (docs/across-sources.md, "The default router");
+# blend-static, the default before it, stays shipped as the reference every candidate is measured against.
+DEFAULT_ROUTER = "pair-blend-mmlu-static"
 
 
 def shipped_routers() -> list[str]:
@@ -169,13 +171,15 @@ def shipped_routers() -> list[str]:
 
 
 def default_router_path() -> Path:
-    """The default router shipped inside the package: the shape prior with a bounded topic correction, trained on
-    the MMLU train split and chosen by how it carries over to unseen subjects (README, "How a route is chosen")."""
+    """The default router shipped inside the package: blend-static's signals drawn from four sources' train splits
+    with the configured pair's expected gain on open requests, and blend-static's recipe on MMLU as one more term
+    (alone on multiple-choice queries), chosen on the train splits with MMLU in the selection
+    (docs/across-sources.md, "The default router")."""
     return SHIPPED / DEFAULT_ROUTER
 
 
 def resolve_router(where: str | Path | None) -> Path:
-    """A router folder, or the name of one shipped in the package (``blend-static``, ``shape-static``, ``mmlu-static``, ``mmlu-minilm``)."""
+    """A router folder, or the name of one shipped in the package (``pair-blend-mmlu-static``, ``blend-static``, ``shape-static``, ...)."""
     if where is None or str(where) == "":
         return default_router_path()
     if str(where) in shipped_routers():

@@ -69,7 +69,7 @@ def default_heads() -> list[str]:
     models' outcomes: the across-sources protocols and bench/default_choice.py measure them)."""
     from hybridgate.classifiers.heads import HEADS
 
-    return [k for k in HEADS if k not in ("gd-logistic", "outcomes", "pair-blend")]
+    return [k for k in HEADS if k not in ("gd-logistic", "outcomes", "pair-blend", "pair-blend-mmlu")]
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

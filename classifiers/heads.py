@@ -309,9 +309,10 @@ def _registry() -> dict[str, type]:
     from hybridgate.classifiers.blend_head import BlendHead
     from hybridgate.classifiers.outcome_head import OutcomeHead
     from hybridgate.classifiers.pair_blend_head import PairBlendHead
+    from hybridgate.classifiers.pair_blend_mmlu import MmluBlendHead
     from hybridgate.classifiers.prior_head import PriorCorrectionHead
 
-    return {h.kind: h for h in (BlendHead, PairBlendHead, OutcomeHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
+    return {h.kind: h for h in (BlendHead, PairBlendHead, MmluBlendHead, OutcomeHead, PriorCorrectionHead, GroupPriorHead, LogisticHead, MLPHead, KNNHead, GradientLogisticHead)}
 
 
 def __getattr__(name: str) -> Any:
@@ -336,8 +337,9 @@ _SETTABLE = {
         "seed", "emb_dim", "local_model", "cloud_model",
     },
 }
+_SETTABLE["pair-blend-mmlu"] = _SETTABLE["pair-blend"] | {"w_mmlu", "w_choice"}
 # What a head keeps in its header beyond its settings, handed back on loading (``load_params``).
-_STORED = ("target", "groups", "shape_features", "weights", "rules", "outcome_model", "catalogue")
+_STORED = ("target", "groups", "shape_features", "weights", "rules", "outcome_model", "catalogue", "mmlu_part")
 
 
 def make_head(kind: str, params: Mapping[str, Any] | None = None) -> Head:

@@ -25,7 +25,7 @@ AdaptOpt = typer.Option(True, "--adaptation/--no-adaptation", help="Also score t
 HeldoutOpt = typer.Option(None, "--heldout", help="A second question set, scored whole by routers trained on --data's train split.")
 HeldoutWeakOpt = typer.Option(None, "--heldout-weak", help="The local model's column in --heldout (default: --weak).")
 HeldoutStrongOpt = typer.Option(None, "--heldout-strong", help="The cloud model's column in --heldout (default: --strong).")
-RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: blend-static, shipped in the package).")
+RouterOpt = typer.Option(None, "--router", help="Router folder or shipped router name (default: pair-blend-mmlu-static, shipped in the package).")
 EngineOpt = typer.Option("auto", "--engine", help="Embedding engine: auto, onnx or torch.")
 ExcludeOpt = typer.Option([], "--exclude", help="JSONL of prompts to drop (field eval_prompt); contaminated_prompts.jsonl beside the data is read anyway.")
 AcrossOpt = typer.Option(

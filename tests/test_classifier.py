@@ -131,7 +131,7 @@ def test_loader_split_contamination_and_errors(data: RoutingData, tmp_path: Path
 def test_every_head_learns_the_fixture(kind: str, data: RoutingData, vectors: np.ndarray) -> None:
     train = data.subset("train")
     mask = np.array([split_of(p) == "train" for p in data.prompts])
-    if kind in ("outcomes", "pair-blend"):  # learn from many models' outcomes, not one pair's gains: they say so
+    if kind in ("outcomes", "pair-blend", "pair-blend-mmlu"):  # learn from many models' outcomes, not one pair's gains: they say so
         with pytest.raises(HeadError, match="many models' outcomes"):
             fit_router(train, vectors[mask], kind, embedder="all-MiniLM-L6-v2")
         return
@@ -224,7 +224,11 @@ def test_the_shipped_routers_load_and_are_small(name: str) -> None:
     assert header["training"]["rows"] == 1413  # the MMLU train split
     assert header["metrics"]["apgr"] > 0.603  # RouteLLM's best published MMLU router
     assert 0.0 < model.default_threshold() < 1.0
-    assert default_router_path() == resolve_router(None) == resolve_router("blend-static")
+
+
+def test_the_default_is_the_shipped_pair_blend_mmlu_router_and_blend_static_stays_shipped() -> None:
+    assert default_router_path() == resolve_router(None) == resolve_router("pair-blend-mmlu-static")
+    assert read_header(resolve_router("blend-static"))["head"]["kind"] == "blend"  # the reference the default was chosen against
 
 
 def test_neighbours_widen_their_memory_once_and_again_when_it_is_replaced() -> None:

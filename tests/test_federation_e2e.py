@@ -197,7 +197,7 @@ def _tls_and_keys(folder: Path, nodes: int) -> list[tuple[Path, Path]]:
 def test_over_tls_only_registered_gateways_join(query_embedder: Embedder, tmp_path: Path) -> None:
     data = load_routing_data(FIXTURE, "small-model", "large-model")
     x = query_embedder.encode(list(data.prompts))
-    shipped = load_router(resolve_router("blend-static"))
+    shipped = load_router(resolve_router(None))  # the default: what `fl server` starts from with no --base-router
     base = shipped.score(x, list(data.prompts))
     labels = tmp_path / "labels.npz"
     np.savez(labels, x=x, label=data.label, base_score=base, router_version=shipped.version)

@@ -37,9 +37,10 @@ def test_shipped_router_sends_two_different_queries_to_different_routes(gateway:
     local_h, local_info = _ask(gateway.url, LOCAL_QUERY)
     assert cloud_h["x-hybridgate-route"] == "cloud" and local_h["x-hybridgate-route"] == "local"
     assert float(cloud_h["x-hybridgate-score"]) >= float(cloud_h["x-hybridgate-threshold"]) > float(local_h["x-hybridgate-score"])
-    assert cloud_h["x-hybridgate-router"] == f"{header['name']}@{header['version']}"
+    # A router that scores a pair names the two abilities it uses after its name (here both priors: no pair configured).
+    assert cloud_h["x-hybridgate-router"].startswith(header["name"]) and cloud_h["x-hybridgate-router"].endswith(f"@{header['version']}")
     decided = cloud_info["decided"]
-    assert decided["router"] == header["name"] and decided["router_version"] == header["version"]
+    assert decided["router"].startswith(header["name"]) and decided["router_version"] == header["version"]
     assert decided["threshold"] == pytest.approx(header["calibration"]["default_threshold"], abs=1e-6)
 
 
@@ -50,7 +51,8 @@ def test_sdk_exposes_score_threshold_and_router_version(gateway: ServerThread) -
     assert info.route == "cloud" and info.router_version == read_header(default_router_path())["version"]
     assert info.signals and all(isinstance(n, str) and isinstance(p, float) for n, p in info.signals)
     with Client(gateway.url) as c:
-        assert c.route(LOCAL_QUERY).signals[0][0] == "greeting"
+        # A greeting is short too: the rule and the length push it local together, each among the top two.
+        assert "greeting" in [name for name, _ in c.route(LOCAL_QUERY).signals[:2]]
     assert info.score is not None and info.threshold is not None and info.score >= info.threshold
 
 

@@ -62,8 +62,8 @@ def test_compare_puts_every_head_and_baseline_in_one_table(tmp_path: Path) -> No
         assert f"{emb} · prior-correction" in names and f"{emb} · blend" in names
         for head in ("group-prior", "logistic", "mlp", "knn"):
             assert f"{emb} · {head}" in names and f"{emb} · {head} + text features" in names
-    # every head but the federated gd-logistic and the two fitted across sources (outcomes, pair-blend)
-    assert len(names) == 3 + 2 * (2 + 2 * (len(HEADS) - 5))
+    # every head but the federated gd-logistic and the three fitted across sources (outcomes, pair-blend, pair-blend-mmlu)
+    assert len(names) == 3 + 2 * (2 + 2 * (len(HEADS) - 6))
     # Three subjects cannot make five folds of unseen subjects: the transfer columns stay empty, and say so.
     assert all(r["transfer"] is None and r["adaptation"] is None for r in results)
     assert "subject prior" in text and (tmp_path / "compare.png").is_file()
