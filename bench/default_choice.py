@@ -221,6 +221,22 @@ def decision_p50_ms(routers: dict[str, object], emb: object, repeats: int = 400)
     return {name: round(1000 * float(np.median(v)), 3) for name, v in times.items()}
 
 
+def mmlu_report(router: Any, sources: list, emb: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    """The router's quality report as ``blend-static``'s header carries it (the dashboard's PGR curve reads it): the
+    shipped router on ``routellm-mmlu``'s test split for Mixtral-8x7B -> GPT-4; every source's figure is under
+    ``selection.test``."""
+    from hybridgate.classifiers.across_sources import summary, test_rows
+    from hybridgate.classifiers.model import RouterModel
+
+    src = next(s for s in sources if s.name == "routellm-mmlu")
+    paired = RouterModel(router.head.with_pair(*PAIR_MMLU), router.embedder, router.dim, features=router.features, meta=router.meta)
+    idx = test_rows(src, PAIR_MMLU)
+    texts = [src.prompts[i] for i in idx]
+    got = summary(src, PAIR_MMLU, idx, np.asarray(paired.score(emb.encode(texts), texts), dtype=np.float64))
+    return {"split": "test", "source": src.name, "weak": got["weak"], "strong": got["strong"], "n": got["n_test"],
+            **{k: got[k] for k in ("apgr", "cpt50", "cpt80", "acc_weak", "acc_strong")}}
+
+
 def ship(name: str, head: object, sources: list, inputs: dict, emb: object, chosen: dict) -> None:  # type: ignore[type-arg]
     """Save the head as a router (train splits only) with how it was chosen, and its frozen-slice APGR claim."""
     import hashlib
@@ -248,6 +264,7 @@ def ship(name: str, head: object, sources: list, inputs: dict, emb: object, chos
     router.meta["claims"] = {"frozen_slice": {
         "file": SLICE.name, "sha256": hashlib.sha256(SLICE.read_bytes()).hexdigest(),
         "source": "llmrouter", "weak": pair[0], "strong": pair[1], "rows": len(texts), "apgr": apgr}}
+    router.meta["metrics"] = mmlu_report(router, sources, emb)
     header = save_router(router, SHIPPED / name, name=name)
     print(f"wrote {SHIPPED / name} (version {header['version']}); frozen slice APGR {apgr}")
 

@@ -11,14 +11,16 @@ no adapter: its labels come with it.
 A router that scores the deployed pair (a head that is
 :class:`~hybridgate.classifiers.outcome_head.LearnsLocal`: the outcomes head of
 ``across-static``, the pair-blend head of ``pair-blend-static``, or one that carries
-either) whose local model is not in its catalogue (the default SmolLM2 is not) is
-adapted another way: the local model's ability is fitted on the labels that say how the
+either; the default ``pair-blend-mmlu-static`` too) whose local model is not in its catalogue (the default
+SmolLM2 is not) is adapted one more way first: the local model's ability is fitted on the labels that say how the
 local model did (shadow comparisons, cascades, ratings of local answers), from
 the query inputs each label keeps (vector and shape features, never the text),
 by :func:`~hybridgate.classifiers.pair_score.fit_ability` with the prior as its
 prior. It is used once it predicts the held-out labels' local outcomes better
 than the prior (log-loss); a new head with it is built whole and swapped in with
-one assignment of the scorer's model, so a decision sees one ability or the other.
+one assignment of the scorer's model, so a decision sees one ability or the other. The same assignment drops
+the score's correction, which was fitted on the old head's scores; the correction is then refitted on the new
+head's scores of the same labels (from the inputs each label keeps), and adopted again only if it helps.
 
 A fleet running the same local model fits that ability together from all its
 gateways' labels (``federated/ability_share.py``) and publishes it with the
@@ -74,11 +76,15 @@ class AdaptResult:
     auc_router: float | None = None
     auc_adapted: float | None = None
     ability: dict[str, Any] | None = None  # for a learnt ability: the one in use, and the held-out log-losses
+    correction: AdaptResult | None = None  # beside a learnt ability's result: the score correction's
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"outcome": self.outcome, "labels": self.labels, "auc_router": self.auc_router, "auc_adapted": self.auc_adapted}
+        out: dict[str, Any] = {"outcome": self.outcome, "labels": self.labels, "auc_router": self.auc_router,
+                               "auc_adapted": self.auc_adapted}
         if self.ability is not None:
             out["ability"] = self.ability
+        if self.correction is not None:
+            out["correction"] = self.correction.as_dict()
         return out
 
 
@@ -88,10 +94,13 @@ class RouterAdapter:
     state: StateStore
     interval_s: float
     min_labels: int = 40
-    last: AdaptResult | None = None
+    last: AdaptResult | None = None  # the last adaptation's result (what the operator's view shows)
+    last_ability: AdaptResult | None = None
+    last_correction: AdaptResult | None = None
     fleet: Ability | None = None  # the local ability a federation published with the router in use, to be judged
     fleet_gateways: int = 0
-    _fitted_on: int = -1
+    _fitted_on: int = -1  # labels the local ability was last judged on
+    _corrected_on: int = -1  # labels the correction was last judged on
     _loop: Periodic | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,27 +110,37 @@ class RouterAdapter:
         return labels_under(await self.state.labels(10_000), self.scorer.version, self.scorer.model.dim)
 
     async def adapt_once(self) -> AdaptResult:
-        if learns_local_ability(self.scorer.model):
-            return await self._adapt_ability()
+        """One adaptation. A router that learns the local model's ability learns it first, then its score is corrected
+        like any router's: the correction is fitted on the scores of the head it will correct. Returns the ability's
+        result with the correction's in ``correction``, or the correction's alone."""
+        ability = await self._adapt_ability() if learns_local_ability(self.scorer.model) else None
+        correction = await self.correct_once()
+        self.last = correction if ability is None else dataclasses.replace(ability, correction=correction)
+        return self.last
+
+    async def correct_once(self) -> AdaptResult:
+        """Fit the score's correction on the labels made under this router version; adopt it if it ranks the held-out
+        quarter better."""
         rows = await self.usable_labels()
         if len(rows) < self.min_labels:
-            self.last = AdaptResult("too-few", len(rows))
-            return self.last
-        if len(rows) == self._fitted_on and self.last is not None:
-            return self.last
+            self.last_correction = AdaptResult("too-few", len(rows))
+            return self.last_correction
+        if len(rows) == self._corrected_on and self.last_correction is not None:
+            return self.last_correction
         model = self.scorer.model
-        result, adapter = await asyncio.to_thread(self._fit, rows)
-        self._fitted_on = len(rows)
-        self.last = result
+        result, adapter = await asyncio.to_thread(self._fit, rows, model)
+        self._corrected_on = len(rows)
+        self.last_correction = result
         # Back on the event loop, where a reload also happens: an adapter fitted on the scores of a model the watcher
-        # replaced meanwhile does not apply to the new one.
+        # (or a learnt ability) replaced meanwhile does not apply to the new one.
         if adapter is not None and self.scorer.model is model:
             self.scorer.adapter = adapter  # the one swap
         return result
 
-    def _fit(self, rows: list[dict[str, Any]]) -> tuple[AdaptResult, Adapter | None]:
+    def _fit(self, rows: list[dict[str, Any]], model: RouterModel) -> tuple[AdaptResult, Adapter | None]:
         held = np.array([_held_out(r) for r in rows])
         base, x, y = label_arrays(rows)
+        base = self._rescored(model, rows, base)
         if held.all() or not held.any():
             return AdaptResult("too-few", len(rows)), None
         trial = fit_adapter(base[~held], x[~held], y[~held])
@@ -132,6 +151,21 @@ class RouterAdapter:
         adapter: Adapter = fit_adapter(base, x, y)  # validated: now fit on every label
         log.info("adapter adopted on %d labels: held-out AUC %.3f -> %.3f", len(rows), before, after)
         return AdaptResult("adopted", len(rows), round(before, 4), round(after, 4)), adapter
+
+    def _rescored(self, model: RouterModel, rows: list[dict[str, Any]], base: np.ndarray) -> np.ndarray:
+        """The scores the head in use gives the labels' queries, where a learnt local ability may have changed them
+        since the label was made (same router version, another ability): from the inputs each label keeps. A label
+        without them keeps the score it was made with."""
+        if not isinstance(model.head, LearnsLocal):
+            return base
+        extra = len(label_inputs(self.scorer, "", 1) or [])
+        keep = np.array([isinstance(r.get("inputs"), list) and len(r["inputs"]) == extra for r in rows], dtype=bool)
+        if not keep.any():
+            return base
+        x = np.asarray([r["vector"] + r["inputs"] for r, k in zip(rows, keep, strict=True) if k], dtype=np.float32)
+        out = base.astype(np.float64, copy=True)
+        out[keep] = model.score_inputs(x.reshape(int(keep.sum()), model.dim + extra))
+        return out
 
     def offer_fleet(self, published: Any) -> Ability | None:
         """The local ability a federation published with the router (``local_ability`` in its header): kept to be
@@ -168,19 +202,21 @@ class RouterAdapter:
         own = len(y) >= self.min_labels and held.any() and not held.all()
         fleet = self.fleet if int(held.sum()) >= MIN_JUDGE else None
         if not own and fleet is None:
-            self.last = AdaptResult("too-few", len(y))
-            return self.last
-        if len(y) == self._fitted_on and self.last is not None:
-            return self.last
+            self.last_ability = AdaptResult("too-few", len(y))
+            return self.last_ability
+        if len(y) == self._fitted_on and self.last_ability is not None:
+            return self.last_ability
         result, ability = await asyncio.to_thread(self._fit_ability, model, x, y, held, own, fleet)
         self._fitted_on = len(y)
-        self.last = result
+        self.last_ability = result
         # Back on the event loop, where a reload also happens: a model the watcher replaced meanwhile is left alone.
         if self.scorer.model is model:
             head = model.head
             assert isinstance(head, LearnsLocal)
             if ability is not None or head.learnt_local is not None:
-                self.scorer.model = dataclasses.replace(model, head=head.with_local(ability))  # the one swap
+                # The one swap: the new head, without the correction fitted on the old head's scores (refitted next).
+                self.scorer.swap(model=dataclasses.replace(model, head=head.with_local(ability)), adapter=None)
+                self._corrected_on = -1
         return result
 
     def _fit_ability(
@@ -225,8 +261,8 @@ class RouterAdapter:
         put the new version in use without it; a caller without one drops it here)."""
         if self.scorer.adapter is not None:
             self.scorer.adapter = None
-        self._fitted_on = -1
-        self.last = None
+        self._fitted_on = self._corrected_on = -1
+        self.last = self.last_ability = self.last_correction = None
         self.fleet = None
 
     def start(self) -> None:

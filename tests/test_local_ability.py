@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hybridgate.classifiers.adapt import Adapter
 from hybridgate.classifiers.artifact import load_router
 from hybridgate.classifiers.embedder import Embedder
 from hybridgate.classifiers.model import RouterModel
@@ -108,8 +109,19 @@ async def test_the_gateway_learns_an_unknown_local_models_ability_from_its_label
             _label(scorer, texts[0], vecs[0], 0, 904, vector=[0.0] * 3), _label(scorer, texts[0], vecs[0], 0, 905, label=2)]
     for row in junk:
         await store.add_label(row)
+    stale = Adapter(1.0, 3.0)  # a correction fitted on the prior head's scores
+    scorer.adapter = stale
     result = await adapter.adapt_once()
     assert result.outcome == "adopted" and result.labels == len(texts)
+    # The new head goes in without the old head's correction, which is then judged again on the new head's scores.
+    assert scorer.adapter is not stale and result.correction is not None and result.correction.outcome != "too-few"
+    rows = await adapter.usable_labels()
+    rescored = adapter._rescored(scorer.model, rows, np.full(len(rows), -1.0))
+    expected = scorer.model.score(vecs, texts, [1] * len(texts))
+    made = np.array([int(r["ts"]) - 1000 for r in rows])  # which text each label was made from (junk: 900 and up)
+    ours = made < len(texts)
+    assert np.allclose(rescored[ours], expected[made[ours]], atol=1e-5)
+    assert (rescored[~ours] == -1.0).sum() >= 2  # the labels that kept no inputs keep their own score
     assert result.ability is not None and result.ability["loss_learnt"] < result.ability["loss_prior"]
     learnt = _head(scorer).pair()[0]
     assert learnt.origin == "labels" and learnt.labels == len(texts)
@@ -210,7 +222,8 @@ async def test_every_decision_is_explained_by_the_one_ability_that_scored_it(
                 d = policy.decide(q, ctx)
                 seen.append((i, d.score, d.router))
 
-    models: list[RouterModel] = [scorer.model]
+    # What was in use after each adaptation: the head and the score's correction (refitted after each new ability).
+    models: list[tuple[RouterModel, Adapter | None]] = [(scorer.model, scorer.adapter)]
     worker = threading.Thread(target=decide)
     worker.start()
     try:
@@ -220,16 +233,17 @@ async def test_every_decision_is_explained_by_the_one_ability_that_scored_it(
                 await store.add_label(_label(scorer, texts[i], vecs[i], int(ok[i]), i))
             n = step
             await adapter.adapt_once()
-            models.append(scorer.model)
+            models.append((scorer.model, scorer.adapter))
             await asyncio.sleep(0.002)
             time.sleep(0.003)
     finally:
         stop.set()
         worker.join()
-    assert len({id(m) for m in models}) > 5 and len(seen) > 50
+    assert len({id(m) for m, _ in models}) > 5 and len(seen) > 50
     expected: dict[str, set[tuple[int, float]]] = {}
-    for m in models:
-        s = ClassifierScorer(m, query_embedder)
+    # A new head goes in without a correction (the one it had was fitted on the old head's scores); one may follow.
+    for m, a in {(id(m), id(a)): (m, a) for m, a in models + [(m, None) for m, _ in models]}.values():
+        s = ClassifierScorer(m, query_embedder, a)
         for i, q in enumerate(queries):
             expected.setdefault(s.name, set()).add((i, round(s.score(q), 4)))
     assert {name for _, _, name in seen} <= set(expected)

@@ -12,7 +12,7 @@ from hybridgate.classifiers.artifact import load_router, resolve_router
 from hybridgate.classifiers.embedder import CachedEmbedder, Embedder
 from hybridgate.router import RouteQuery
 from hybridgate.router.classifier_scorer import ClassifierScorer
-from hybridgate.serving.router_adapt import RouterAdapter
+from hybridgate.serving.router_adapt import RouterAdapter, learns_local_ability
 from hybridgate.serving.state.memory import MemoryStore
 from tests.conftest import ServerThread, post_chat
 
@@ -41,11 +41,11 @@ async def test_labels_teach_the_gateway_what_its_users_need(query_embedder: Embe
     travel = [q.format(p) for q in TRAVEL for p in PLACES]
     await _labels(store, scorer, garden[:10], 1)
     await _labels(store, scorer, travel[:10], 0)
-    assert (await adapter.adapt_once()).outcome == "too-few" and scorer.adapter is None
+    assert (await adapter.correct_once()).outcome == "too-few" and scorer.adapter is None
     await _labels(store, scorer, garden[10:30], 1)
     await _labels(store, scorer, travel[10:30], 0)
     before = {t: scorer.score(RouteQuery(t, 10, 1)) for t in garden[30:] + travel[30:]}
-    result = await adapter.adapt_once()
+    result = await adapter.correct_once()
     assert result.outcome == "adopted" and result.auc_adapted > result.auc_router
     after = {t: scorer.score(RouteQuery(t, 10, 1)) for t in before}
     gap = lambda s: np.mean([s[t] for t in garden[30:]]) - np.mean([s[t] for t in travel[30:]])  # noqa: E731
@@ -56,7 +56,7 @@ async def test_labels_teach_the_gateway_what_its_users_need(query_embedder: Embe
     adapter.reset()
     assert scorer.adapter is None
     scorer.model.meta["version"] = "another"
-    assert (await adapter.adapt_once()).outcome == "too-few"
+    assert (await adapter.correct_once()).outcome == "too-few"
 
 
 async def test_an_adapter_that_does_not_help_is_not_adopted(query_embedder: Embedder) -> None:
@@ -67,7 +67,7 @@ async def test_an_adapter_that_does_not_help_is_not_adopted(query_embedder: Embe
     texts = [q.format(t) for q in GARDEN + TRAVEL for t in THINGS]
     for i, t in enumerate(texts):  # labels that are noise
         await _labels(store, scorer, [t], int(rng.random() < 0.5))
-    result = await RouterAdapter(scorer, store, interval_s=3600, min_labels=40).adapt_once()
+    result = await RouterAdapter(scorer, store, interval_s=3600, min_labels=40).correct_once()
     assert result.labels == len(texts)
     if result.outcome != "adopted":
         assert scorer.adapter is None
@@ -82,3 +82,22 @@ def test_readyz_reports_the_adapter(make_gateway: Callable[..., ServerThread]) -
     ready = httpx.get(f"{gw.url}/readyz").json()
     info = ready["router"]
     assert info["adapted"] is False and "adapter" in info
+
+
+async def test_the_default_router_is_corrected_by_its_labels_as_well_as_learning_its_local_model(query_embedder: Embedder) -> None:
+    """The default router learns an unknown local model's ability, and its score is still corrected by the labels
+    that say nothing of the local model (feedback on cloud answers, say): one adaptation does both."""
+    model = load_router(resolve_router(None), embedder=query_embedder.name, dim=query_embedder.dim)
+    assert learns_local_ability(model)
+    scorer = ClassifierScorer(model, CachedEmbedder(query_embedder, 0))
+    store = MemoryStore()
+    adapter = RouterAdapter(scorer, store, interval_s=3600, min_labels=40)
+    garden = [q.format(t) for q in GARDEN for t in THINGS]
+    travel = [q.format(p) for q in TRAVEL for p in PLACES]
+    await _labels(store, scorer, garden[:30], 1)
+    await _labels(store, scorer, travel[:30], 0)
+    result = await adapter.adapt_once()
+    assert result.ability is not None or result.outcome == "too-few"  # the ability's step ran: these labels carry no inputs
+    assert result.correction is not None and result.correction.outcome == "adopted", result
+    assert scorer.adapter is not None and adapter.last is result
+    assert result.as_dict()["correction"]["outcome"] == "adopted"
