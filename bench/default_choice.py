@@ -47,7 +47,7 @@ from hybridgate.classifiers.embedder import load_embedder
 from hybridgate.classifiers.heads import TrainingSet
 from hybridgate.classifiers.outcome_router import OutcomeLearner, prepare, query_inputs
 from hybridgate.classifiers.pair_blend_head import PairBlendHead
-from hybridgate.classifiers.pair_blend_mmlu import combine, fit_mmlu_part
+from hybridgate.classifiers.pair_blend_mmlu import combine, fit_mmlu_part, mmlu_part_data
 from hybridgate.classifiers.pair_blend_train import PairBlendLearner, pair_scores, training_set, weighted
 from hybridgate.classifiers.shape import NAMES as SHAPE_NAMES
 from hybridgate.classifiers.sources import Source
@@ -142,11 +142,7 @@ class Terms:
 
     def part_data(self, mask: np.ndarray) -> TrainingSet:
         """routellm-mmlu's rows ``mask`` as blend-static's recipe reads them: the pair's gain, as it is."""
-        src = self.sources[MMLU]
-        w, s = src.column(PAIR_MMLU[0]), src.column(PAIR_MMLU[1])
-        idx = np.nonzero(mask & ~np.isnan(w) & ~np.isnan(s))[0]
-        g = (s[idx] - w[idx]).astype(np.int8)
-        return TrainingSet(self.inputs[MMLU][idx].astype(np.float32), (g > 0).astype(np.int64), g, [src.groups[i] for i in idx])
+        return mmlu_part_data(self.sources[MMLU], self.inputs[MMLU], mask, PAIR_MMLU)
 
     def part(self, rows: Mapping[str, np.ndarray]) -> tuple[BlendHead, np.ndarray, dict[str, np.ndarray]]:
         """The MMLU part fitted on ``rows``' routellm-mmlu rows, its training inputs and its unit terms on them (each

@@ -38,6 +38,7 @@ from hybridgate.classifiers.heads import HeadError, TrainingSet, make_head
 from hybridgate.classifiers.numeric import need
 from hybridgate.classifiers.pair_blend_head import PairBlendHead
 from hybridgate.classifiers.pair_score import Ability
+from hybridgate.classifiers.sources import Source
 
 PART_PREFIX = "mmlu_part_"
 
@@ -112,6 +113,15 @@ class MmluBlendHead(PairBlendHead):
             raise HeadError(f"this router's MMLU part standardisation has shape {stats.shape}; this version reads 2 numbers")
         self.mmlu_stats = stats.astype(np.float32)
         self.mmlu.load_arrays({k[len(PART_PREFIX):]: v for k, v in arrays.items() if k.startswith(PART_PREFIX)})
+
+
+def mmlu_part_data(src: Source, inputs: np.ndarray, mask: np.ndarray, pair: tuple[str, str]) -> TrainingSet:
+    """``src``'s rows ``mask`` (``inputs``: its query inputs) as ``blend-static``'s recipe reads them: the ``pair``'s
+    gain as it is (strong grade minus weak), rows where both are graded."""
+    w, s = src.column(pair[0]), src.column(pair[1])
+    idx = np.nonzero(mask & ~np.isnan(w) & ~np.isnan(s))[0]
+    g = (s[idx] - w[idx]).astype(np.int8)
+    return TrainingSet(inputs[idx].astype(np.float32), (g > 0).astype(np.int64), g, [src.groups[i] for i in idx])
 
 
 def fit_mmlu_part(data: TrainingSet, emb_dim: int, **settings: Any) -> BlendHead:

@@ -11,7 +11,9 @@ from hybridgate.classifiers import across_sources as protocols
 from hybridgate.classifiers import sources as sources_mod
 from hybridgate.classifiers.across_sources import first_train_rows, run_all, training_rows
 from hybridgate.classifiers.outcome_router import query_inputs
-from hybridgate.classifiers.pair_blend_across import PairBlendAcross
+from hybridgate.classifiers.pair_blend_across import MmluBlendAcross, PairBlendAcross
+from hybridgate.classifiers.pair_blend_head import PairBlendHead
+from hybridgate.classifiers.pair_blend_mmlu import MmluBlendHead
 from hybridgate.classifiers.pair_blend_train import PairBlendLearner, training_set
 from hybridgate.classifiers.sources import Source
 
@@ -81,3 +83,44 @@ def test_labels_reach_the_head_as_a_gateways_do_and_every_protocol_reports(toy: 
     assert not np.allclose(none, some)
     np.testing.assert_allclose(none, fitted.head.with_pair("w", "s").score(learner.inputs["chat"][idx].astype(np.float32)))
     assert len(first_train_rows(src, 100)) == 100
+
+
+def test_the_defaults_recipe_adds_its_mmlu_part_and_without_its_rows_is_the_pair_blend_part_alone(toy: Toy) -> None:
+    """The default's recipe with "puzzles" standing for routellm-mmlu: its MMLU part is fitted on the training rows'
+    puzzles rows; with none (puzzles scored, so left out) the head is the pair-blend part at the same weights,
+    undamped on multiple choice, not a head that scores every exam question alike."""
+    learner, srcs = toy
+    weights = {"w_gain": 8.0, "w_length": 2.0, "w_topic": 2.0}
+    fits: dict[bytes, PairBlendHead] = {}
+    default = MmluBlendAcross(learner, weights, mmlu_source="puzzles", mmlu_pair=("m", "s"), part_settings={"centroids_k": 4}, fits=fits)
+    plain = PairBlendAcross(learner, weights, fits=fits)
+    none = np.zeros(0, dtype=int)
+    chat, puzzles = srcs[0], srcs[1]
+    rows = training_rows(srcs, "chat", leave_out=True)
+    head = default.fit(rows, frozenset()).head
+    assert isinstance(head, MmluBlendHead) and (head.w_mmlu, head.w_choice, head.w_gain) == (0.25, 0.0, 8.0)
+    assert (head.mmlu.w_length, head.mmlu.w_neighbours, head.mmlu.w_topic, head.mmlu.w_rules) == (1.0, 1.0, 2.0, 2.0)
+    assert len(head.mmlu.neighbours.memory) == int(puzzles.train.sum() + (~puzzles.train).sum())  # every puzzles row (chat left out)
+    idx = protocols.test_rows(chat, ("w", "s"))
+    with_part = default.fit(rows, frozenset()).score("chat", idx, ("w", "s"), none, seen_source=False)
+    without = plain.fit(rows, frozenset()).score("chat", idx, ("w", "s"), none, seen_source=False)
+    assert not np.allclose(with_part, without)
+    # New model: the labels reach the local ability through the default's head too (its pair-blend part).
+    fitted = default.fit(training_rows(srcs, "chat", leave_out=False), frozenset({"w"}))
+    assert isinstance(fitted.head, MmluBlendHead)
+    some = fitted.score("chat", idx, ("w", "s"), np.nonzero(chat.train)[0], seen_source=True)
+    assert not np.allclose(some, fitted.score("chat", idx, ("w", "s"), none, seen_source=True))
+    # Puzzles left out: no MMLU rows, so the pair-blend part alone, and the log says so.
+    rows = training_rows(srcs, "puzzles", leave_out=True)
+    alone = default.fit(rows, frozenset())
+    assert not isinstance(alone.head, MmluBlendHead)
+    assert any("no puzzles rows, the pair-blend part alone" in line for line in default.log)
+    idx = protocols.test_rows(puzzles, ("w", "s"))
+    np.testing.assert_allclose(alone.score("puzzles", idx, ("w", "s"), none, seen_source=False),
+                               plain.fit(rows, frozenset()).score("puzzles", idx, ("w", "s"), none, seen_source=False))
+    exam = [f"Which {w} is right?\nA. one\nB. two {i}\nC. three\nD. four" for i, w in enumerate(WORDS)]
+    vec = np.random.default_rng(3).normal(size=(len(exam), DIM))
+    scores = alone.head.with_pair("w", "s").score(query_inputs(vec / np.linalg.norm(vec, axis=1, keepdims=True), exam).astype(np.float32))
+    assert np.ptp(scores) > 0
+    # A model of the MMLU pair hidden: its gain cannot be read, the same fallback.
+    assert not isinstance(default.fit(training_rows(srcs, "chat", leave_out=True), frozenset({"m"})).head, MmluBlendHead)
